@@ -1,0 +1,114 @@
+"""The ConvNet backbone of the MTT lineage: `depth` blocks of conv3x3 -> norm -> act -> 2x2 pool, then one Linear.
+
+"instancenorm" is GroupNorm(C, C, affine=True): it keeps no running statistics, so the network is a pure
+function of its parameters, which is what unrolled trajectory matching needs.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import Tensor, nn
+
+NORMS = ("none", "batchnorm", "layernorm", "instancenorm", "groupnorm")
+ACTS = ("sigmoid", "relu", "leakyrelu")
+POOLS = ("none", "maxpool", "avgpool")
+
+
+def _check(kind: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {kind} '{value}'; choose one of: {', '.join(allowed)}")
+
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """A 2-D normalisation over `channels` feature maps; every kind here is independent of the spatial size."""
+    _check("norm", norm, NORMS)
+    if norm == "batchnorm":
+        return nn.BatchNorm2d(channels)
+    if norm == "layernorm":
+        return nn.GroupNorm(1, channels, affine=True)
+    if norm == "instancenorm":
+        return nn.GroupNorm(channels, channels, affine=True)
+    if norm == "groupnorm":
+        return nn.GroupNorm(4, channels, affine=True)
+    return nn.Identity()
+
+
+def act_layer(act: str) -> nn.Module:
+    _check("activation", act, ACTS)
+    if act == "sigmoid":
+        return nn.Sigmoid()
+    if act == "leakyrelu":
+        return nn.LeakyReLU(0.01)
+    return nn.ReLU()
+
+
+class ConvNet(nn.Module):
+    """ConvNet(width, depth, norm, act, pool) whose linear head is sized from the input resolution `size`.
+
+    A 2x2 pool that would act on a 1x1 map is skipped, so deep variants still build on small images.
+    """
+
+    def __init__(self, channels: int, num_classes: int, size: int, width: int = 128, depth: int = 3,
+                 norm: str = "instancenorm", act: str = "relu", pool: str = "avgpool"):
+        super().__init__()
+        _check("pooling", pool, POOLS)
+        if depth < 1 or width < 1:
+            raise ValueError(f"ConvNet needs depth >= 1 and width >= 1, got depth={depth}, width={width}")
+        layers: list[nn.Module] = []
+        in_ch, side = channels, size
+        for _ in range(depth):
+            layers += [nn.Conv2d(in_ch, width, kernel_size=3, padding=1), norm_layer(norm, width), act_layer(act)]
+            if pool != "none" and side > 1:
+                layers.append(nn.MaxPool2d(2, 2) if pool == "maxpool" else nn.AvgPool2d(2, 2))
+                side //= 2
+            in_ch = width
+        self.features = nn.Sequential(*layers)
+        self.num_features = width * side * side
+        self.classifier = nn.Linear(self.num_features, num_classes)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The flattened feature map fed to the classifier, [B, num_features]."""
+        return torch.flatten(self.features(x), 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.embed(x))
+
+
+# Name grammar: "ConvNet" followed by any of these codes, at most one per category (e.g. ConvNetD4, ConvNetW64BN).
+_CODES = {
+    "NN": ("norm", "none"), "BN": ("norm", "batchnorm"), "LN": ("norm", "layernorm"),
+    "IN": ("norm", "instancenorm"), "GN": ("norm", "groupnorm"),
+    "AS": ("act", "sigmoid"), "AR": ("act", "relu"), "AL": ("act", "leakyrelu"),
+    "NP": ("pool", "none"), "MP": ("pool", "maxpool"), "AP": ("pool", "avgpool"),
+}
+_TOKEN = re.compile(r"D\d+|W\d+|KIP|[A-Z]{2}")
+DEPTHS = range(1, 9)
+WIDTHS = range(16, 1025)
+
+
+def parse_convnet_name(name: str) -> dict[str, int | str] | None:
+    """ConvNet keyword arguments encoded by a name such as 'ConvNetD5' or 'ConvNetAL', or None if it is not one."""
+    if not name.startswith("ConvNet"):
+        return None
+    rest, kwargs = name[len("ConvNet"):], {}
+    tokens = _TOKEN.findall(rest)
+    if "".join(tokens) != rest:
+        return None
+    for tok in tokens:
+        if tok == "KIP":
+            key_values = [("width", 1024), ("norm", "none")]
+        elif tok[0] in "DW" and tok[1:].isdigit():
+            key, value = ("depth", int(tok[1:])) if tok[0] == "D" else ("width", int(tok[1:]))
+            if value not in (DEPTHS if key == "depth" else WIDTHS):
+                return None
+            key_values = [(key, value)]
+        elif tok in _CODES:
+            key_values = [_CODES[tok]]
+        else:
+            return None
+        for key, value in key_values:
+            if key in kwargs:
+                return None
+            kwargs[key] = value
+    return kwargs
