@@ -1,0 +1,20 @@
+# The two commands: `make run` (the default workflow) and `make test` (the test suite).
+VENV ?= .venv
+CORES ?= 2
+# torch/torchvision are installed first and pinned, so pip never swaps in another multi-GB build.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: run test
+
+run: $(VENV)/.installed
+	$(VENV)/bin/snakemake --cores $(CORES)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet $(TORCH)
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@

@@ -1,0 +1,64 @@
+"""The settings of one distillation: method kind, components and hyperparameters, validated on creation."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from distillery.augment import DEFAULT_STRATEGY
+
+KINDS = ("coreset", "trajectory")
+INITS = ("real", "noise")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    method: str
+    kind: str
+    ipc: int
+    model: str = "ConvNet"
+    zca: bool = False
+    recipe: str = "sgd"
+    # trajectory matching (MTT, reference notes §1.3-1.4)
+    iterations: int = 5000
+    syn_steps: int = 20
+    expert_epochs: int = 3
+    max_start_epoch: int = 25
+    lr_img: float = 1000.0
+    lr_lr: float = 1e-5
+    lr_teacher: float = 0.01
+    batch_syn: int | None = None
+    init: str = "real"
+    momentum: float = 0.5
+    dsa: str = DEFAULT_STRATEGY
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def bad(field: str, why: str) -> None:
+            raise ValueError(f"method '{self.method}': {field}={getattr(self, field)!r} {why}")
+
+        if self.kind not in KINDS:
+            bad("kind", f"is not one of {', '.join(KINDS)}")
+        if self.init not in INITS:
+            bad("init", f"is not one of {', '.join(INITS)}")
+        if self.ipc < 1:
+            bad("ipc", "must be at least 1")
+        for name in ("iterations", "syn_steps", "expert_epochs", "max_start_epoch"):
+            if getattr(self, name) < 1:
+                bad(name, "must be at least 1")
+        for name in ("lr_img", "lr_lr", "lr_teacher"):
+            if not getattr(self, name) > 0:
+                bad(name, "must be a positive learning rate")
+        if self.batch_syn is not None and self.batch_syn < 1:
+            bad("batch_syn", "must be at least 1 (or null for all synthetic images)")
+
+    @classmethod
+    def from_dict(cls, settings: dict) -> "DistillConfig":
+        """Build from a resolved method dict; an unknown key is an error (a typo would otherwise be ignored)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ValueError(f"method '{settings.get('method')}': unknown setting(s) {', '.join(unknown)}; "
+                             f"allowed: {', '.join(sorted(known))}")
+        return cls(**settings)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

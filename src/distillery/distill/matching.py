@@ -1,0 +1,105 @@
+"""Trajectory matching (MTT): unroll N student steps on synthetic data from an expert snapshot and
+match the expert M epochs later; the images and the student's learning rate descend that loss."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from distillery.augment import dsa
+from distillery.distill.config import DistillConfig
+from distillery.distill.init import init_synthetic
+from distillery.functional import FlatModel
+from distillery.progress import Progress
+from distillery.seeds import generator
+
+
+class DistillationError(RuntimeError):
+    """The run diverged (non-finite loss, non-positive learning rate) and was stopped."""
+
+
+class Batches:
+    """Synthetic minibatches of `size` indices: chunks of a fresh random permutation, as in MTT's inner loop."""
+
+    def __init__(self, n: int, size: int | None, generator: torch.Generator, device: torch.device):
+        self.n, self.size, self.generator, self.device = n, size or n, generator, device
+        self.chunks: list[Tensor] = []
+
+    def next(self) -> Tensor:
+        if not self.chunks:
+            perm = torch.randperm(self.n, generator=self.generator).to(self.device)
+            self.chunks = list(perm.split(self.size))[::-1]
+        return self.chunks.pop()
+
+
+def unroll(student: FlatModel, start: Tensor, images: Tensor, labels: Tensor, lr: Tensor, steps: int,
+           batches: Batches, aug: torch.Generator, strategy: str) -> Tensor:
+    """N differentiable SGD steps θ_{n+1} = θ_n − lr·∇CE(A(x_b); θ_n); returns θ_N with its graph."""
+    theta = start
+    for _ in range(steps):
+        idx = batches.next()
+        loss = F.cross_entropy(student(theta, dsa(images[idx], aug, strategy)), labels[idx])
+        (grad,) = torch.autograd.grad(loss, theta, create_graph=True)
+        theta = theta - lr * grad
+    return theta
+
+
+def matching_loss(theta: Tensor, start: Tensor, target: Tensor) -> Tensor:
+    """‖θ̂_N − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖² (MTT Eq. 2)."""
+    return (theta - target).pow(2).sum() / (start - target).pow(2).sum()
+
+
+@dataclass
+class DistillResult:
+    images: Tensor
+    labels: Tensor
+    lr: float
+    history: list[dict] = field(default_factory=list)  # per iteration: iteration, loss, lr, seconds
+
+
+def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
+                       student: FlatModel, experts) -> DistillResult:
+    """Run `cfg.iterations` MTT iterations; `experts` yields [epochs+1, P] trajectories."""
+    device = images.device
+    syn_images, syn_labels = init_synthetic(images, labels, num_classes, cfg.ipc, cfg.init,
+                                            generator(cfg.seed, "init"))
+    syn_images = syn_images.detach().requires_grad_(True)
+    syn_lr = torch.tensor(cfg.lr_teacher, device=device, requires_grad=True)
+    opt_img = torch.optim.SGD([syn_images], lr=cfg.lr_img, momentum=cfg.momentum)
+    opt_lr = torch.optim.SGD([syn_lr], lr=cfg.lr_lr, momentum=cfg.momentum)
+    starts, aug = generator(cfg.seed, "start-epoch"), generator(cfg.seed, "dsa")
+    batches = Batches(len(syn_images), cfg.batch_syn, generator(cfg.seed, "batches"), device)
+    progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}")
+    history = []
+    for it in range(1, cfg.iterations + 1):
+        tic = time.perf_counter()
+        trajectory = next(experts)
+        needed = cfg.max_start_epoch - 1 + cfg.expert_epochs
+        if trajectory.shape[0] - 1 < needed:
+            raise ValueError(f"expert trajectories have {trajectory.shape[0] - 1} epochs but max_start_epoch "
+                             f"{cfg.max_start_epoch} + expert_epochs {cfg.expert_epochs} needs {needed}; "
+                             f"train longer experts or lower max_start_epoch")
+        t = int(torch.randint(cfg.max_start_epoch, (1,), generator=starts))
+        start = trajectory[t].to(device).requires_grad_(True)
+        target = trajectory[t + cfg.expert_epochs].to(device)
+        theta = unroll(student, start, syn_images, syn_labels, syn_lr, cfg.syn_steps, batches, aug, cfg.dsa)
+        loss = matching_loss(theta, start, target)
+        opt_img.zero_grad(set_to_none=True)
+        opt_lr.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_img.step()
+        opt_lr.step()
+        loss_value, lr_value = torch.stack([loss.detach(), syn_lr.detach()]).tolist()
+        if not torch.isfinite(torch.tensor(loss_value)):
+            raise DistillationError(f"{cfg.method}: the matching loss became {loss_value} at iteration {it}; "
+                                    f"lower lr_img (now {cfg.lr_img}) or lr_lr (now {cfg.lr_lr})")
+        if not lr_value > 0:
+            raise DistillationError(f"{cfg.method}: the learned learning rate became {lr_value:.3g} at iteration "
+                                    f"{it}; lower lr_lr (now {cfg.lr_lr})")
+        history.append({"iteration": it, "loss": loss_value, "lr": lr_value, "seconds": time.perf_counter() - tic})
+        progress.update(it, loss=loss_value, lr=lr_value)
+    progress.close()
+    return DistillResult(syn_images.detach(), syn_labels, float(syn_lr.detach()), history)

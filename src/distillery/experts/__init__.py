@@ -1,0 +1,6 @@
+"""Expert trajectories: recipes that train them and the store that keeps one file per expert."""
+from distillery.experts.recipes import RECIPES, Recipe, get_recipe
+from distillery.experts.store import ExpertSampler, load_expert, save_expert
+from distillery.experts.train import run_expert_training, train_expert
+
+__all__ = ["RECIPES", "Recipe", "get_recipe", "ExpertSampler", "load_expert", "save_expert", "train_expert", "run_expert_training"]

@@ -1,0 +1,74 @@
+"""Train one expert on real data and record its parameters after every epoch."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from distillery.augment import dsa
+from distillery.data import load_meta, load_split, load_zca
+from distillery.evaluate import accuracy
+from distillery.experts.recipes import Recipe, get_recipe
+from distillery.experts.store import save_expert
+from distillery.functional import FlatModel
+from distillery.models import build_model
+from distillery.progress import Progress
+from distillery.seeds import generator, seeded
+
+
+def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: int, recipe: Recipe,
+                 seed: int) -> tuple[Tensor, torch.nn.Module]:
+    """Train a fresh `model_name` on (images, labels) with `recipe`.
+
+    Returns the trajectory [epochs+1, P] (initialisation, then one snapshot per epoch) on the CPU,
+    and the trained model. Images and labels stay on their device for the whole run.
+    """
+    device = images.device
+    channels, size = images.shape[1], images.shape[-1]
+    with seeded(seed, "expert-init"):
+        model = build_model(model_name, channels, num_classes, size)
+    model.to(device).train()
+    flat = FlatModel(model)
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    shuffle, aug = generator(seed, "expert-shuffle"), generator(seed, "expert-dsa")
+    trajectory = torch.empty(recipe.epochs + 1, flat.num_params)
+    trajectory[0] = flat.flatten().cpu()
+    progress = Progress(recipe.epochs, f"expert {seed}")
+    for epoch in range(recipe.epochs):
+        order = torch.randperm(len(images), generator=shuffle).to(device)
+        total = 0.0
+        for start in range(0, len(images), recipe.batch):
+            idx = order[start:start + recipe.batch]
+            x = dsa(images[idx], aug) if recipe.dsa else images[idx]
+            loss = F.cross_entropy(model(x), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach() * len(idx)
+        trajectory[epoch + 1] = flat.flatten().cpu()
+        progress.update(epoch + 1, loss=float(total) / len(images))
+    progress.close()
+    return trajectory, model
+
+
+def run_expert_training(prepared_dir: str | Path, out_path: str | Path, model_name: str, recipe: str, seed: int,
+                        zca_path: str | Path | None = None, epochs: int | None = None, device: str = "cpu") -> dict:
+    """Train expert `seed` for a prepared dataset and save its trajectory with metadata; returns the metadata."""
+    meta = load_meta(prepared_dir)
+    zca = load_zca(zca_path) if zca_path else None
+    images, labels = load_split(prepared_dir, "train", zca=zca, device=device)
+    test_images, test_labels = load_split(prepared_dir, "test", zca=zca, device=device)
+    chosen = get_recipe(recipe, epochs=epochs)
+    tic = time.perf_counter()
+    trajectory, model = train_expert(images, labels, model_name, meta["num_classes"], chosen, seed)
+    expert_meta = {"recipe": asdict(chosen), "seed": seed, "model": model_name, "dataset": meta["name"],
+                   "dataset_sha256": meta["sha256"]["train.pt"], "zca": zca is not None,
+                   "train_accuracy": accuracy(model, images, labels),
+                   "test_accuracy": accuracy(model, test_images, test_labels),
+                   "seconds": time.perf_counter() - tic}
+    save_expert(out_path, trajectory, expert_meta)
+    return expert_meta

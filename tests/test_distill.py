@@ -1,0 +1,147 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distillery.distill import DistillConfig, distill_trajectory, init_synthetic, matching_loss, unroll
+from distillery.distill.matching import Batches, DistillationError
+from distillery.functional import FlatModel
+from distillery.models import ConvNet
+from distillery.seeds import generator
+
+
+def tiny_student(dtype=torch.float32) -> FlatModel:
+    torch.manual_seed(0)
+    return FlatModel(ConvNet(1, 3, 4, width=4, depth=1).to(dtype))
+
+
+def unrolled_loss(student, start, target, images, labels, lr, steps=3, batch=None, strategy="color_crop_flip"):
+    batches = Batches(len(images), batch, generator(0, "batches"), images.device)
+    theta = unroll(student, start, images, labels, lr, steps, batches, generator(0, "dsa"), strategy)
+    return matching_loss(theta, start, target)
+
+
+def test_functional_call_matches_module():
+    student = tiny_student()
+    x = torch.randn(5, 1, 4, 4)
+    assert torch.allclose(student(student.flatten(), x), student.module(x))
+
+
+def test_matching_loss_is_exactly_zero_when_the_student_reaches_the_target():
+    student = tiny_student()
+    images, labels = torch.randn(6, 1, 4, 4), torch.arange(3).repeat(2)
+    start = (student.flatten() + 0.1).requires_grad_(True)
+    lr = torch.tensor(0.05)
+    batches = Batches(6, 4, generator(0, "batches"), images.device)
+    reached = unroll(student, start, images, labels, lr, 3, batches, generator(0, "dsa"), "color_crop_flip").detach()
+    assert unrolled_loss(student, start, reached, images, labels, lr, batch=4).item() == 0.0
+    assert matching_loss(reached, start, reached).item() == 0.0
+    far = reached + 1.0
+    assert unrolled_loss(student, start, far, images, labels, lr, batch=4).item() > 0
+
+
+def test_meta_gradient_matches_finite_differences():
+    """d loss / d images through 3 unrolled steps (with DSA and minibatches) in float64."""
+    student = tiny_student(torch.float64)
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64).requires_grad_(True)
+    labels = torch.arange(3).repeat(2)
+    start = student.flatten().requires_grad_(True)
+    target = start.detach() + 0.05 * torch.randn(start.shape, generator=g, dtype=torch.float64)
+    lr = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    loss = unrolled_loss(student, start, target, images, labels, lr, batch=4)
+    grad_images, grad_lr = torch.autograd.grad(loss, (images, lr))
+    eps = 1e-6
+    for index in [(0, 0, 1, 2), (3, 0, 0, 0), (5, 0, 3, 3)]:
+        bumped = [images.detach().clone() for _ in range(2)]
+        bumped[0][index] += eps
+        bumped[1][index] -= eps
+        plus, minus = (unrolled_loss(student, start, target, b, labels, lr, batch=4).item() for b in bumped)
+        assert grad_images[index].item() == pytest.approx((plus - minus) / (2 * eps), rel=1e-5, abs=1e-9)
+    plus = unrolled_loss(student, start, target, images, labels, lr + eps, batch=4).item()
+    minus = unrolled_loss(student, start, target, images, labels, lr - eps, batch=4).item()
+    assert grad_lr.item() == pytest.approx((plus - minus) / (2 * eps), rel=1e-5)
+
+
+def test_batches_cover_every_image_once_per_pass():
+    batches = Batches(10, 4, generator(0, "b"), torch.device("cpu"))
+    seen = torch.cat([batches.next() for _ in range(3)])
+    assert sorted(seen.tolist()) == list(range(10))
+    assert [len(batches.next()) for _ in range(3)] == [4, 4, 2]
+
+
+def test_real_init_draws_ipc_images_of_each_class():
+    labels = torch.arange(3).repeat_interleave(5)
+    images = torch.arange(15, dtype=torch.float32).view(15, 1, 1, 1)
+    syn, syn_labels = init_synthetic(images, labels, 3, 2, "real", generator(0, "init"))
+    assert syn_labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert (labels[syn.view(-1).long()] == syn_labels).all()
+    assert len(set(syn.view(-1).tolist())) == 6
+    with pytest.raises(ValueError, match="IPC 6 is larger than class 0's 5 training images"):
+        init_synthetic(images, labels, 3, 6, "real", generator(0, "init"))
+
+
+def make_problem():
+    """Three separable classes of 4x4 images and two short 'expert' trajectories trained on them."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat(20)
+    images = torch.randn(60, 1, 4, 4, generator=g) * 0.5 + labels.view(-1, 1, 1, 1).float() - 1
+    student = tiny_student()
+    trajectories = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        model = ConvNet(1, 3, 4, width=4, depth=1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        snapshots = [FlatModel(model).flatten()]
+        for _ in range(4):
+            opt.zero_grad()
+            F.cross_entropy(model(images), labels).backward()
+            opt.step()
+            snapshots.append(FlatModel(model).flatten())
+        trajectories.append(torch.stack(snapshots))
+    return images, labels, student, trajectories
+
+
+def config(**changes) -> DistillConfig:
+    base = dict(method="mtt", kind="trajectory", ipc=2, model="ConvNet", iterations=15, syn_steps=5, expert_epochs=2,
+                max_start_epoch=2, lr_img=10.0, lr_lr=1e-5, lr_teacher=0.05, dsa="none")
+    return DistillConfig(**{**base, **changes})
+
+
+def test_distillation_lowers_the_matching_loss_and_is_deterministic():
+    images, labels, student, trajectories = make_problem()
+    result = distill_trajectory(config(), images, labels, 3, student, iter(trajectories * 100))
+    losses = [row["loss"] for row in result.history]
+    assert len(losses) == 15 and result.images.shape == (6, 1, 4, 4)
+    assert sum(losses[-5:]) < sum(losses[:5])
+    again = distill_trajectory(config(), images, labels, 3, student, iter(trajectories * 100))
+    assert torch.equal(result.images, again.images) and result.lr == again.lr
+
+
+def test_divergence_stops_with_a_clear_error():
+    images, labels, student, trajectories = make_problem()
+    with pytest.raises(DistillationError, match="learned learning rate became .* lower lr_lr"):
+        distill_trajectory(config(lr_lr=10.0), images, labels, 3, student, iter(trajectories * 100))
+    with pytest.raises(DistillationError, match="matching loss became (nan|inf)"):
+        distill_trajectory(config(lr_img=1e30), images, labels, 3, student, iter(trajectories * 100))
+
+
+def test_short_experts_are_rejected():
+    images, labels, student, trajectories = make_problem()
+    with pytest.raises(ValueError, match="needs 5; train longer experts"):
+        distill_trajectory(config(max_start_epoch=4, expert_epochs=2), images, labels, 3, student,
+                           iter(trajectories * 100))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("ipc", 0, "ipc=0 must be at least 1"),
+    ("lr_img", -1.0, "lr_img=-1.0 must be a positive learning rate"),
+    ("init", "zeros", "init='zeros' is not one of real, noise"),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        config(**{field: value})
+
+
+def test_config_rejects_unknown_settings():
+    with pytest.raises(ValueError, match="unknown setting\\(s\\) syn_step;"):
+        DistillConfig.from_dict({"method": "mtt", "kind": "trajectory", "ipc": 1, "syn_step": 3})

@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from distillery.experts import ExpertSampler, get_recipe, load_expert, save_expert, train_expert
+from distillery.seeds import generator
+
+
+def test_expert_file_round_trip(tmp_path):
+    trajectory = torch.randn(6, 37)
+    save_expert(tmp_path / "0.pt", trajectory, {"model": "ConvNet", "zca": False, "seed": 0})
+    loaded, meta = load_expert(tmp_path / "0.pt", expect={"model": "ConvNet", "zca": False})
+    assert torch.equal(loaded, trajectory)
+    assert loaded.is_contiguous() and loaded.dtype == torch.float32
+    assert meta["epochs"] == 5 and meta["num_params"] == 37 and meta["seed"] == 0
+    assert not list(tmp_path.glob("*.tmp")), "no temporary file left behind"
+
+
+def test_expert_mismatch_and_truncation_are_errors(tmp_path):
+    path = tmp_path / "0.pt"
+    save_expert(path, torch.randn(3, 10), {"model": "ConvNet", "zca": False})
+    with pytest.raises(ValueError, match="zca=False but this run needs True"):
+        load_expert(path, expect={"zca": True})
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"0\.pt is unreadable.*rerun its train_expert job"):
+        load_expert(path)
+
+
+def test_sampler_visits_every_expert_once_per_pass(tmp_path):
+    paths = []
+    for k in range(4):
+        paths.append(tmp_path / f"{k}.pt")
+        save_expert(paths[-1], torch.full((2, 3), float(k)), {"model": "m"})
+    sampler = ExpertSampler(paths, generator(0, "experts"))
+    first = [int(next(sampler)[0, 0]) for _ in range(4)]
+    second = [int(next(sampler)[0, 0]) for _ in range(4)]
+    assert sorted(first) == sorted(second) == [0, 1, 2, 3]
+    again = ExpertSampler(paths, generator(0, "experts"))
+    assert [int(next(again)[0, 0]) for _ in range(4)] == first
+
+
+def test_expert_training_records_every_epoch_and_learns():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat(16)
+    images = torch.randn(64, 1, 8, 8, generator=g) * 0.3 + labels.view(-1, 1, 1, 1).float()
+    recipe = get_recipe("sgd", epochs=3, batch=16, dsa=False)
+    trajectory, model = train_expert(images, labels, "ConvNetW16", 4, recipe, seed=1)
+    assert trajectory.shape == (4, sum(p.numel() for p in model.parameters()))
+    assert torch.equal(trajectory[-1], torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    steps = (trajectory[1:] - trajectory[:-1]).norm(dim=1)
+    assert (steps > 0).all()
+    again, _ = train_expert(images, labels, "ConvNetW16", 4, recipe, seed=1)
+    assert torch.equal(trajectory, again), "same seed, same trajectory"
+
+
+def test_unknown_recipe():
+    with pytest.raises(ValueError, match="unknown expert recipe 'adamw'; choose one of: sgd"):
+        get_recipe("adamw")
