@@ -1,0 +1,7 @@
+"""Snakemake adapter: matching loss and learned lr over distillation iterations."""
+from distillery.report import plot_curves
+from distillery.runtime import job_setup
+
+job_setup(snakemake.log[0], snakemake.threads, "cpu")
+w = snakemake.wildcards
+plot_curves(snakemake.input[0], snakemake.output[0], title=f"{w.method} · {w.dataset} · IPC {w.ipc}")

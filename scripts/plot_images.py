@@ -1,0 +1,9 @@
+"""Snakemake adapter: a grid of the distilled images, as pixels."""
+from pathlib import Path
+
+from distillery.report import plot_images
+from distillery.runtime import job_setup
+
+job_setup(snakemake.log[0], snakemake.threads, "cpu")
+plot_images(snakemake.input.synset, Path(snakemake.input.meta).parent, snakemake.output[0],
+            zca_path=snakemake.input.get("zca"))

@@ -1,0 +1,135 @@
+"""Prepare a dataset once into uint8 tensors + meta.json, and load the splits back checked and normalised."""
+from __future__ import annotations
+
+import json
+import os
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from distillery.io import sha256_file, write_temp
+from .folders import load_imagenet64_splits, load_imagenet_subset_splits, load_tiny_imagenet_splits
+from .registry import IMAGENET_SUBSETS, DatasetSpec, get_spec
+from .sources import RawSplits, load_digits_splits, load_fashion_mnist_splits, load_torchvision_splits
+from .transform import normalise, zca_apply
+
+SPLIT_FILES = {"train": "train.pt", "test": "test.pt"}
+
+LOADERS: dict[str, Callable[[Path], RawSplits]] = {
+    "digits": load_digits_splits,
+    "fashion-mnist": load_fashion_mnist_splits,
+    "mnist": partial(load_torchvision_splits, "mnist"),
+    "cifar10": partial(load_torchvision_splits, "cifar10"),
+    "cifar100": partial(load_torchvision_splits, "cifar100"),
+    "svhn": partial(load_torchvision_splits, "svhn"),
+    "tiny-imagenet": load_tiny_imagenet_splits,
+    "imagenet-64": load_imagenet64_splits,
+    **{name: partial(load_imagenet_subset_splits, name) for name in IMAGENET_SUBSETS},
+}
+
+
+def _check_raw(spec: DatasetSpec, raw: RawSplits) -> None:
+    """Catch a reader that returned the wrong shape, dtype or label range before anything is written."""
+    for split, images, labels in (("train", raw.train_images, raw.train_labels), ("test", raw.test_images, raw.test_labels)):
+        want = (spec.channels, spec.size, spec.size)
+        if images.dtype != torch.uint8 or tuple(images.shape[1:]) != want or len(images) != len(labels):
+            raise ValueError(f"{spec.name} {split}: got images {images.dtype} {list(images.shape)} and "
+                             f"{len(labels)} labels, expected uint8 [N,{','.join(map(str, want))}] and N labels")
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(raw.classes)):
+            raise ValueError(f"{spec.name} {split}: labels outside 0..{len(raw.classes) - 1}")
+
+
+def channel_stats(images_uint8: Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (population) std of uint8 images in the [0,1] domain, accumulated in float64."""
+    x = images_uint8.transpose(0, 1).reshape(images_uint8.shape[1], -1).double() / 255.0
+    return x.mean(dim=1).tolist(), x.std(dim=1, correction=0).tolist()
+
+
+def prepare(name: str, data_dir: str | Path, out_dir: str | Path) -> dict:
+    """Read a dataset's raw files and write out_dir/{train.pt,test.pt,meta.json}; returns the meta dict.
+
+    All three files are staged as temp files and renamed into place only after all were written (meta.json last).
+    """
+    spec = get_spec(name)
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    raw = LOADERS[name](data_dir)
+    _check_raw(spec, raw)
+    if spec.mean is None:
+        mean, std = channel_stats(raw.train_images)
+    else:
+        mean, std = list(spec.mean), list(spec.std)
+    splits = {
+        "train.pt": {"images": raw.train_images.contiguous(), "labels": raw.train_labels.to(torch.int64).contiguous()},
+        "test.pt": {"images": raw.test_images.contiguous(), "labels": raw.test_labels.to(torch.int64).contiguous()},
+    }
+    meta = {"name": name, "num_classes": len(raw.classes), "classes": list(raw.classes),
+            "channels": spec.channels, "size": spec.size,
+            "n_train": len(raw.train_labels), "n_test": len(raw.test_labels),
+            "mean": mean, "std": std, **raw.info}
+    staged: dict[str, Path] = {}
+    try:
+        for filename, payload in splits.items():
+            staged[filename] = write_temp(out_dir, filename, lambda f, obj=payload: torch.save(obj, f))
+        meta["sha256"] = {filename: sha256_file(path) for filename, path in staged.items()}
+        text = (json.dumps(meta, indent=2) + "\n").encode()
+        staged["meta.json"] = write_temp(out_dir, "meta.json", lambda f: f.write(text))
+        for filename, path in staged.items():
+            os.replace(path, out_dir / filename)
+    finally:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+    return meta
+
+
+def load_meta(prepared_dir: str | Path) -> dict:
+    """The meta.json of a prepared dataset folder."""
+    path = Path(prepared_dir) / "meta.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run prepare for this dataset first")
+    return json.loads(path.read_text())
+
+
+def _read_split(prepared_dir: Path, split: str, meta: dict) -> dict:
+    """Load one split file after checking its sha256 against meta.json."""
+    path = prepared_dir / SPLIT_FILES[split]
+    advice = f"delete the folder {prepared_dir} and rerun prepare"
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: {advice}")
+    if sha256_file(path) != meta["sha256"][path.name]:
+        raise ValueError(f"{path} does not match the sha256 in meta.json (truncated or modified): {advice}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        images, labels = data["images"], data["labels"]
+    except Exception as err:
+        raise ValueError(f"{path} cannot be read ({err}): {advice}") from err
+    if images.dtype != torch.uint8 or labels.dtype != torch.int64 or len(images) != len(labels):
+        raise ValueError(f"{path} holds {images.dtype} images and {labels.dtype} labels: {advice}")
+    return data
+
+
+def load_split(prepared_dir: str | Path, split: str, zca: dict | None = None,
+               device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
+    """float32 images and int64 labels of a split on `device`.
+
+    Without zca: (x/255 - mean)/std per channel. With zca: x/255 then ZCA, and no mean/std (as the reference).
+    """
+    if split not in SPLIT_FILES:
+        raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(SPLIT_FILES)}")
+    prepared_dir = Path(prepared_dir)
+    meta = load_meta(prepared_dir)
+    data = _read_split(prepared_dir, split, meta)
+    x01 = data["images"].to(device).float().div_(255.0)
+    images = zca_apply(x01, zca) if zca is not None else normalise(x01, meta)
+    return images, data["labels"].to(device)
+
+
+def class_indices(labels: Tensor, num_classes: int) -> list[Tensor]:
+    """For each class, the (ascending) indices of its samples: one stable sort, no loop over samples."""
+    order = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels, minlength=num_classes)
+    if len(counts) > num_classes:
+        raise ValueError(f"labels go up to {len(counts) - 1}, but num_classes is {num_classes}")
+    return list(torch.split(order, counts.tolist()))

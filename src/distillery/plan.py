@@ -1,0 +1,150 @@
+"""From a workflow config to the work it implies: table cells, resolved method settings, artifact paths.
+
+The Snakefile and the tests both use this, so the paths rules write and the paths jobs ask for agree.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from distillery.data import get_spec
+from distillery.distill.config import DistillConfig
+from distillery.evaluate import EvalConfig
+from distillery.experts import get_recipe
+from distillery.models import is_model_name
+
+PATHS = {
+    "train": "results/data/{dataset}/train.pt",
+    "test": "results/data/{dataset}/test.pt",
+    "meta": "results/data/{dataset}/meta.json",
+    "zca": "results/data/{dataset}/zca.pt",
+    "expert": "results/experts/{dataset}/{norm}/{model}/{recipe}/{k}.pt",
+    "synset": "results/synsets/{method}/{dataset}/ipc{ipc}/synset.pt",
+    "distill_log": "results/synsets/{method}/{dataset}/ipc{ipc}/log.csv",
+    "eval": "results/evals/{method}/{dataset}/ipc{ipc}/{arch}/seed{seed}.json",
+    "table_csv": "results/tables/{table}.csv",
+    "table_md": "results/tables/{table}.md",
+    "images": "results/figures/{method}/{dataset}/ipc{ipc}/images.png",
+    "curves": "results/figures/{method}/{dataset}/ipc{ipc}/curves.png",
+}
+# Datasets whose reference backbone is deeper than ConvNet (depth 3): a 4x4 map before the head.
+DEFAULT_MODELS = {"tiny-imagenet": "ConvNetD4", "imagenet-64": "ConvNetD4", "imagenette": "ConvNetD5",
+                  "imagewoof": "ConvNetD5", "imagemeow": "ConvNetD5", "imagesquawk": "ConvNetD5",
+                  "imagefruit": "ConvNetD5", "imageyellow": "ConvNetD5"}
+PRESET_KEYS = {"base", "hparams"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One number in a table: `method` distilled on `dataset` at `ipc`, evaluated on `arch`."""
+    table: str
+    method: str
+    dataset: str
+    ipc: int
+    arch: str
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _preset(config: dict, method: str) -> dict:
+    """The method preset with its `base` chain merged (base first)."""
+    presets = config.get("methods", {})
+    chain, name = [], method
+    while name is not None:
+        if name not in presets:
+            where = f"method '{method}'" + (f" (base of a preset)" if name != method else "")
+            raise ValueError(f"unknown {where}: '{name}'; define it under `methods:` or choose one of: "
+                             f"{', '.join(sorted(presets))}")
+        if name in chain:
+            raise ValueError(f"method '{method}': its `base` chain loops at '{name}'")
+        chain.append(name)
+        name = presets[name].get("base")
+    merged: dict = {}
+    for name in reversed(chain):
+        merged.update(presets[name])
+    merged.pop("base", None)
+    return merged
+
+
+def resolve_method(config: dict, method: str, dataset: str, ipc: int) -> dict:
+    """Settings of one distillation: hparam table (dataset default, then ipcN) < preset < distill.overrides."""
+    get_spec(dataset)
+    preset = _preset(config, method)
+    settings: dict = {"model": DEFAULT_MODELS.get(dataset, "ConvNet")}
+    table_name = preset.pop("hparams", None)
+    if table_name is not None:
+        table = config.get("hparams", {}).get(table_name)
+        if table is None:
+            raise ValueError(f"method '{method}' uses hyperparameter table '{table_name}', which is not defined "
+                             f"under `hparams:`")
+        if dataset not in table:
+            raise ValueError(f"no '{table_name}' hyperparameters for dataset '{dataset}'; add "
+                             f"hparams.{table_name}.{dataset}.default (and ipc{ipc}) to your config")
+        settings.update(table[dataset].get("default", {}))
+        settings.update(table[dataset].get(f"ipc{ipc}", {}))
+    settings.update(preset)
+    settings.update(config.get("distill", {}).get("overrides") or {})
+    settings.update(method=method, ipc=int(ipc), seed=int(config.get("seed", 0)))
+    cfg = DistillConfig.from_dict(settings)  # validates every field
+    if not is_model_name(cfg.model):
+        raise ValueError(f"method '{method}' on {dataset}: unknown model '{cfg.model}'")
+    return cfg.to_dict()
+
+
+def eval_config(config: dict) -> EvalConfig:
+    options = {k: v for k, v in config.get("evaluation", {}).items() if k != "seeds"}
+    return EvalConfig(**options)
+
+
+def eval_seeds(config: dict) -> list[int]:
+    return list(range(int(config.get("evaluation", {}).get("seeds", 5))))
+
+
+def table_cells(config: dict, table: str | None = None) -> list[Cell]:
+    """Every cell of every table (or of `table`): the product of each cell spec's lists, in order, unique."""
+    cells: list[Cell] = []
+    for spec in config.get("tables", []):
+        if table is not None and spec["name"] != table:
+            continue
+        for row in spec["cells"]:
+            for method, dataset, ipc in itertools.product(*(_as_list(row[k]) for k in ("method", "dataset", "ipc"))):
+                archs = _as_list(row.get("arch") or resolve_method(config, method, dataset, ipc)["model"])
+                for arch in archs:
+                    if not is_model_name(arch):
+                        raise ValueError(f"table '{spec['name']}': unknown architecture '{arch}'")
+                    cell = Cell(spec["name"], method, dataset, int(ipc), arch)
+                    if cell not in cells:
+                        cells.append(cell)
+    if table is not None and not cells:
+        raise ValueError(f"no table named '{table}' in the config; tables: "
+                         f"{', '.join(t['name'] for t in config.get('tables', []))}")
+    return cells
+
+
+def expert_seeds(config: dict) -> list[int]:
+    return list(range(int(config.get("experts", {}).get("count", 10))))
+
+
+def expert_files(config: dict, dataset: str, settings: dict) -> list[str]:
+    """Expert trajectory files a distillation with resolved `settings` reads (none for coresets)."""
+    if settings["kind"] == "coreset":
+        return []
+    get_recipe(settings["recipe"])
+    norm = "zca" if settings["zca"] else "std"
+    return [PATHS["expert"].format(dataset=dataset, norm=norm, model=settings["model"], recipe=settings["recipe"],
+                                   k=k) for k in expert_seeds(config)]
+
+
+def check_config(config: dict) -> None:
+    """Resolve every cell once, so a bad method, dataset, model or hyperparameter fails before any job."""
+    for cell in table_cells(config):
+        settings = resolve_method(config, cell.method, cell.dataset, cell.ipc)
+        expert_files(config, cell.dataset, settings)
+        epochs = config.get("experts", {}).get("epochs") or get_recipe(settings["recipe"]).epochs
+        needed = settings["max_start_epoch"] - 1 + settings["expert_epochs"]
+        if settings["kind"] == "trajectory" and epochs < needed:
+            raise ValueError(f"method '{cell.method}' on {cell.dataset} ipc{cell.ipc} needs experts of at least "
+                             f"{needed} epochs (max_start_epoch {settings['max_start_epoch']} + expert_epochs "
+                             f"{settings['expert_epochs']} - 1) but experts train {epochs}")

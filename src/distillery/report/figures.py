@@ -1,0 +1,54 @@
+"""Figures: a grid of distilled images (one row per class) and the loss and learned-lr curves."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+from distillery.io import atomic_path  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_images(synset_path: str | Path, prepared_dir: str | Path, out_path: str | Path,
+                zca_path: str | Path | None = None, max_per_class: int = 10) -> None:
+    """Distilled images as pixels (normalisation or ZCA undone), one row per class."""
+    from distillery.data import load_meta, load_zca, to_pixels
+    from distillery.distill.run import load_synset
+
+    synset = load_synset(synset_path)
+    meta = load_meta(prepared_dir)
+    zca = load_zca(zca_path) if synset["meta"]["zca"] else None
+    ipc, classes = synset["meta"]["ipc"], meta["num_classes"]
+    per_class = min(ipc, max_per_class)
+    images = synset["images"].view(classes, ipc, *synset["images"].shape[1:])[:, :per_class].flatten(0, 1)
+    grid = make_grid(to_pixels(images, meta, zca), nrow=per_class, padding=1, pad_value=1.0)
+    fig, ax = plt.subplots(figsize=(max(2, per_class * 0.6), max(2, classes * 0.6)))
+    ax.imshow(grid.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if grid.shape[0] == 1 else None,
+              interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(f"{synset['meta']['method']} · {meta['name']} · IPC {ipc}")
+    _save(fig, out_path)
+
+
+def plot_curves(log_csv: str | Path, out_path: str | Path, title: str = "") -> None:
+    """Matching loss and learned learning rate per distillation iteration."""
+    log = pd.read_csv(log_csv)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    sns.lineplot(data=log, x="iteration", y="loss", ax=axes[0])
+    sns.lineplot(data=log, x="iteration", y="lr", ax=axes[1])
+    axes[0].set_ylabel("matching loss")
+    axes[1].set_ylabel("learned lr")
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, out_path)

@@ -1,0 +1,35 @@
+rule prepare_data:
+    output:
+        train=PATHS["train"],
+        test=PATHS["test"],
+        meta=PATHS["meta"],
+    params:
+        data_dir=config["data_dir"],
+    log:
+        "results/logs/prepare_data/{dataset}.log",
+    benchmark:
+        "results/benchmarks/prepare_data/{dataset}.tsv"
+    resources:
+        mem_mb=res("prepare_data", "mem_mb"),
+        runtime=res("prepare_data", "runtime"),
+        gpu=res("prepare_data", "gpu"),
+    script:
+        "../../scripts/prepare_data.py"
+
+
+rule fit_zca:
+    input:
+        train=PATHS["train"],
+        meta=PATHS["meta"],
+    output:
+        PATHS["zca"],
+    log:
+        "results/logs/fit_zca/{dataset}.log",
+    benchmark:
+        "results/benchmarks/fit_zca/{dataset}.tsv"
+    resources:
+        mem_mb=res("fit_zca", "mem_mb"),
+        runtime=res("fit_zca", "runtime"),
+        gpu=res("fit_zca", "gpu"),
+    script:
+        "../../scripts/fit_zca.py"

@@ -1,0 +1,20 @@
+rule distill:
+    input:
+        unpack(distill_inputs),
+    output:
+        synset=PATHS["synset"],
+        log_csv=PATHS["distill_log"],
+    params:
+        settings=settings,
+        device=config["device"],
+    log:
+        "results/logs/distill/{method}/{dataset}/ipc{ipc}.log",
+    benchmark:
+        "results/benchmarks/distill/{method}/{dataset}/ipc{ipc}.tsv"
+    threads: 1
+    resources:
+        mem_mb=res("distill", "mem_mb"),
+        runtime=res("distill", "runtime"),
+        gpu=res("distill", "gpu"),
+    script:
+        "../../scripts/distill.py"

@@ -1,0 +1,19 @@
+rule evaluate:
+    input:
+        unpack(evaluate_inputs),
+    output:
+        PATHS["eval"],
+    params:
+        evaluation=lambda wildcards: vars(eval_config(config)),
+        device=config["device"],
+    log:
+        "results/logs/evaluate/{method}/{dataset}/ipc{ipc}/{arch}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{method}/{dataset}/ipc{ipc}/{arch}/seed{seed}.tsv"
+    threads: 1
+    resources:
+        mem_mb=res("evaluate", "mem_mb"),
+        runtime=res("evaluate", "runtime"),
+        gpu=res("evaluate", "gpu"),
+    script:
+        "../../scripts/evaluate.py"
