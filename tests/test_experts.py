@@ -52,6 +52,9 @@ def test_expert_training_records_every_epoch_and_learns():
     assert torch.equal(trajectory, again), "same seed, same trajectory"
 
 
-def test_unknown_recipe():
+def test_unknown_recipe_or_setting():
     with pytest.raises(ValueError, match="unknown expert recipe 'adamw'; choose one of: sgd"):
         get_recipe("adamw")
+    with pytest.raises(ValueError, match="unknown expert recipe setting\\(s\\) epoch; allowed: batch, dsa"):
+        get_recipe("sgd", epoch=3)
+    assert get_recipe("sgd", batch=32, epochs=None).batch == 32

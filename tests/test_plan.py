@@ -24,7 +24,8 @@ def test_default_config_is_valid_and_resolves():
     check_config(config)
     cells = table_cells(config)
     assert [(c.method, c.ipc, c.arch) for c in cells] == [
-        ("random", 1, "ConvNet"), ("random", 10, "ConvNet"), ("mtt", 1, "ConvNet"), ("mtt", 10, "ConvNet")]
+        ("random", 1, "ConvNetD2W32"), ("random", 10, "ConvNetD2W32"), ("mtt", 1, "ConvNetD2W32"),
+        ("mtt", 10, "ConvNetD2W32")]
 
 
 def test_settings_precedence_table_then_preset_then_overrides():
@@ -56,7 +57,7 @@ def test_unknown_method_and_missing_hparams_are_named():
 
 def test_experts_too_short_for_the_start_epochs_fail_before_any_job():
     config = load_default()
-    config["experts"]["epochs"] = 5
+    config["experts"]["overrides"] = {"epochs": 5}
     with pytest.raises(ValueError, match="needs experts of at least 11 epochs"):
         check_config(config)
 

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile")]
 
 TINY = {
-    "experts": {"count": 2, "epochs": 4},
+    "experts": {"count": 2, "overrides": {"epochs": 4}},
     "evaluation": {"seeds": 2, "epochs": 20},
     "distill": {"overrides": {"iterations": 10, "syn_steps": 4, "max_start_epoch": 2}},
     "tables": [{"name": "tiny", "title": "Tiny", "cells": [{"method": ["random", "mtt"], "dataset": "digits", "ipc": 1}]}],
@@ -58,7 +58,7 @@ def test_tiny_workflow_end_to_end(tmp_path):
     table = pd.read_csv(tmp_path / "results/tables/tiny.csv")
     assert list(table.columns) == ["method", "dataset", "ipc", "arch", "mean", "std", "n"]
     assert table[["method", "dataset", "ipc", "arch", "n"]].values.tolist() == [
-        ["random", "digits", 1, "ConvNet", 2], ["mtt", "digits", 1, "ConvNet", 2]]
+        ["random", "digits", 1, "ConvNetD2W32", 2], ["mtt", "digits", 1, "ConvNetD2W32", 2]]
     assert table["mean"].between(0, 100).all() and (table["std"] >= 0).all()
     markdown = (tmp_path / "results/tables/tiny.md").read_text()
     assert markdown.startswith("## Tiny") and "| mtt " in markdown and "| random " in markdown

@@ -4,7 +4,7 @@ rule train_expert:
     output:
         PATHS["expert"],
     params:
-        epochs=config["experts"]["epochs"],
+        overrides=config["experts"]["overrides"],
         device=config["device"],
     log:
         "results/logs/train_expert/{dataset}/{norm}/{model}/{recipe}/{k}.log",

@@ -1,7 +1,7 @@
 """How an expert is trained. `sgd` is MTT's recipe: plain SGD, constant lr, no momentum or weight decay."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,11 @@ RECIPES: dict[str, Recipe] = {
 
 
 def get_recipe(name: str, **overrides) -> Recipe:
-    """The named recipe with `overrides` (e.g. epochs for a quick run) applied."""
+    """The named recipe with `overrides` (e.g. epochs for a quick run, batch for a small dataset) applied."""
     if name not in RECIPES:
         raise ValueError(f"unknown expert recipe '{name}'; choose one of: {', '.join(sorted(RECIPES))}")
+    allowed = {f.name for f in fields(Recipe)} - {"name"}
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise ValueError(f"unknown expert recipe setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
     return replace(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})

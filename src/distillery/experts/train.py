@@ -56,13 +56,14 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
 
 
 def run_expert_training(prepared_dir: str | Path, out_path: str | Path, model_name: str, recipe: str, seed: int,
-                        zca_path: str | Path | None = None, epochs: int | None = None, device: str = "cpu") -> dict:
+                        zca_path: str | Path | None = None, overrides: dict | None = None,
+                        device: str = "cpu") -> dict:
     """Train expert `seed` for a prepared dataset and save its trajectory with metadata; returns the metadata."""
     meta = load_meta(prepared_dir)
     zca = load_zca(zca_path) if zca_path else None
     images, labels = load_split(prepared_dir, "train", zca=zca, device=device)
     test_images, test_labels = load_split(prepared_dir, "test", zca=zca, device=device)
-    chosen = get_recipe(recipe, epochs=epochs)
+    chosen = get_recipe(recipe, **(overrides or {}))
     tic = time.perf_counter()
     trajectory, model = train_expert(images, labels, model_name, meta["num_classes"], chosen, seed)
     expert_meta = {"recipe": asdict(chosen), "seed": seed, "model": model_name, "dataset": meta["name"],
