@@ -46,3 +46,12 @@ def test_curves_figure_is_written(tmp_path):
 def test_no_results_is_an_error():
     with pytest.raises(ValueError, match="no evaluation results"):
         aggregate([])
+
+
+def test_image_grid_places_each_image_in_its_row_and_column():
+    from distillery.report.figures import image_grid
+    images = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 3, 2, 2) / 10
+    grid = image_grid(images, rows=2, pad=1)
+    assert grid.shape == (2 * 4, 3 * 4, 3)
+    assert grid[1, 1, 0] == 0.0 and grid[1, 5, 0] == pytest.approx(0.1) and grid[5, 1, 0] == pytest.approx(0.3)
+    assert grid[0, 0, 0] == 1.0

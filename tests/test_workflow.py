@@ -15,7 +15,9 @@ TINY = {
     "experts": {"count": 2, "overrides": {"epochs": 4}},
     "evaluation": {"seeds": 2, "epochs": 20},
     "distill": {"overrides": {"iterations": 10, "syn_steps": 4, "max_start_epoch": 2}},
-    "tables": [{"name": "tiny", "title": "Tiny", "cells": [{"method": ["random", "mtt"], "dataset": "digits", "ipc": 1}]}],
+    "hparams": {"mtt": {"digits": {"ipc2": {"zca": True}}}},  # IPC 2 runs in the ZCA domain
+    "tables": [{"name": "tiny", "title": "Tiny", "cells": [{"method": ["random", "mtt"], "dataset": "digits", "ipc": 1},
+                                                        {"method": "mtt", "dataset": "digits", "ipc": 2}]}],
 }
 
 
@@ -58,12 +60,16 @@ def test_tiny_workflow_end_to_end(tmp_path):
     table = pd.read_csv(tmp_path / "results/tables/tiny.csv")
     assert list(table.columns) == ["method", "dataset", "ipc", "arch", "mean", "std", "n"]
     assert table[["method", "dataset", "ipc", "arch", "n"]].values.tolist() == [
-        ["random", "digits", 1, "ConvNetD2W32", 2], ["mtt", "digits", 1, "ConvNetD2W32", 2]]
+        ["random", "digits", 1, "ConvNetD2W32", 2], ["mtt", "digits", 1, "ConvNetD2W32", 2],
+        ["mtt", "digits", 2, "ConvNetD2W32", 2]]
     assert table["mean"].between(0, 100).all() and (table["std"] >= 0).all()
     markdown = (tmp_path / "results/tables/tiny.md").read_text()
     assert markdown.startswith("## Tiny") and "| mtt " in markdown and "| random " in markdown
     figures = tmp_path / "results/figures"
-    for png in ["random/digits/ipc1/images.png", "mtt/digits/ipc1/images.png", "mtt/digits/ipc1/curves.png"]:
+    assert (tmp_path / "results/data/digits/zca.pt").exists()
+    assert (tmp_path / "results/experts/digits/zca/ConvNetD2W32/sgd/1.pt").exists()
+    for png in ["random/digits/ipc1/images.png", "mtt/digits/ipc1/images.png", "mtt/digits/ipc1/curves.png",
+                "mtt/digits/ipc2/images.png"]:
         assert (figures / png).read_bytes()[:4] == b"\x89PNG"
     log = pd.read_csv(tmp_path / "results/synsets/mtt/digits/ipc1/log.csv")
     assert log["iteration"].tolist() == list(range(1, 11)) and (log["lr"] > 0).all()

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from distillery.augment import DEFAULT_STRATEGY, dsa
 from distillery.models import build_model
+from distillery.progress import Progress, log
 from distillery.seeds import generator, seeded
 
 
@@ -48,6 +49,7 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
     model.to(images.device).train()
     shuffle, aug = generator(seed, "eval-shuffle"), generator(seed, "eval-dsa")
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    progress = Progress(cfg.epochs, f"evaluate {arch} seed {seed}")
     for epoch in range(cfg.epochs):
         if epoch == cfg.epochs // 2 and cfg.epochs > 1:
             opt = torch.optim.SGD(model.parameters(), lr=lr * cfg.decay, momentum=cfg.momentum,
@@ -58,6 +60,8 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        progress.update(epoch + 1)
+    progress.close()
     return model
 
 
@@ -83,5 +87,7 @@ def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str
     images, labels = synset["images"].to(device), synset["labels"].to(device)
     lr = synset["lr"] if synset["lr"] is not None else cfg.default_lr
     acc = evaluate(images, labels, lr, arch, test_images, test_labels, meta["num_classes"], seed, cfg)
+    log.info("%s %s ipc%d on %s, seed %d: test accuracy %.2f%%", meta["method"], meta["dataset"], meta["ipc"], arch,
+             seed, 100 * acc)
     return {"method": meta["method"], "dataset": meta["dataset"], "ipc": meta["ipc"], "arch": arch, "seed": seed,
             "accuracy": acc, "lr": lr, "protocol": "final-epoch", "eval": asdict(cfg)}

@@ -9,7 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from distillery.io import atomic_path  # noqa: E402
 
@@ -18,6 +19,14 @@ def _save(fig: plt.Figure, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=150, bbox_inches="tight")
     plt.close(fig)
+
+
+def image_grid(images: torch.Tensor, rows: int, pad: int = 1) -> torch.Tensor:
+    """[rows*cols, C, H, W] pixels in [0, 1] -> one [H', W', C] picture with white gutters."""
+    cols = len(images) // rows
+    padded = F.pad(images, (pad, pad, pad, pad), value=1.0)
+    _, c, h, w = padded.shape
+    return padded.view(rows, cols, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c)
 
 
 def plot_images(synset_path: str | Path, prepared_dir: str | Path, out_path: str | Path,
@@ -32,10 +41,9 @@ def plot_images(synset_path: str | Path, prepared_dir: str | Path, out_path: str
     ipc, classes = synset["meta"]["ipc"], meta["num_classes"]
     per_class = min(ipc, max_per_class)
     images = synset["images"].view(classes, ipc, *synset["images"].shape[1:])[:, :per_class].flatten(0, 1)
-    grid = make_grid(to_pixels(images, meta, zca), nrow=per_class, padding=1, pad_value=1.0)
+    grid = image_grid(to_pixels(images, meta, zca), rows=classes)
     fig, ax = plt.subplots(figsize=(max(2, per_class * 0.6), max(2, classes * 0.6)))
-    ax.imshow(grid.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if grid.shape[0] == 1 else None,
-              interpolation="nearest")
+    ax.imshow(grid.squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(f"{synset['meta']['method']} · {meta['name']} · IPC {ipc}")
     _save(fig, out_path)
