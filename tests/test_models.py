@@ -86,7 +86,10 @@ def test_variant_names_set_norm_act_pool_width() -> None:
     def groups(name: str) -> list[int]:
         return [m.num_groups for m in build_model(name, 3, 10, 32).modules() if isinstance(m, nn.GroupNorm)]
 
-    assert groups("ConvNetLN") == [1, 1, 1] and groups("ConvNetGN") == [4, 4, 4] and groups("ConvNetIN") == [128] * 3
+    assert groups("ConvNetGN") == [4, 4, 4] and groups("ConvNetIN") == [128] * 3
+    layer_norms = [m for m in build_model("ConvNetLN", 3, 10, 32).modules() if isinstance(m, nn.LayerNorm)]
+    assert [tuple(m.normalized_shape) for m in layer_norms] == [(128, 32, 32), (128, 16, 16), (128, 8, 8)]
+    assert all(m.weight.shape == m.normalized_shape for m in layer_norms)  # per-element affine, as the reference
     assert nn.Sigmoid in kinds("ConvNetAS") and nn.ReLU not in kinds("ConvNetAS")
     leaky = [m for m in build_model("ConvNetAL", 3, 10, 32).modules() if isinstance(m, nn.LeakyReLU)]
     assert len(leaky) == 3 and leaky[0].negative_slope == 0.01

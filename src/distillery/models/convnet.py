@@ -20,13 +20,15 @@ def _check(kind: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"unknown {kind} '{value}'; choose one of: {', '.join(allowed)}")
 
 
-def norm_layer(norm: str, channels: int) -> nn.Module:
-    """A 2-D normalisation over `channels` feature maps; every kind here is independent of the spatial size."""
+def norm_layer(norm: str, channels: int, side: int | None = None) -> nn.Module:
+    """A 2-D normalisation over `channels` feature maps of `side` x `side` (only layernorm needs the side)."""
     _check("norm", norm, NORMS)
     if norm == "batchnorm":
         return nn.BatchNorm2d(channels)
-    if norm == "layernorm":
-        return nn.GroupNorm(1, channels, affine=True)
+    if norm == "layernorm":  # as the reference: LayerNorm over [C, H, W] with a per-element affine
+        if side is None:
+            raise ValueError("layernorm needs the feature map side")
+        return nn.LayerNorm([channels, side, side], elementwise_affine=True)
     if norm == "instancenorm":
         return nn.GroupNorm(channels, channels, affine=True)
     if norm == "groupnorm":
@@ -58,7 +60,7 @@ class ConvNet(nn.Module):
         layers: list[nn.Module] = []
         in_ch, side = channels, size
         for _ in range(depth):
-            layers += [nn.Conv2d(in_ch, width, kernel_size=3, padding=1), norm_layer(norm, width), act_layer(act)]
+            layers += [nn.Conv2d(in_ch, width, kernel_size=3, padding=1), norm_layer(norm, width, side), act_layer(act)]
             if pool != "none" and side > 1:
                 layers.append(nn.MaxPool2d(2, 2) if pool == "maxpool" else nn.AvgPool2d(2, 2))
                 side //= 2
