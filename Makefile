@@ -8,6 +8,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 
 run: $(VENV)/.installed
 	$(VENV)/bin/snakemake --cores $(CORES)
+	$(VENV)/bin/snakemake --cores 1 --report results/report.html
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

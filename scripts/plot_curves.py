@@ -4,4 +4,4 @@ from distillery.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads, "cpu")
 w = snakemake.wildcards
-plot_curves(snakemake.input[0], snakemake.output[0], title=f"{w.method} · {w.dataset} · IPC {w.ipc}")
+plot_curves(snakemake.input[0], snakemake.output.png, title=f"{w.method} · {w.dataset} · IPC {w.ipc}")

@@ -5,5 +5,5 @@ from distillery.report import plot_images
 from distillery.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads, "cpu")
-plot_images(snakemake.input.synset, Path(snakemake.input.meta).parent, snakemake.output[0],
+plot_images(snakemake.input.synset, Path(snakemake.input.meta).parent, snakemake.output.png,
             zca_path=snakemake.input.get("zca"))

@@ -49,7 +49,7 @@ def test_expert_files_follow_model_recipe_and_normalisation():
 
 def test_unknown_method_and_missing_hparams_are_named():
     config = load_default()
-    with pytest.raises(ValueError, match="unknown method 'mtx'.*choose one of: mtt, mtt_noise, random"):
+    with pytest.raises(ValueError, match="unknown method 'mtx'.*choose one of: forgetting, herding, mtt, mtt_noise, random"):
         resolve_method(config, "mtx", "digits", 1)
     with pytest.raises(ValueError, match="no 'mtt' hyperparameters for dataset 'svhn'; add hparams.mtt.svhn"):
         resolve_method(config, "mtt", "svhn", 1)

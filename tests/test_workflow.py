@@ -42,6 +42,24 @@ def test_default_config_dry_run_job_list(tmp_path):
                                          "evaluate": 12, "table": 1, "plot_images": 4, "plot_curves": 2}
 
 
+def test_mtt_paper_config_dry_run_job_list(tmp_path):
+    """Exactly the cells of MTT Tables 1-4 and Figure 5, with experts shared across methods and IPCs."""
+    result = snakemake(tmp_path, None, "-n", "--cores", "2", "--configfile", str(ROOT / "config/paper/mtt.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result.stdout) == {
+        "all": 1,
+        "prepare_data": 9,       # cifar10, cifar100, tiny-imagenet, six ImageNet subsets
+        "fit_zca": 2,            # cifar10, cifar100
+        "train_expert": 1100,    # 100 each: cifar10 zca/std, cifar100 zca/std, tiny, 6 subsets
+        "distill": 64,           # Table 1: 4 methods x 3 datasets x 3 IPC; Table 4: 12; Figure 5: 16
+        "evaluate": 335,         # 5 seeds x (36 + 3 extra archs of Table 3 + 12 + 16)
+        "table": 5,
+        "table_figure": 2,       # Table 1 accuracy vs IPC, Table 3 heat map
+        "plot_images": 64,
+        "plot_curves": 37,       # trajectory methods only: 9 + 12 + 16
+    }
+
+
 @pytest.mark.parametrize("cell,needle", [
     ({"method": "mtt", "dataset": "cifar11", "ipc": 1}, "'cifar11' is not valid"),
     ({"method": "mtt", "dataset": "digits", "ipc": 0}, "ipc"),

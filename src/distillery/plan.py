@@ -24,6 +24,8 @@ PATHS = {
     "eval": "results/evals/{method}/{dataset}/ipc{ipc}/{arch}/seed{seed}.json",
     "table_csv": "results/tables/{table}.csv",
     "table_md": "results/tables/{table}.md",
+    "table_tex": "results/tables/{table}.tex",
+    "table_figure": "results/figures/tables/{table}/{figure}.png",
     "images": "results/figures/{method}/{dataset}/ipc{ipc}/images.png",
     "curves": "results/figures/{method}/{dataset}/ipc{ipc}/curves.png",
 }
@@ -130,13 +132,14 @@ def expert_seeds(config: dict) -> list[int]:
 
 
 def expert_files(config: dict, dataset: str, settings: dict) -> list[str]:
-    """Expert trajectory files a distillation with resolved `settings` reads (none for coresets)."""
-    if settings["kind"] == "coreset":
+    """Expert trajectory files a distillation with resolved `settings` reads (coresets none, herding expert 0)."""
+    if settings["kind"] == "coreset" and settings["select"] != "herding":
         return []
     get_recipe(settings["recipe"])
     norm = "zca" if settings["zca"] else "std"
+    seeds = [0] if settings["kind"] == "coreset" else expert_seeds(config)
     return [PATHS["expert"].format(dataset=dataset, norm=norm, model=settings["model"], recipe=settings["recipe"],
-                                   k=k) for k in expert_seeds(config)]
+                                   k=k) for k in seeds]
 
 
 def check_config(config: dict) -> None:

@@ -1,4 +1,6 @@
 # Config validation and input functions. Everything that computes lives in the distillery library.
+from pathlib import Path
+
 from snakemake.utils import validate
 
 from distillery.plan import (
@@ -24,7 +26,8 @@ wildcard_constraints:
     seed="[0-9]+",
     k="[0-9]+",
     norm="zca|std",
-    table="[A-Za-z0-9_-]+",
+    table="[A-Za-z0-9_/-]+",
+    figure="accuracy_vs_ipc|cross_arch",
 
 
 def res(rule_name, key):
@@ -66,14 +69,28 @@ def table_inputs(wildcards):
     ]
 
 
+def table_spec(wildcards):
+    return next(t for t in config["tables"] if t["name"] == wildcards.table)
+
+
 def table_title(wildcards):
-    return next(t.get("title", t["name"]) for t in config["tables"] if t["name"] == wildcards.table)
+    return table_spec(wildcards).get("title", wildcards.table)
+
+
+def reported_files():
+    """Paper-reported numbers (config `reported_files`), relative to the repository when not absolute."""
+    return [str(Path(workflow.basedir).parent / f) for f in config.get("reported_files", [])]
+
+
+def pdf_twin(png):
+    return png[: -len(".png")] + ".pdf"
 
 
 def all_targets():
     targets = []
     for table in config["tables"]:
-        targets += [PATHS[kind].format(table=table["name"]) for kind in ("table_csv", "table_md")]
+        targets += [PATHS[kind].format(table=table["name"]) for kind in ("table_csv", "table_md", "table_tex")]
+        targets += [PATHS["table_figure"].format(table=table["name"], figure=f) for f in table.get("figures", [])]
     for cell in table_cells(config):
         where = dict(method=cell.method, dataset=cell.dataset, ipc=cell.ipc)
         targets.append(PATHS["images"].format(**where))

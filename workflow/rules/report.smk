@@ -1,17 +1,21 @@
 localrules:
     table,
+    table_figure,
     plot_images,
     plot_curves,
 
 
 rule table:
     input:
-        table_inputs,
+        results=table_inputs,
+        reported=reported_files(),
     output:
         csv=PATHS["table_csv"],
-        md=PATHS["table_md"],
+        md=report(PATHS["table_md"], caption="../report/table.rst", category="Tables"),
+        tex=PATHS["table_tex"],
     params:
         title=table_title,
+        reported=lambda wildcards: table_spec(wildcards).get("reported", {}),
     log:
         "results/logs/table/{table}.log",
     benchmark:
@@ -24,11 +28,33 @@ rule table:
         "../../scripts/table.py"
 
 
+rule table_figure:
+    input:
+        PATHS["table_csv"],
+    output:
+        png=report(PATHS["table_figure"], caption="../report/table_figure.rst", category="Tables"),
+        pdf=pdf_twin(PATHS["table_figure"]),
+    params:
+        title=table_title,
+    log:
+        "results/logs/table_figure/{table}/{figure}.log",
+    benchmark:
+        "results/benchmarks/table_figure/{table}/{figure}.tsv"
+    resources:
+        mem_mb=res("report", "mem_mb"),
+        runtime=res("report", "runtime"),
+        gpu=0,
+    script:
+        "../../scripts/table_figure.py"
+
+
 rule plot_images:
     input:
         unpack(evaluate_inputs),
     output:
-        PATHS["images"],
+        png=report(PATHS["images"], caption="../report/images.rst", category="Distilled images",
+                   subcategory="{dataset}"),
+        pdf=pdf_twin(PATHS["images"]),
     log:
         "results/logs/plot_images/{method}/{dataset}/ipc{ipc}.log",
     benchmark:
@@ -45,7 +71,9 @@ rule plot_curves:
     input:
         PATHS["distill_log"],
     output:
-        PATHS["curves"],
+        png=report(PATHS["curves"], caption="../report/curves.rst", category="Distillation curves",
+                   subcategory="{dataset}"),
+        pdf=pdf_twin(PATHS["curves"]),
     log:
         "results/logs/plot_curves/{method}/{dataset}/ipc{ipc}.log",
     benchmark:

@@ -7,6 +7,7 @@ from distillery.augment import DEFAULT_STRATEGY
 
 KINDS = ("coreset", "trajectory")
 INITS = ("real", "noise")
+SELECTS = ("random", "herding", "forgetting")
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class DistillConfig:
     model: str = "ConvNet"
     zca: bool = False
     recipe: str = "sgd"
+    select: str = "random"  # coreset selection: random | herding (expert features) | forgetting (Toneva)
     # trajectory matching (MTT, reference notes §1.3-1.4)
     iterations: int = 5000
     syn_steps: int = 20
@@ -39,6 +41,10 @@ class DistillConfig:
             bad("kind", f"is not one of {', '.join(KINDS)}")
         if self.init not in INITS:
             bad("init", f"is not one of {', '.join(INITS)}")
+        if self.select not in SELECTS:
+            bad("select", f"is not one of {', '.join(SELECTS)}")
+        if self.select != "random" and self.kind != "coreset":
+            bad("select", "applies only to kind coreset")
         if self.ipc < 1:
             bad("ipc", "must be at least 1")
         for name in ("iterations", "syn_steps", "expert_epochs", "max_start_epoch"):

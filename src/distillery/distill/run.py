@@ -7,18 +7,48 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from torch import Tensor
 
 from distillery.data import load_meta, load_split, load_zca
 from distillery.distill.config import DistillConfig
-from distillery.distill.init import init_synthetic
+from distillery.distill.coreset import check_ipc, embed, forgetting_counts, select_coreset
 from distillery.distill.matching import distill_trajectory
-from distillery.experts import ExpertSampler
+from distillery.experts import ExpertSampler, get_recipe, load_expert
 from distillery.functional import FlatModel
 from distillery.io import atomic_path, save_torch
 from distillery.models import build_model
 from distillery.seeds import generator
 
 LOG_COLUMNS = ("iteration", "loss", "lr", "seconds")
+
+
+def expert_features(cfg: DistillConfig, meta: dict, images: Tensor, expert_path: str | Path) -> Tensor:
+    """`embed` features of `images` from a `cfg.model` at the final snapshot of the expert at `expert_path`."""
+    expect = {"model": cfg.model, "zca": cfg.zca, "dataset_sha256": meta["sha256"]["train.pt"]}
+    trajectory, _ = load_expert(expert_path, expect)
+    module = build_model(cfg.model, meta["channels"], meta["num_classes"], meta["size"]).to(images.device)
+    num_params = FlatModel(module).num_params  # the flat layout of expert trajectories
+    if trajectory.shape[1] != num_params:
+        raise ValueError(f"expert file {expert_path} has {trajectory.shape[1]} parameters but {cfg.model} has "
+                         f"{num_params}; retrain it")
+    torch.nn.utils.vector_to_parameters(trajectory[-1].to(images.device).clone(), module.parameters())
+    return embed(module, images)
+
+
+def coreset(cfg: DistillConfig, meta: dict, images: Tensor, labels: Tensor,
+            expert_paths: Sequence[str | Path]) -> tuple[Tensor, Tensor]:
+    """The real images `cfg.select` picks: random, herding on the first expert's features, or forgetting counts."""
+    check_ipc(labels, meta["num_classes"], cfg.ipc)  # before any training or embedding
+    features = counts = None
+    if cfg.select == "herding":
+        if not expert_paths:
+            raise ValueError(f"method '{cfg.method}': herding needs one expert trajectory for its features; "
+                             f"train it first (rule train_expert)")
+        features = expert_features(cfg, meta, images, expert_paths[0])
+    elif cfg.select == "forgetting":
+        counts = forgetting_counts(images, labels, cfg.model, meta["num_classes"], get_recipe(cfg.recipe), cfg.seed)
+    return select_coreset(cfg.select, images, labels, meta["num_classes"], cfg.ipc, generator(cfg.seed, "init"),
+                          features=features, counts=counts)
 
 
 def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | Path, log_path: str | Path,
@@ -31,8 +61,7 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
     images, labels = load_split(prepared_dir, "train", zca=zca, device=device)
     tic = time.perf_counter()
     if cfg.kind == "coreset":
-        syn_images, syn_labels = init_synthetic(images, labels, meta["num_classes"], cfg.ipc, "real",
-                                                generator(cfg.seed, "init"))
+        syn_images, syn_labels = coreset(cfg, meta, images, labels, expert_paths)
         lr, history = None, []
     else:
         skeleton = build_model(cfg.model, meta["channels"], meta["num_classes"], meta["size"]).to(device)

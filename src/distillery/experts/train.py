@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,30 +22,36 @@ from distillery.seeds import generator, seeded
 
 
 def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: int, recipe: Recipe,
-                 seed: int) -> tuple[Tensor, torch.nn.Module]:
+                 seed: int, role: str = "expert",
+                 on_batch: Callable[[Tensor, Tensor], None] | None = None) -> tuple[Tensor, torch.nn.Module]:
     """Train a fresh `model_name` on (images, labels) with `recipe`.
 
     Returns the trajectory [epochs+1, P] (initialisation, then one snapshot per epoch) on the CPU,
-    and the trained model. Images and labels stay on their device for the whole run.
+    and the trained model. Images and labels stay on their device for the whole run. Random streams are
+    the `role`-init/-shuffle/-dsa roles of `seed`; `on_batch(indices, logits)` sees every training batch's
+    detached logits (e.g. to count forgetting events) without changing the run.
     """
     device = images.device
     channels, size = images.shape[1], images.shape[-1]
-    with seeded(seed, "expert-init"):
+    with seeded(seed, f"{role}-init"):
         model = build_model(model_name, channels, num_classes, size)
     model.to(device).train()
     flat = FlatModel(model)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    shuffle, aug = generator(seed, "expert-shuffle"), generator(seed, "expert-dsa")
+    shuffle, aug = generator(seed, f"{role}-shuffle"), generator(seed, f"{role}-dsa")
     trajectory = torch.empty(recipe.epochs + 1, flat.num_params)
     trajectory[0] = flat.flatten().cpu()
-    progress = Progress(recipe.epochs, f"expert {seed}")
+    progress = Progress(recipe.epochs, f"{role} {seed}")
     for epoch in range(recipe.epochs):
         order = torch.randperm(len(images), generator=shuffle).to(device)
         total = 0.0
         for start in range(0, len(images), recipe.batch):
             idx = order[start:start + recipe.batch]
             x = dsa(images[idx], aug) if recipe.dsa else images[idx]
-            loss = F.cross_entropy(model(x), labels[idx])
+            logits = model(x)
+            if on_batch is not None:
+                on_batch(idx, logits.detach())
+            loss = F.cross_entropy(logits, labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,5 +1,9 @@
-"""Tables (Markdown, CSV) and figures (PNG) from evaluation results and distillation logs."""
-from distillery.report.figures import plot_curves, plot_images
-from distillery.report.tables import COLUMNS, aggregate, write_table
+"""Tables (CSV, Markdown, LaTeX; ours beside the paper's numbers) and figures (PNG + PDF) from evaluation results
+and distillation logs."""
+from distillery.report.figures import plot_accuracy_vs_ipc, plot_cross_arch, plot_curves, plot_images, plot_table
+from distillery.report.tables import (COLUMNS, COMPARED_COLUMNS, REPORTED_COLUMNS, aggregate, compare, latex_escape,
+                                      load_reported, to_latex, to_markdown, write_table)
 
-__all__ = ["COLUMNS", "aggregate", "write_table", "plot_curves", "plot_images"]
+__all__ = ["COLUMNS", "COMPARED_COLUMNS", "REPORTED_COLUMNS", "aggregate", "compare", "latex_escape", "load_reported",
+           "to_latex", "to_markdown", "write_table", "plot_accuracy_vs_ipc", "plot_cross_arch", "plot_curves",
+           "plot_images", "plot_table"]

@@ -1,4 +1,5 @@
-"""Figures: a grid of distilled images (one row per class) and the loss and learned-lr curves."""
+"""Figures, each saved as PNG and PDF side by side: a grid of distilled images (one row per class), the loss
+and learned-lr curves, accuracy vs IPC, and the cross-architecture heat map."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
@@ -15,10 +17,20 @@ import torch.nn.functional as F  # noqa: E402
 from distillery.io import atomic_path  # noqa: E402
 
 
+FORMATS = {".png": {}, ".pdf": {"CreationDate": None}}  # the PDF without a timestamp: same input, same bytes
+
+
 def _save(fig: plt.Figure, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=150, bbox_inches="tight")
-    plt.close(fig)
+    """Write `fig` as <stem>.png and <stem>.pdf beside each other (each atomically), then close it."""
+    path = Path(path)
+    if path.suffix not in FORMATS:
+        raise ValueError(f"figure path must end in .png or .pdf, got {path.name!r}")
+    try:
+        for suffix, metadata in FORMATS.items():
+            with atomic_path(path.with_suffix(suffix)) as tmp:
+                fig.savefig(tmp, format=suffix[1:], dpi=150, bbox_inches="tight", metadata=metadata)
+    finally:
+        plt.close(fig)
 
 
 def image_grid(images: torch.Tensor, rows: int, pad: int = 1) -> torch.Tensor:
@@ -60,3 +72,74 @@ def plot_curves(log_csv: str | Path, out_path: str | Path, title: str = "") -> N
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, out_path)
+
+
+def panel_labels(table: pd.DataFrame) -> pd.Series:
+    """Panel of each row: the dataset, or 'dataset · arch' when the table holds several architectures."""
+    if table["arch"].nunique() > 1:
+        return table["dataset"] + " · " + table["arch"]
+    return table["dataset"].copy()
+
+
+def _log_ipc_axis(ax: plt.Axes, ipcs: list[int]) -> None:
+    """Log-scaled x axis ticked at exactly the IPCs shown."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(ipcs))
+    ax.xaxis.set_major_formatter(FixedFormatter([str(i) for i in ipcs]))
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def plot_accuracy_vs_ipc(table: pd.DataFrame, out_path: str | Path, title: str = "") -> None:
+    """Mean accuracy vs IPC (log x at the actual IPCs), one line per method, std error bars, one panel per dataset."""
+    if table.empty:
+        raise ValueError("no rows to plot accuracy vs IPC")
+    data = table.assign(panel=panel_labels(table))
+    panels, methods = data["panel"].unique(), data["method"].unique()
+    colors = dict(zip(methods, sns.color_palette(n_colors=len(methods))))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for i, (ax, panel) in enumerate(zip(axes[0], panels)):
+        rows = data[data["panel"] == panel].sort_values("ipc")
+        sns.lineplot(data=rows, x="ipc", y="mean", hue="method", hue_order=methods, palette=colors, marker="o",
+                     errorbar=None, legend=i == 0, ax=ax)
+        for method, group in rows.groupby("method", sort=False):
+            ax.errorbar(group["ipc"], group["mean"], yerr=group["std"].fillna(0), fmt="none",
+                        ecolor=colors[method], capsize=3)
+        _log_ipc_axis(ax, sorted(rows["ipc"].unique()))
+        ax.set(title=panel, xlabel="images per class", ylabel="test accuracy (%)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, out_path)
+
+
+def cross_arch_grid(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean accuracy with rows = method (+ IPC, + dataset when several) and columns = arch, in first-seen order."""
+    labels = table["method"].astype(str)
+    if table["ipc"].nunique() > 1:
+        labels = labels + " · IPC " + table["ipc"].astype(str)
+    if table["dataset"].nunique() > 1:
+        labels = labels + " · " + table["dataset"].astype(str)
+    grid = table.assign(row=labels).pivot(index="row", columns="arch", values="mean")
+    return grid.reindex(index=labels.unique(), columns=table["arch"].unique()).rename_axis(index=None, columns=None)
+
+
+def plot_cross_arch(table: pd.DataFrame, out_path: str | Path, title: str = "") -> None:
+    """Heat map of mean accuracy: rows = method (or method · IPC), columns = evaluation architecture."""
+    if table.empty:
+        raise ValueError("no rows to plot the cross-architecture heat map")
+    grid = cross_arch_grid(table)
+    fig, ax = plt.subplots(figsize=(1.4 * grid.shape[1] + 2.5, 0.5 * grid.shape[0] + 1.5))
+    sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", cbar_kws={"label": "test accuracy (%)"}, ax=ax)
+    ax.set(xlabel="evaluation architecture", ylabel="", title=title)
+    ax.tick_params(axis="y", rotation=0)
+    fig.tight_layout()
+    _save(fig, out_path)
+
+
+TABLE_PLOTS = {"accuracy_vs_ipc": plot_accuracy_vs_ipc, "cross_arch": plot_cross_arch}
+
+
+def plot_table(kind: str, csv_path: str | Path, out_path: str | Path, title: str = "") -> None:
+    """Draw figure `kind` (accuracy_vs_ipc | cross_arch) from a table CSV written by write_table."""
+    if kind not in TABLE_PLOTS:
+        raise ValueError(f"figure must be one of {', '.join(TABLE_PLOTS)}, got {kind!r}")
+    TABLE_PLOTS[kind](pd.read_csv(csv_path), out_path, title)

@@ -1,18 +1,38 @@
-"""Aggregate per-seed evaluation results into mean ± std per (method, dataset, IPC, architecture)."""
+"""Aggregate per-seed evaluation results into mean ± std per (method, dataset, IPC, architecture), set them
+beside the numbers the papers report, and render the result as CSV, Markdown and LaTeX."""
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
-from distillery.io import atomic_path, load_json
+from distillery.io import atomic_path, atomic_write, load_json
 
 COLUMNS = ["method", "dataset", "ipc", "arch", "mean", "std", "n"]
 KEYS = ["method", "dataset", "ipc", "arch"]
-ALIGN = ("left", "left", "right", "left", "right", "right", "right")
-PROTOCOL = ("Test accuracy (%) of freshly initialised networks trained on each synthetic set, read after the "
-            "final epoch (no test-set selection); mean ± std (population std) over n evaluation seeds.")
+REPORTED_COLUMNS = ["paper", "table", "method", "dataset", "ipc", "arch", "mean", "std"]
+REPORTED_DTYPES = {"paper": str, "table": str, "method": str, "dataset": str, "ipc": "int64", "arch": str,
+                   "mean": "float64", "std": "float64"}
+COMPARED_COLUMNS = COLUMNS + ["reported_mean", "reported_std", "diff"]
+HEADER = ["method", "dataset", "ipc", "arch", "ours", "paper", "Δ", "n"]
+ALIGN = ("left", "left", "right", "left", "right", "right", "right", "right")
+LATEX_SPEC = "llrlrrrr"
+MINUS = "\u2212"
+PROTOCOL = (
+    "ours: top-1 test accuracy (%) of freshly initialised networks trained on the synthetic set, read once after "
+    "the final training epoch, with no selection on the test set; mean ± std (population std) over n evaluation "
+    "seeds. paper: the number printed in the paper, transcribed as reported (mean ± std where the paper gives a "
+    "std), not recomputed. The papers (MTT, FTD, ATT, AST, APM) report the best test accuracy over evaluations run "
+    "periodically during distillation; AST also keeps the best epoch within each evaluation run, and APM's teachers "
+    "are saved at their best test accuracy. Their values are thus selected on the test set, which biases them "
+    "upward relative to ours. Δ = ours − paper in percentage points; empty where the paper reports no value.")
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}"}
+LATEX_SPECIAL_RE = re.compile("|".join(re.escape(c) for c in LATEX_SPECIALS))
 
 
 def aggregate(records: Iterable[dict]) -> pd.DataFrame:
@@ -26,16 +46,149 @@ def aggregate(records: Iterable[dict]) -> pd.DataFrame:
     return table[COLUMNS]
 
 
+def empty_reported() -> pd.DataFrame:
+    """A reported-numbers frame with no rows but the right columns and dtypes."""
+    return pd.DataFrame({c: pd.Series(dtype=REPORTED_DTYPES[c]) for c in REPORTED_COLUMNS})
+
+
+def read_reported(path: str | Path) -> pd.DataFrame:
+    """One reported-numbers CSV: REPORTED_COLUMNS first, then optional notes (e.g. `source`), which are dropped."""
+    header = list(pd.read_csv(path, nrows=0).columns)
+    if header[:len(REPORTED_COLUMNS)] != REPORTED_COLUMNS:
+        raise ValueError(f"{path}: the columns must start with {','.join(REPORTED_COLUMNS)}, got {','.join(header)}")
+    frame = pd.read_csv(path, dtype=REPORTED_DTYPES, keep_default_na=False, na_values={"mean": [""], "std": [""]})
+    return frame[REPORTED_COLUMNS]
+
+
+def load_reported(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Concatenate reported-numbers CSVs (paper,table,method,dataset,ipc,arch,mean,std); empty when no paths."""
+    frames = [read_reported(p) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else empty_reported()
+
+
+def select_reported(reported: pd.DataFrame, paper: str | None, table_name: str | None) -> pd.DataFrame:
+    """The reported rows of one paper and table (either filter skipped when None); duplicate keys are an error."""
+    rows = reported
+    if paper is not None:
+        rows = rows[rows["paper"] == paper]
+    if table_name is not None:
+        rows = rows[rows["table"].astype(str) == str(table_name)]
+    duplicated = rows[rows.duplicated(KEYS, keep=False)]
+    if not duplicated.empty:
+        first = duplicated.iloc[0]
+        raise ValueError(f"reported numbers are ambiguous for {dict(first[KEYS])} (paper={paper}, table={table_name}): "
+                         f"{len(duplicated)} rows; pass paper and table_name to pick one")
+    return rows
+
+
+def compare(table: pd.DataFrame, reported: pd.DataFrame, paper: str | None = None,
+            table_name: str | None = None) -> pd.DataFrame:
+    """The aggregated table, in its order, left-joined with the paper's numbers: + reported_mean, reported_std, diff."""
+    rows = select_reported(reported, paper, table_name)[KEYS + ["mean", "std"]]
+    rows = rows.rename(columns={"mean": "reported_mean", "std": "reported_std"}).astype({"ipc": "int64"})
+    merged = table.astype({"ipc": "int64"}).merge(rows, on=KEYS, how="left", validate="one_to_one")
+    merged["reported_mean"] = merged["reported_mean"].astype("float64")
+    merged["reported_std"] = merged["reported_std"].astype("float64")
+    merged["diff"] = merged["mean"] - merged["reported_mean"]
+    return merged[COMPARED_COLUMNS]
+
+
+def with_reported(table: pd.DataFrame) -> pd.DataFrame:
+    """A compared table as is; an aggregated one with empty reported columns, so both render the same way."""
+    if "reported_mean" in table:
+        return table
+    return table.assign(reported_mean=np.nan, reported_std=np.nan, diff=np.nan)
+
+
+def decimals(value: float) -> int:
+    """Decimal places of a number as transcribed (shortest round-trip form), at least one."""
+    text = np.format_float_positional(value, trim="-")
+    return max(1, len(text.partition(".")[2]))
+
+
+def paper_number(value: float) -> str:
+    """A reported number with its transcribed precision: 46.3, 46.35, 46 -> 46.0."""
+    return f"{value:.{decimals(value)}f}"
+
+
+def paper_cell(mean: float, std: float, pm: str) -> str:
+    """'46.3 ± 0.8', '46.3' without a std, '' without a mean."""
+    if math.isnan(mean):
+        return ""
+    if math.isnan(std):
+        return paper_number(mean)
+    return f"{paper_number(mean)}{pm}{paper_number(std)}"
+
+
+def ours_cell(mean: float, std: float, pm: str) -> str:
+    """Our mean ± std with two decimals."""
+    return f"{mean:.2f}{pm}{std:.2f}"
+
+
+def delta_cell(diff: float, minus: str = MINUS) -> str:
+    """Signed difference with one decimal ('+1.2', '−3.4', '0.0'); empty when there is no paper value."""
+    if math.isnan(diff):
+        return ""
+    text = f"{diff:+.1f}"
+    if float(text) == 0:
+        return "0.0"
+    return text.replace("-", minus)
+
+
+def cells(table: pd.DataFrame, pm: str, minus: str) -> list[list[str]]:
+    """The displayed row cells (method, dataset, ipc, arch, ours, paper, Δ, n) as strings."""
+    shown = with_reported(table)
+    return [[str(r.method), str(r.dataset), str(r.ipc), str(r.arch), ours_cell(r.mean, r.std, pm),
+             paper_cell(r.reported_mean, r.reported_std, pm), delta_cell(r.diff, minus), str(r.n)]
+            for r in shown.itertuples(index=False)]
+
+
 def to_markdown(table: pd.DataFrame, title: str) -> str:
-    shown = table.assign(mean=table["mean"].map("{:.2f}".format), std=table["std"].map("{:.2f}".format))
-    return f"## {title}\n\n{shown.to_markdown(index=False, disable_numparse=True, colalign=ALIGN)}\n\n{PROTOCOL}\n"
+    """`## title`, the table (ours, paper, Δ) and the protocol note."""
+    body = pd.DataFrame(cells(table, " ± ", MINUS), columns=HEADER)
+    markdown = body.to_markdown(index=False, disable_numparse=True, colalign=ALIGN)
+    return f"## {title}\n\n{markdown}\n\n{PROTOCOL}\n"
 
 
-def write_table(result_paths: Iterable[str | Path], csv_path: str | Path, md_path: str | Path, title: str) -> pd.DataFrame:
-    """Read evaluation JSONs, write the aggregated table as CSV and Markdown (atomically); return it."""
-    table = aggregate(load_json(p) for p in result_paths)
+def latex_escape(text: str) -> str:
+    """Escape LaTeX special characters (\\ _ % & # $ { } ~ ^) in cell text."""
+    return LATEX_SPECIAL_RE.sub(lambda m: LATEX_SPECIALS[m.group(0)], str(text))
+
+
+def latex_row(row: list[str]) -> str:
+    """One tabular row: cells joined by ' & ', ended by \\\\."""
+    return " & ".join(row) + r" \\"
+
+
+def latex_cells(table: pd.DataFrame) -> list[list[str]]:
+    """Row cells with text escaped and numbers typeset in math mode ($\\pm$, $-3.4$)."""
+    rows = cells(table, " $\\pm$ ", "-")
+    return [[latex_escape(c) for c in row[:4]] + [row[4], row[5], f"${row[6]}$" if row[6] else "", row[7]]
+            for row in rows]
+
+
+def to_latex(table: pd.DataFrame, title: str) -> str:
+    """A booktabs `table` environment with the same columns as the Markdown table and the title as caption."""
+    header = [latex_escape(h) for h in HEADER[:6]] + [r"$\Delta$", "n"]
+    lines = [r"\begin{table}[t]", r"\centering", f"\\caption{{{latex_escape(title)}}}",
+             f"\\begin{{tabular}}{{{LATEX_SPEC}}}", r"\toprule", latex_row(header), r"\midrule",
+             *(latex_row(row) for row in latex_cells(table)), r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 text atomically."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_table(result_paths: Iterable[str | Path], csv_path: str | Path, md_path: str | Path, title: str,
+                reported_paths: Iterable[str | Path] = (), paper: str | None = None, table_name: str | None = None,
+                tex_path: str | Path | None = None) -> pd.DataFrame:
+    """Read evaluation JSONs, set them beside the paper's numbers, write CSV, Markdown and optional LaTeX atomically."""
+    table = compare(aggregate(load_json(p) for p in result_paths), load_reported(reported_paths), paper, table_name)
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
-    with atomic_path(md_path) as tmp:
-        tmp.write_text(to_markdown(table, title))
+    write_text(md_path, to_markdown(table, title))
+    if tex_path is not None:
+        write_text(tex_path, to_latex(table, title))
     return table
