@@ -39,7 +39,8 @@ def test_default_config_dry_run_job_list(tmp_path):
     result = snakemake(tmp_path, None, "-n", "--cores", "2")
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout) == {"all": 1, "prepare_data": 1, "train_expert": 5, "distill": 4,
-                                         "evaluate": 12, "table": 1, "plot_images": 4, "plot_curves": 2}
+                                         "evaluate": 12, "table": 1, "table_figure": 1, "plot_images": 4,
+                                         "plot_curves": 2}
 
 
 def test_mtt_paper_config_dry_run_job_list(tmp_path):
@@ -76,7 +77,9 @@ def test_tiny_workflow_end_to_end(tmp_path):
     result = snakemake(tmp_path, TINY, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(tmp_path / "results/tables/tiny.csv")
-    assert list(table.columns) == ["method", "dataset", "ipc", "arch", "mean", "std", "n"]
+    assert list(table.columns) == ["method", "dataset", "ipc", "arch", "mean", "std", "n", "reported_mean",
+                                   "reported_std", "diff"]
+    assert table[["reported_mean", "reported_std", "diff"]].isna().all().all()  # no paper numbers for digits
     assert table[["method", "dataset", "ipc", "arch", "n"]].values.tolist() == [
         ["random", "digits", 1, "ConvNetD2W32", 2], ["mtt", "digits", 1, "ConvNetD2W32", 2],
         ["mtt", "digits", 2, "ConvNetD2W32", 2]]
@@ -92,5 +95,10 @@ def test_tiny_workflow_end_to_end(tmp_path):
     log = pd.read_csv(tmp_path / "results/synsets/mtt/digits/ipc1/log.csv")
     assert log["iteration"].tolist() == list(range(1, 11)) and (log["lr"] > 0).all()
     assert "mtt ipc1 10/10" in (tmp_path / "results/logs/distill/mtt/digits/ipc1.log").read_text()
+    assert (tmp_path / "results/tables/tiny.tex").read_text().count("\\begin{tabular}") == 1
     again = snakemake(tmp_path, TINY, "-n", "--cores", "2")
     assert "Nothing to be done" in again.stdout + again.stderr
+    report = snakemake(tmp_path, TINY, "--cores", "1", "--report", "results/report.html")
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "results/report.html").read_text()
+    assert "tiny.md" in html and "images.png" in html
