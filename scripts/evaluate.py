@@ -8,5 +8,5 @@ from distillery.runtime import job_setup
 device = job_setup(snakemake.log[0], snakemake.threads, snakemake.params.device)
 result = evaluate_synset(snakemake.input.synset, Path(snakemake.input.meta).parent, snakemake.wildcards.arch,
                          int(snakemake.wildcards.seed), EvalConfig(**snakemake.params.evaluation),
-                         zca_path=snakemake.input.get("zca"), device=device)
+                         zca_path=snakemake.input.get("zca"), device=device, protocol=snakemake.wildcards.protocol)
 save_json(result, snakemake.output[0])

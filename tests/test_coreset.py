@@ -2,7 +2,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from distillery.data import load_split, prepare
 from distillery.distill import DistillConfig, run_distillation
@@ -10,7 +9,7 @@ from distillery.distill.coreset import (count_forgetting, forgetting_counts, for
                                         select_coreset)
 from distillery.distill.run import load_synset
 from distillery.experts import get_recipe, run_expert_training, train_expert
-from distillery.plan import expert_files, resolve_method
+from distillery.plan import expert_files, load_config, resolve_method
 from distillery.seeds import generator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,9 +154,7 @@ def test_herding_distillation_writes_real_training_images(tmp_path):
 
 
 def test_plan_gives_herding_one_expert_and_forgetting_none():
-    config: dict = {}
-    for name in ("methods.yaml", "hparams/mtt.yaml", "config.yaml"):
-        config.update(yaml.safe_load((ROOT / "config" / name).read_text()))
+    config = load_config(ROOT)
     herding = resolve_method(config, "herding", "cifar10", 10)
     assert herding["select"] == "herding" and herding["recipe"] == "sgd"
     assert expert_files(config, "cifar10", herding) == ["results/experts/cifar10/std/ConvNet/sgd/0.pt"]

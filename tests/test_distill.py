@@ -145,3 +145,39 @@ def test_config_rejects_bad_values(field, value, message):
 def test_config_rejects_unknown_settings():
     with pytest.raises(ValueError, match="unknown setting\\(s\\) syn_step;"):
         DistillConfig.from_dict({"method": "mtt", "kind": "trajectory", "ipc": 1, "syn_step": 3})
+
+
+def test_ema_result_follows_the_update_rule_and_never_feeds_back():
+    images, labels, student, trajectories = make_problem()
+    raw = distill_trajectory(config(iterations=6), images, labels, 3, student, iter(trajectories * 100))
+    ema = distill_trajectory(config(iterations=6, ema_decay=0.5), images, labels, 3, student,
+                             iter(trajectories * 100))
+    assert [r["loss"] for r in raw.history] == [r["loss"] for r in ema.history], "the EMA must not feed back"
+    assert ema.lr == raw.lr
+    assert not torch.equal(ema.images, raw.images)
+    zero = distill_trajectory(config(iterations=6, ema_decay=0.0), images, labels, 3, student,
+                              iter(trajectories * 100))
+    assert torch.equal(zero.images, raw.images), "decay 0 keeps only the latest images"
+    # by hand: e_0 = x_0, e_k = d e_{k-1} + (1-d) x_k over the 6 updates
+    steps = [distill_trajectory(config(iterations=k), images, labels, 3, student, iter(trajectories * 100)).images
+             for k in range(1, 7)]
+    e = init_synthetic(images, labels, 3, 2, "real", generator(0, "init"))[0]
+    for x in steps:
+        e = 0.5 * e + 0.5 * x
+    assert torch.allclose(ema.images, e, atol=1e-6)
+
+
+def test_gaussian_start_perturbation_has_the_requested_scale():
+    from distillery.distill.matching import perturb_start
+
+    start = torch.zeros(40_000)
+    noisy = perturb_start(start, config(perturb="gaussian", perturb_scale=0.01), generator(0, "perturb"))
+    assert noisy.std().item() == pytest.approx(0.01, rel=0.03) and abs(noisy.mean().item()) < 5e-4
+    assert perturb_start(start, config(), generator(0, "perturb")) is start
+    images, labels, student, trajectories = make_problem()
+    plain = distill_trajectory(config(iterations=3), images, labels, 3, student, iter(trajectories * 100))
+    robust = distill_trajectory(config(iterations=3, perturb="gaussian", perturb_scale=0.01), images, labels, 3,
+                                student, iter(trajectories * 100))
+    assert plain.history[0]["loss"] != robust.history[0]["loss"]
+    with pytest.raises(ValueError, match="perturb_scale=0.0 must be positive with perturb=gaussian"):
+        config(perturb="gaussian")

@@ -52,3 +52,14 @@ def test_accuracy_counts_correct_predictions():
 def test_bad_eval_config():
     with pytest.raises(ValueError, match="at least 1"):
         EvalConfig(epochs=0)
+
+
+def test_ema_images_are_evaluated_from_a_fresh_network_not_warm_started():
+    """FTD's code trains the EMA evaluation on the net already trained on the raw images; ours never shares nets."""
+    ema_images, labels = blobs(4, 0)
+    raw_images = ema_images + 0.3 * torch.randn(ema_images.shape, generator=torch.Generator().manual_seed(5))
+    test_images, test_labels = blobs(30, 1)
+    alone = evaluate(ema_images, labels, 0.01, "ConvNetW16", test_images, test_labels, 3, seed=3, cfg=FAST)
+    evaluate(raw_images, labels, 0.01, "ConvNetW16", test_images, test_labels, 3, seed=3, cfg=FAST)
+    after_raw = evaluate(ema_images, labels, 0.01, "ConvNetW16", test_images, test_labels, 3, seed=3, cfg=FAST)
+    assert alone == after_raw

@@ -5,17 +5,15 @@ import yaml
 from snakemake.utils import validate
 
 from distillery.data import DATASETS
-from distillery.plan import check_config, expert_files, resolve_method, table_cells
+from distillery.plan import (CONFIG_FILES, check_config, eval_config, expert_files, load_config, merge, resolve_method,
+                             table_cells)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 
 
 def load_default() -> dict:
-    config: dict = {}
-    for name in ("methods.yaml", "hparams/mtt.yaml", "config.yaml"):
-        config.update(yaml.safe_load((ROOT / "config" / name).read_text()))
-    return config
+    return load_config(ROOT)
 
 
 def test_default_config_is_valid_and_resolves():
@@ -23,9 +21,8 @@ def test_default_config_is_valid_and_resolves():
     validate(config, schema=str(SCHEMA))
     check_config(config)
     cells = table_cells(config)
-    assert [(c.method, c.ipc, c.arch) for c in cells] == [
-        ("random", 1, "ConvNetD2W32"), ("random", 10, "ConvNetD2W32"), ("mtt", 1, "ConvNetD2W32"),
-        ("mtt", 10, "ConvNetD2W32")]
+    assert [(c.method, c.ipc, c.arch, c.protocol) for c in cells] == [
+        (method, ipc, "ConvNetD2W32", "default") for method in ("random", "mtt", "ftd") for ipc in (1, 10)]
 
 
 def test_settings_precedence_table_then_preset_then_overrides():
@@ -49,7 +46,7 @@ def test_expert_files_follow_model_recipe_and_normalisation():
 
 def test_unknown_method_and_missing_hparams_are_named():
     config = load_default()
-    with pytest.raises(ValueError, match="unknown method 'mtx'.*choose one of: forgetting, herding, mtt, mtt_noise, random"):
+    with pytest.raises(ValueError, match="unknown method 'mtx'.*choose one of: forgetting, ftd, ftd_no_ema, herding, mtt, mtt_noise, mtt_robust, random"):
         resolve_method(config, "mtx", "digits", 1)
     with pytest.raises(ValueError, match="no 'mtt' hyperparameters for dataset 'svhn'; add hparams.mtt.svhn"):
         resolve_method(config, "mtt", "svhn", 1)
@@ -76,3 +73,35 @@ def test_schema_rejects_bad_cells(cell, field):
 def test_schema_dataset_names_are_the_registry():
     schema = yaml.safe_load(SCHEMA.read_text())
     assert sorted(schema["definitions"]["dataset"]["enum"]) == sorted(DATASETS)
+
+
+def test_merge_is_snakemakes_deep_merge():
+    assert merge({"a": {"x": 1, "y": 2}, "l": [1, 2]}, {"a": {"y": 3}, "l": [9]}) == {"a": {"x": 1, "y": 3}, "l": [9]}
+
+
+def test_snakefile_loads_the_config_files_the_library_knows():
+    snakefile = (ROOT / "workflow/Snakefile").read_text()
+    loaded = [line.split("/../")[1].rstrip('"') for line in snakefile.splitlines() if line.startswith("configfile:")]
+    assert loaded == list(CONFIG_FILES)
+
+
+def test_ftd_presets():
+    config = load_default()
+    ftd = resolve_method(config, "ftd", "cifar10", 1)
+    assert (ftd["recipe"], ftd["ema_decay"], ftd["lr_img"]) == ("gsam_a03", 0.9999, 100)
+    assert resolve_method(config, "ftd", "cifar10", 50)["recipe"] == "gsam"
+    assert resolve_method(config, "ftd_no_ema", "cifar100", 10)["ema_decay"] is None
+    robust = resolve_method(config, "mtt_robust", "cifar10", 50)
+    assert (robust["perturb"], robust["perturb_scale"], robust["syn_steps"]) == ("gaussian", 0.001, 30)
+
+
+def test_named_evaluation_protocols():
+    config = load_default()
+    config["protocols"] = {"sam0.01": {"sam_rho": 0.01}}
+    assert eval_config(config, "sam0.01").sam_rho == 0.01 and eval_config(config).sam_rho == 0.0
+    assert eval_config(config, "sam0.01").epochs == config["evaluation"]["epochs"]
+    config["tables"] = [{"name": "t", "cells": [{"method": "mtt", "dataset": "digits", "ipc": 1,
+                                                 "protocol": ["default", "sam0.01"]}]}]
+    assert [c.protocol for c in table_cells(config)] == ["default", "sam0.01"]
+    with pytest.raises(ValueError, match="unknown evaluation protocol 'sam9'"):
+        eval_config(config, "sam9")

@@ -233,17 +233,11 @@ def test_transcribed_paper_numbers_cover_every_declared_table_cell():
     """Each reported table of each paper config has a paper value for every one of its cells, and no stray rows."""
     from pathlib import Path
 
-    import yaml
-
-    from distillery.plan import table_cells
+    from distillery.plan import load_config, table_cells
 
     root = Path(__file__).resolve().parents[1]
-    base: dict = {}
-    for name in ("methods.yaml", "hparams/mtt.yaml"):
-        base.update(yaml.safe_load((root / "config" / name).read_text()))
     for paper_config in sorted((root / "config/paper").glob("*.yaml")):
-        config = {**base, **yaml.safe_load(paper_config.read_text())}
-        config["methods"] = {**base["methods"], **config.get("methods", {})}
+        config = load_config(root, paper_config)
         reported = load_reported(root / f for f in config["reported_files"])
         for spec in config["tables"]:
             if "reported" not in spec:
@@ -254,3 +248,9 @@ def test_transcribed_paper_numbers_cover_every_declared_table_cell():
             want = {(c.method, c.dataset, c.ipc, c.arch) for c in table_cells(config, spec["name"])}
             assert want == have, (paper_config.name, spec["name"], want ^ have)
             assert rows["mean"].notna().all()
+
+
+def test_named_protocols_label_their_rows():
+    records = [{**record("mtt", 1, s, 0.5), "protocol": p} for s in range(2) for p in ("default", "sam0.01")]
+    table = aggregate(records)
+    assert table["method"].tolist() == ["mtt", "mtt [sam0.01]"] and table["n"].tolist() == [2, 2]

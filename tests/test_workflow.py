@@ -38,9 +38,9 @@ def job_counts(output: str) -> dict[str, int]:
 def test_default_config_dry_run_job_list(tmp_path):
     result = snakemake(tmp_path, None, "-n", "--cores", "2")
     assert result.returncode == 0, result.stderr
-    assert job_counts(result.stdout) == {"all": 1, "prepare_data": 1, "train_expert": 5, "distill": 4,
-                                         "evaluate": 12, "table": 1, "table_figure": 1, "plot_images": 4,
-                                         "plot_curves": 2}
+    assert job_counts(result.stdout) == {"all": 1, "prepare_data": 1, "train_expert": 10, "distill": 6,
+                                         "evaluate": 18, "table": 1, "table_figure": 1, "plot_images": 6,
+                                         "plot_curves": 4}
 
 
 def test_mtt_paper_config_dry_run_job_list(tmp_path):
@@ -102,3 +102,22 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "results/report.html").read_text()
     assert "tiny.md" in html and "images.png" in html
+
+
+def test_ftd_paper_config_dry_run_job_list(tmp_path):
+    """FTD Tables 1-4 and Figure 4: flat (GSAM) experts beside MTT's, SAM evaluations as their own jobs."""
+    result = snakemake(tmp_path, None, "-n", "--cores", "2", "--configfile", str(ROOT / "config/paper/ftd.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result.stdout) == {
+        "all": 1,
+        "prepare_data": 7,       # cifar10, cifar100, tiny-imagenet, imagenette, imagewoof, imagefruit, imagemeow
+        "fit_zca": 2,
+        "train_expert": 1700,    # sgd: cifar10 zca/std, cifar100 zca/std, tiny, 4 subsets (900);
+                                 # gsam_a03: cifar10 zca; gsam: cifar10 std, cifar100 zca, tiny, 4 subsets (800)
+        "distill": 42,           # Table 1: 22, Table 2: 16, Table 4: 4 ftd_no_ema
+        "evaluate": 265,         # 5 seeds x (22 + 16 + 6 extra archs + 4) + 5 SAM protocols x 5 seeds
+        "table": 5,
+        "table_figure": 2,
+        "plot_images": 42,
+        "plot_curves": 42,
+    }

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from distillery.augment import DEFAULT_STRATEGY, dsa
 from distillery.models import build_model
 from distillery.progress import Progress, log
+from distillery.sam import SharpnessAware
 from distillery.seeds import generator, seeded
 
 
@@ -24,10 +25,13 @@ class EvalConfig:
     decay: float = 0.1            # lr multiplier applied after epochs // 2 (optimizer rebuilt, as the reference)
     dsa: str = DEFAULT_STRATEGY
     default_lr: float = 0.01      # for sets without a learned lr (coresets): DC/DSA's lr_net
+    sam_rho: float = 0.0          # > 0: plain SAM around the SGD (FTD's utils_eval_sam); 0: the standard protocol
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch < 1:
             raise ValueError(f"evaluation epochs and batch must be at least 1 (got {self.epochs}, {self.batch})")
+        if self.sam_rho < 0:
+            raise ValueError(f"evaluation sam_rho must be >= 0 (got {self.sam_rho}; 0 = plain SGD)")
 
 
 @torch.no_grad()
@@ -41,25 +45,41 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch: int = 1024
     return int(correct) / len(images)
 
 
+def _optimizer(model: nn.Module, lr: float, cfg: EvalConfig) -> torch.optim.Optimizer | SharpnessAware:
+    """The protocol's SGD, wrapped in plain SAM (alpha 0, not adaptive) when cfg.sam_rho > 0."""
+    sgd = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.sam_rho > 0:
+        return SharpnessAware(model.parameters(), sgd, cfg.sam_rho, alpha=0.0, adaptive=False, model=model)
+    return sgd
+
+
 def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_classes: int, seed: int,
                   cfg: EvalConfig) -> nn.Module:
-    """Train a new `arch` (initialised from `seed`, never warm-started) on (images, labels)."""
+    """Train a new `arch` (initialised from `seed`, never warm-started) on (images, labels).
+
+    With cfg.sam_rho > 0 each batch is one SAM step on the same augmented batch; the lr schedule stays the
+    protocol's (FTD's SAM evaluation had no decay; we keep one protocol and change only the optimizer).
+    """
     with seeded(seed, "eval-init"):
         model = build_model(arch, images.shape[1], num_classes, images.shape[-1])
     model.to(images.device).train()
     shuffle, aug = generator(seed, "eval-shuffle"), generator(seed, "eval-dsa")
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = _optimizer(model, lr, cfg)
     progress = Progress(cfg.epochs, f"evaluate {arch} seed {seed}")
     for epoch in range(cfg.epochs):
         if epoch == cfg.epochs // 2 and cfg.epochs > 1:
-            opt = torch.optim.SGD(model.parameters(), lr=lr * cfg.decay, momentum=cfg.momentum,
-                                  weight_decay=cfg.weight_decay)
+            opt = _optimizer(model, lr * cfg.decay, cfg)
         order = torch.randperm(len(images), generator=shuffle).to(images.device)
         for idx in order.split(cfg.batch):
-            loss = F.cross_entropy(model(dsa(images[idx], aug, cfg.dsa)), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            x = dsa(images[idx], aug, cfg.dsa)  # one draw, shared by both SAM passes
+
+            def closure() -> Tensor:
+                loss = F.cross_entropy(model(x), labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                return loss
+
+            opt.step(closure)
         progress.update(epoch + 1)
     progress.close()
     return model
@@ -73,7 +93,7 @@ def evaluate(images: Tensor, labels: Tensor, lr: float | None, arch: str, test_i
 
 
 def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str, seed: int, cfg: EvalConfig,
-                    zca_path: str | Path | None = None, device: str = "cpu") -> dict:
+                    zca_path: str | Path | None = None, device: str = "cpu", protocol: str = "default") -> dict:
     """Evaluate a synset file on the test split (in the synset's domain: ZCA or normalised); JSON-ready."""
     from distillery.data import load_split, load_zca
     from distillery.distill.run import load_synset
@@ -90,4 +110,4 @@ def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str
     log.info("%s %s ipc%d on %s, seed %d: test accuracy %.2f%%", meta["method"], meta["dataset"], meta["ipc"], arch,
              seed, 100 * acc)
     return {"method": meta["method"], "dataset": meta["dataset"], "ipc": meta["ipc"], "arch": arch, "seed": seed,
-            "accuracy": acc, "lr": lr, "protocol": "final-epoch", "eval": asdict(cfg)}
+            "accuracy": acc, "lr": lr, "protocol": protocol, "selection": "final-epoch", "eval": asdict(cfg)}

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
 
 from distillery.data import get_spec
 from distillery.distill.config import DistillConfig
@@ -21,7 +24,7 @@ PATHS = {
     "expert": "results/experts/{dataset}/{norm}/{model}/{recipe}/{k}.pt",
     "synset": "results/synsets/{method}/{dataset}/ipc{ipc}/synset.pt",
     "distill_log": "results/synsets/{method}/{dataset}/ipc{ipc}/log.csv",
-    "eval": "results/evals/{method}/{dataset}/ipc{ipc}/{arch}/seed{seed}.json",
+    "eval": "results/evals/{method}/{dataset}/ipc{ipc}/{arch}/{protocol}/seed{seed}.json",
     "table_csv": "results/tables/{table}.csv",
     "table_md": "results/tables/{table}.md",
     "table_tex": "results/tables/{table}.tex",
@@ -40,12 +43,34 @@ PRESET_KEYS = {"base", "hparams"}
 
 @dataclass(frozen=True)
 class Cell:
-    """One number in a table: `method` distilled on `dataset` at `ipc`, evaluated on `arch`."""
+    """One number in a table: `method` distilled on `dataset` at `ipc`, evaluated on `arch` under `protocol`."""
     table: str
     method: str
     dataset: str
     ipc: int
     arch: str
+    protocol: str = "default"
+
+
+# What the Snakefile loads before --configfile, in order (relative to the repository).
+CONFIG_FILES = ("config/methods.yaml", "config/hparams/mtt.yaml", "config/hparams/ftd.yaml", "config/config.yaml")
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Snakemake's config merge: dicts key by key, everything else (lists too) replaced."""
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def load_config(root: str | Path, *extra: str | Path) -> dict:
+    """The workflow's config as Snakemake builds it: CONFIG_FILES under `root`, then each `extra` file."""
+    config: dict = {}
+    for path in [Path(root) / f for f in CONFIG_FILES] + [Path(p) for p in extra]:
+        config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    return config
 
 
 def _as_list(value) -> list:
@@ -97,9 +122,14 @@ def resolve_method(config: dict, method: str, dataset: str, ipc: int) -> dict:
     return cfg.to_dict()
 
 
-def eval_config(config: dict) -> EvalConfig:
+def eval_config(config: dict, protocol: str = "default") -> EvalConfig:
+    """The evaluation protocol: `evaluation` settings, with a named `protocols` entry's changes on top."""
+    protocols = config.get("protocols") or {}
+    if protocol != "default" and protocol not in protocols:
+        raise ValueError(f"unknown evaluation protocol '{protocol}'; define it under `protocols:` or choose one "
+                         f"of: {', '.join(['default', *protocols])}")
     options = {k: v for k, v in config.get("evaluation", {}).items() if k != "seeds"}
-    return EvalConfig(**options)
+    return EvalConfig(**{**options, **protocols.get(protocol, {})})
 
 
 def eval_seeds(config: dict) -> list[int]:
@@ -113,12 +143,14 @@ def table_cells(config: dict, table: str | None = None) -> list[Cell]:
         if table is not None and spec["name"] != table:
             continue
         for row in spec["cells"]:
+            protocols = _as_list(row.get("protocol", "default"))
             for method, dataset, ipc in itertools.product(*(_as_list(row[k]) for k in ("method", "dataset", "ipc"))):
                 archs = _as_list(row.get("arch") or resolve_method(config, method, dataset, ipc)["model"])
-                for arch in archs:
+                for arch, protocol in itertools.product(archs, protocols):
                     if not is_model_name(arch):
                         raise ValueError(f"table '{spec['name']}': unknown architecture '{arch}'")
-                    cell = Cell(spec["name"], method, dataset, int(ipc), arch)
+                    eval_config(config, protocol)
+                    cell = Cell(spec["name"], method, dataset, int(ipc), arch, protocol)
                     if cell not in cells:
                         cells.append(cell)
     if table is not None and not cells:

@@ -24,6 +24,7 @@ wildcard_constraints:
     ipc="[0-9]+",
     arch="[A-Za-z0-9_]+",
     seed="[0-9]+",
+    protocol="[A-Za-z0-9_.]+",
     k="[0-9]+",
     norm="zca|std",
     table="[A-Za-z0-9_/-]+",
@@ -63,7 +64,7 @@ def evaluate_inputs(wildcards):
 
 def table_inputs(wildcards):
     return [
-        PATHS["eval"].format(method=c.method, dataset=c.dataset, ipc=c.ipc, arch=c.arch, seed=seed)
+        PATHS["eval"].format(method=c.method, dataset=c.dataset, ipc=c.ipc, arch=c.arch, protocol=c.protocol, seed=seed)
         for c in table_cells(config, wildcards.table)
         for seed in eval_seeds(config)
     ]

@@ -4,12 +4,12 @@ rule evaluate:
     output:
         PATHS["eval"],
     params:
-        evaluation=lambda wildcards: vars(eval_config(config)),
+        evaluation=lambda wildcards: vars(eval_config(config, wildcards.protocol)),
         device=config["device"],
     log:
-        "results/logs/evaluate/{method}/{dataset}/ipc{ipc}/{arch}/seed{seed}.log",
+        "results/logs/evaluate/{method}/{dataset}/ipc{ipc}/{arch}/{protocol}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/evaluate/{method}/{dataset}/ipc{ipc}/{arch}/seed{seed}.tsv"
+        "results/benchmarks/evaluate/{method}/{dataset}/ipc{ipc}/{arch}/{protocol}/seed{seed}.tsv"
     threads: 1
     resources:
         mem_mb=res("evaluate", "mem_mb"),

@@ -7,6 +7,7 @@ from distillery.augment import DEFAULT_STRATEGY
 
 KINDS = ("coreset", "trajectory")
 INITS = ("real", "noise")
+PERTURBS = ("none", "gaussian")
 SELECTS = ("random", "herding", "forgetting")
 
 
@@ -30,6 +31,9 @@ class DistillConfig:
     batch_syn: int | None = None
     init: str = "real"
     momentum: float = 0.5
+    ema_decay: float | None = None   # FTD: the result is an EMA of the images (None: the images themselves)
+    perturb: str = "none"            # noise on the expert start θ*_t (gaussian: FTD's "MTT + Robust Learning")
+    perturb_scale: float = 0.0       # σ of the gaussian start noise
     dsa: str = DEFAULT_STRATEGY
     seed: int = 0
 
@@ -53,6 +57,12 @@ class DistillConfig:
         for name in ("lr_img", "lr_lr", "lr_teacher"):
             if not getattr(self, name) > 0:
                 bad(name, "must be a positive learning rate")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            bad("ema_decay", "must be in [0, 1) (or null for no EMA)")
+        if self.perturb not in PERTURBS:
+            bad("perturb", f"is not one of {', '.join(PERTURBS)}")
+        if self.perturb != "none" and not self.perturb_scale > 0:
+            bad("perturb_scale", f"must be positive with perturb={self.perturb}")
         if self.batch_syn is not None and self.batch_syn < 1:
             bad("batch_syn", "must be at least 1 (or null for all synthetic images)")
 

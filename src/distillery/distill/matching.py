@@ -52,6 +52,14 @@ def matching_loss(theta: Tensor, start: Tensor, target: Tensor) -> Tensor:
     return (theta - target).pow(2).sum() / (start - target).pow(2).sum()
 
 
+def perturb_start(start: Tensor, cfg: DistillConfig, noise: torch.Generator) -> Tensor:
+    """The student's start: θ*_t, or θ*_t + ε with ε ~ N(0, σ²I) (FTD Eq. 9, "MTT + Robust Learning")."""
+    if cfg.perturb == "none":
+        return start
+    eps = torch.randn(start.shape, generator=noise) * cfg.perturb_scale
+    return start + eps.to(start.device)
+
+
 @dataclass
 class DistillResult:
     images: Tensor
@@ -62,7 +70,11 @@ class DistillResult:
 
 def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
                        student: FlatModel, experts) -> DistillResult:
-    """Run `cfg.iterations` MTT iterations; `experts` yields [epochs+1, P] trajectories."""
+    """Run `cfg.iterations` MTT iterations; `experts` yields [epochs+1, P] trajectories.
+
+    With `cfg.ema_decay` the result is the EMA e ← d·e + (1−d)·x of the images after every update (FTD),
+    started at the initial images; it never feeds back into distillation.
+    """
     device = images.device
     syn_images, syn_labels = init_synthetic(images, labels, num_classes, cfg.ipc, cfg.init,
                                             generator(cfg.seed, "init"))
@@ -70,7 +82,9 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
     syn_lr = torch.tensor(cfg.lr_teacher, device=device, requires_grad=True)
     opt_img = torch.optim.SGD([syn_images], lr=cfg.lr_img, momentum=cfg.momentum)
     opt_lr = torch.optim.SGD([syn_lr], lr=cfg.lr_lr, momentum=cfg.momentum)
+    ema = syn_images.detach().clone() if cfg.ema_decay is not None else None
     starts, aug = generator(cfg.seed, "start-epoch"), generator(cfg.seed, "dsa")
+    noise = generator(cfg.seed, "perturb")
     batches = Batches(len(syn_images), cfg.batch_syn, generator(cfg.seed, "batches"), device)
     progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}")
     history = []
@@ -83,15 +97,18 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
                              f"{cfg.max_start_epoch} + expert_epochs {cfg.expert_epochs} needs {needed}; "
                              f"train longer experts or lower max_start_epoch")
         t = int(torch.randint(cfg.max_start_epoch, (1,), generator=starts))
-        start = trajectory[t].to(device).requires_grad_(True)
+        start = trajectory[t].to(device)
         target = trajectory[t + cfg.expert_epochs].to(device)
-        theta = unroll(student, start, syn_images, syn_labels, syn_lr, cfg.syn_steps, batches, aug, cfg.dsa)
+        student_start = perturb_start(start, cfg, noise).requires_grad_(True)
+        theta = unroll(student, student_start, syn_images, syn_labels, syn_lr, cfg.syn_steps, batches, aug, cfg.dsa)
         loss = matching_loss(theta, start, target)
         opt_img.zero_grad(set_to_none=True)
         opt_lr.zero_grad(set_to_none=True)
         loss.backward()
         opt_img.step()
         opt_lr.step()
+        if ema is not None:
+            ema.mul_(cfg.ema_decay).add_(syn_images.detach(), alpha=1 - cfg.ema_decay)
         loss_value, lr_value = torch.stack([loss.detach(), syn_lr.detach()]).tolist()
         if not torch.isfinite(torch.tensor(loss_value)):
             raise DistillationError(f"{cfg.method}: the matching loss became {loss_value} at iteration {it}; "
@@ -102,4 +119,5 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
         history.append({"iteration": it, "loss": loss_value, "lr": lr_value, "seconds": time.perf_counter() - tic})
         progress.update(it, loss=loss_value, lr=lr_value)
     progress.close()
-    return DistillResult(syn_images.detach(), syn_labels, float(syn_lr.detach()), history)
+    result = ema if ema is not None else syn_images.detach()
+    return DistillResult(result, syn_labels, float(syn_lr.detach()), history)

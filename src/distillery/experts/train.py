@@ -18,6 +18,7 @@ from distillery.experts.store import save_expert
 from distillery.functional import FlatModel
 from distillery.models import build_model
 from distillery.progress import Progress
+from distillery.sam import SharpnessAware
 from distillery.seeds import generator, seeded
 
 
@@ -29,7 +30,8 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
     Returns the trajectory [epochs+1, P] (initialisation, then one snapshot per epoch) on the CPU,
     and the trained model. Images and labels stay on their device for the whole run. Random streams are
     the `role`-init/-shuffle/-dsa roles of `seed`; `on_batch(indices, logits)` sees every training batch's
-    detached logits (e.g. to count forgetting events) without changing the run.
+    detached logits (e.g. to count forgetting events) without changing the run; with GSAM, the logits of the
+    first (unperturbed) pass, and both passes see the same augmented batch.
     """
     device = images.device
     channels, size = images.shape[1], images.shape[-1]
@@ -38,6 +40,8 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
     model.to(device).train()
     flat = FlatModel(model)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "gsam":
+        opt = SharpnessAware(model.parameters(), opt, recipe.rho, recipe.alpha, recipe.adaptive, model=model)
     shuffle, aug = generator(seed, f"{role}-shuffle"), generator(seed, f"{role}-dsa")
     trajectory = torch.empty(recipe.epochs + 1, flat.num_params)
     trajectory[0] = flat.flatten().cpu()
@@ -47,14 +51,20 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
         total = 0.0
         for start in range(0, len(images), recipe.batch):
             idx = order[start:start + recipe.batch]
-            x = dsa(images[idx], aug) if recipe.dsa else images[idx]
-            logits = model(x)
+            x = dsa(images[idx], aug) if recipe.dsa else images[idx]  # one draw, shared by both GSAM passes
+            seen: list[Tensor] = []
+
+            def closure() -> Tensor:
+                logits = model(x)
+                seen.append(logits.detach())
+                loss = F.cross_entropy(logits, labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                return loss
+
+            loss = opt.step(closure)
             if on_batch is not None:
-                on_batch(idx, logits.detach())
-            loss = F.cross_entropy(logits, labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+                on_batch(idx, seen[0])
             total += loss.detach() * len(idx)
         trajectory[epoch + 1] = flat.flatten().cpu()
         progress.update(epoch + 1, loss=float(total) / len(images))

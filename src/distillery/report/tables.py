@@ -36,10 +36,16 @@ LATEX_SPECIAL_RE = re.compile("|".join(re.escape(c) for c in LATEX_SPECIALS))
 
 
 def aggregate(records: Iterable[dict]) -> pd.DataFrame:
-    """One row per (method, dataset, ipc, arch) in first-seen order; accuracy in percent."""
+    """One row per (method, dataset, ipc, arch) in first-seen order; accuracy in percent.
+
+    A result of a named evaluation protocol other than the default shows as method "mtt [sam0.01]".
+    """
     frame = pd.DataFrame(list(records))
     if frame.empty:
         raise ValueError("no evaluation results to aggregate")
+    if "protocol" in frame:
+        other = frame["protocol"].fillna("default") != "default"
+        frame.loc[other, "method"] = frame["method"][other] + " [" + frame["protocol"][other] + "]"
     frame["accuracy"] = frame["accuracy"] * 100
     grouped = frame.groupby(KEYS, sort=False)["accuracy"]
     table = grouped.agg(mean="mean", std=lambda a: a.std(ddof=0), n="count").reset_index()
