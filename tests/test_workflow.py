@@ -16,7 +16,7 @@ TINY = {
     "evaluation": {"seeds": 2, "epochs": 20},
     "distill": {"overrides": {"iterations": 10, "syn_steps": 4, "max_start_epoch": 2}},
     "hparams": {"mtt": {"digits": {"ipc2": {"zca": True}}}},  # IPC 2 runs in the ZCA domain
-    "tables": [{"name": "tiny", "title": "Tiny", "cells": [{"method": ["random", "mtt"], "dataset": "digits", "ipc": 1},
+    "tables": [{"name": "tiny", "title": "Tiny", "cells": [{"method": ["random", "mtt", "ftd"], "dataset": "digits", "ipc": 1},
                                                         {"method": "mtt", "dataset": "digits", "ipc": 2}]}],
 }
 
@@ -82,13 +82,14 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert table[["reported_mean", "reported_std", "diff"]].isna().all().all()  # no paper numbers for digits
     assert table[["method", "dataset", "ipc", "arch", "n"]].values.tolist() == [
         ["random", "digits", 1, "ConvNetD2W32", 2], ["mtt", "digits", 1, "ConvNetD2W32", 2],
-        ["mtt", "digits", 2, "ConvNetD2W32", 2]]
+        ["ftd", "digits", 1, "ConvNetD2W32", 2], ["mtt", "digits", 2, "ConvNetD2W32", 2]]
     assert table["mean"].between(0, 100).all() and (table["std"] >= 0).all()
     markdown = (tmp_path / "results/tables/tiny.md").read_text()
     assert markdown.startswith("## Tiny") and "| mtt " in markdown and "| random " in markdown
     figures = tmp_path / "results/figures"
     assert (tmp_path / "results/data/digits/zca.pt").exists()
     assert (tmp_path / "results/experts/digits/zca/ConvNetD2W32/sgd/1.pt").exists()
+    assert (tmp_path / "results/experts/digits/std/ConvNetD2W32/gsam/1.pt").exists()  # FTD's flat experts
     for png in ["random/digits/ipc1/images.png", "mtt/digits/ipc1/images.png", "mtt/digits/ipc1/curves.png",
                 "mtt/digits/ipc2/images.png"]:
         assert (figures / png).read_bytes()[:4] == b"\x89PNG"
