@@ -83,7 +83,7 @@ def _preset(config: dict, method: str) -> dict:
     chain, name = [], method
     while name is not None:
         if name not in presets:
-            where = f"method '{method}'" + (f" (base of a preset)" if name != method else "")
+            where = f"method '{method}'" + (" (base of a preset)" if name != method else "")
             raise ValueError(f"unknown {where}: '{name}'; define it under `methods:` or choose one of: "
                              f"{', '.join(sorted(presets))}")
         if name in chain:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 
-import torch
-from torch import Tensor, nn
+from torch import nn
+
+from .base import FeatureClassifier
 
 NORMS = ("none", "batchnorm", "layernorm", "instancenorm", "groupnorm")
 ACTS = ("sigmoid", "relu", "leakyrelu")
@@ -45,7 +46,7 @@ def act_layer(act: str) -> nn.Module:
     return nn.ReLU()
 
 
-class ConvNet(nn.Module):
+class ConvNet(FeatureClassifier):
     """ConvNet(width, depth, norm, act, pool) whose linear head is sized from the input resolution `size`.
 
     A 2x2 pool that would act on a 1x1 map is skipped, so deep variants still build on small images.
@@ -68,13 +69,6 @@ class ConvNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.num_features = width * side * side
         self.classifier = nn.Linear(self.num_features, num_classes)
-
-    def embed(self, x: Tensor) -> Tensor:
-        """The flattened feature map fed to the classifier, [B, num_features]."""
-        return torch.flatten(self.features(x), 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.embed(x))
 
 
 # Name grammar: "ConvNet" followed by any of these codes, at most one per category (e.g. ConvNetD4, ConvNetW64BN).

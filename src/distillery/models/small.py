@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .base import FeatureClassifier
+
 
 def _conv_out(side: int, kernel: int, padding: int) -> int:
     return side + 2 * padding - kernel + 1
@@ -25,7 +27,7 @@ class _Side:
         return [nn.MaxPool2d(2, 2)]
 
 
-class AlexNet(nn.Module):
+class AlexNet(FeatureClassifier):
     """The no-norm CIFAR AlexNet: conv5 128, conv5 192, conv3 256/192/192, three max pools, one Linear.
 
     A 1-channel input gets padding 4 in the first conv (28 px -> 32 px), as in the reference.
@@ -49,15 +51,8 @@ class AlexNet(nn.Module):
         self.num_features = 192 * track.side * track.side
         self.classifier = nn.Linear(self.num_features, num_classes)
 
-    def embed(self, x: Tensor) -> Tensor:
-        """The flattened feature map fed to the classifier, [B, num_features]."""
-        return torch.flatten(self.features(x), 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.embed(x))
-
-
-class LeNet(nn.Module):
+class LeNet(FeatureClassifier):
     """LeNet: conv5 6 -> pool -> conv5 16 -> pool -> 120 -> 84 -> classes, matching the reference at 28/32 px.
 
     A 1-channel input gets padding 2 in the first conv (as in the reference). The second conv gets padding 2
@@ -79,13 +74,6 @@ class LeNet(nn.Module):
         self.num_features = 16 * track.side * track.side
         self.classifier = nn.Sequential(nn.Linear(self.num_features, 120), nn.ReLU(),
                                         nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes))
-
-    def embed(self, x: Tensor) -> Tensor:
-        """The flattened conv features fed to the fully connected layers, [B, num_features]."""
-        return torch.flatten(self.features(x), 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.embed(x))
 
 
 class MLP(nn.Module):

@@ -1,15 +1,16 @@
 """VGG11 (conv3x3 -> norm -> ReLU, max pools), instance norm by default as in the MTT lineage."""
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from torch import nn
+
+from .base import FeatureClassifier
 
 from .convnet import norm_layer
 
 VGG11_CFG: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
-class VGG(nn.Module):
+class VGG(FeatureClassifier):
     """VGG from a cfg of widths and 'M' (2x2 max pool); the head is Linear(512*s*s) from the final size s.
 
     Pools that would act on a 1x1 map are skipped. Like the reference, a 1-channel input gets padding 3 in
@@ -34,10 +35,3 @@ class VGG(nn.Module):
         self.features = nn.Sequential(*layers)
         self.num_features = in_ch * side * side
         self.classifier = nn.Linear(self.num_features, num_classes)
-
-    def embed(self, x: Tensor) -> Tensor:
-        """The flattened feature map fed to the classifier, [B, num_features]."""
-        return torch.flatten(self.features(x), 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.embed(x))
