@@ -92,7 +92,7 @@ def matches(syn: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     return (syn.flatten(1)[:, None] == images.flatten(1)[None]).all(2)
 
 
-@pytest.mark.parametrize("select", ["random", "herding", "forgetting"])
+@pytest.mark.parametrize("select", ["random", "herding", "forgetting", "kmeans"])
 def test_select_coreset_returns_real_images_of_each_class(select):
     images, labels = tiny_problem()
     counts = torch.randint(0, 5, (40,), generator=torch.Generator().manual_seed(1))
@@ -110,8 +110,9 @@ def test_select_coreset_returns_real_images_of_each_class(select):
 
 def test_select_coreset_errors_name_the_problem():
     images, labels = tiny_problem()
-    with pytest.raises(ValueError, match="unknown coreset select 'kmeans'; choose one of: random, herding, forgetting"):
-        select_coreset("kmeans", images, labels, 4, 1, generator(0, "init"))
+    message = "unknown coreset select 'kcenter'; choose one of: random, herding, forgetting, kmeans"
+    with pytest.raises(ValueError, match=message):
+        select_coreset("kcenter", images, labels, 4, 1, generator(0, "init"))
     with pytest.raises(ValueError, match="'herding' needs features"):
         select_coreset("herding", images, labels, 4, 1, generator(0, "init"))
     with pytest.raises(ValueError, match="'forgetting' needs counts"):
@@ -119,8 +120,8 @@ def test_select_coreset_errors_name_the_problem():
 
 
 def test_config_validates_select():
-    with pytest.raises(ValueError, match="select='kmeans' is not one of random, herding, forgetting"):
-        DistillConfig(method="x", kind="coreset", ipc=1, select="kmeans")
+    with pytest.raises(ValueError, match="select='kcenter' is not one of random, herding, forgetting"):
+        DistillConfig(method="x", kind="coreset", ipc=1, select="kcenter")
     with pytest.raises(ValueError, match="select='herding' applies only to kind coreset"):
         DistillConfig(method="x", kind="trajectory", ipc=1, select="herding")
 

@@ -5,8 +5,8 @@ import yaml
 from snakemake.utils import validate
 
 from distillery.data import DATASETS
-from distillery.plan import (CONFIG_FILES, check_config, eval_config, expert_files, load_config, merge, resolve_method,
-                             table_cells)
+from distillery.plan import (CONFIG_FILES, check_config, eval_config, expert_files, figure_stats, load_config, merge,
+                             resolve_method, table_cells, table_sources)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -22,7 +22,7 @@ def test_default_config_is_valid_and_resolves():
     check_config(config)
     cells = table_cells(config)
     assert [(c.method, c.ipc, c.arch, c.protocol) for c in cells] == [
-        (method, ipc, "ConvNetD2W32", "default") for method in ("random", "mtt", "ftd") for ipc in (1, 10)]
+        (method, ipc, "ConvNetD2W32", "default") for method in ("random", "mtt", "ftd", "ast") for ipc in (1, 10)]
 
 
 def test_settings_precedence_table_then_preset_then_overrides():
@@ -46,7 +46,7 @@ def test_expert_files_follow_model_recipe_and_normalisation():
 
 def test_unknown_method_and_missing_hparams_are_named():
     config = load_default()
-    with pytest.raises(ValueError, match="unknown method 'mtx'.*choose one of: forgetting, ftd, ftd_no_ema, herding, mtt, mtt_noise, mtt_robust, random"):
+    with pytest.raises(ValueError, match="unknown method 'mtx'.*choose one of: ast, ast_balance, .*, mtt_robust, mtt_smooth_gp, random"):
         resolve_method(config, "mtx", "digits", 1)
     with pytest.raises(ValueError, match="no 'mtt' hyperparameters for dataset 'svhn'; add hparams.mtt.svhn"):
         resolve_method(config, "mtt", "svhn", 1)
@@ -105,3 +105,46 @@ def test_named_evaluation_protocols():
     assert [c.protocol for c in table_cells(config)] == ["default", "sam0.01"]
     with pytest.raises(ValueError, match="unknown evaluation protocol 'sam9'"):
         eval_config(config, "sam9")
+
+
+def test_ast_presets_stack_one_component_each():
+    config = load_default()
+    rows = [resolve_method(config, m, "cifar100", 10)
+            for m in ("ast_base", "ast_init", "ast_balance", "ast_intermediate", "ast")]
+    switches = [(r["init"], r["balance"], r["intermediate"], r["perturb"]) for r in rows]
+    assert switches == [("real", False, "none", "none"), ("representative", False, "none", "none"),
+                        ("representative", True, "none", "none"), ("representative", True, "equal", "none"),
+                        ("representative", True, "equal", "filter")]
+    assert {r["recipe"] for r in rows} == {"smooth"} and rows[-1]["perturb_scale"] == 0.1
+    assert rows[0]["max_start_epoch"] == 30 and rows[0]["batch_syn"] == 128    # hparams.ast, not mtt's
+    assert resolve_method(config, "mtt_momentum", "cifar100", 10)["recipe"] == "sgd_momentum"
+    assert resolve_method(config, "mtt_momentum", "cifar100", 10)["max_start_epoch"] == 20   # hparams.mtt
+
+
+def test_table_sources_follow_the_measure():
+    config = load_default()
+    cells = [{"method": ["mtt", "ast"], "dataset": "digits", "ipc": 1}]
+    config["tables"] = [{"name": m, "measure": m, "cells": cells}
+                        for m in ("accuracy", "expert_accuracy", "avg_var", "seconds_per_iteration")]
+    config["tables"].append({"name": "fig", "measure": "avg_var", "figures": ["smoothness"], "cells": cells})
+    check_config(config)
+    paths = {t["name"]: [s["path"] for s in table_sources(config, t["name"])] for t in config["tables"]}
+    assert paths["accuracy"] == [f"results/evals/{m}/digits/ipc1/ConvNetD2W32/default/seed{s}.json"
+                                 for m in ("mtt", "ast") for s in range(3)]
+    stats = [f"results/experts/digits/std/ConvNetD2W32/{r}/stats.json" for r in ("sgd", "smooth")]
+    assert paths["expert_accuracy"] == paths["avg_var"] == stats
+    assert paths["seconds_per_iteration"] == [f"results/synsets/{m}/digits/ipc1/log.csv" for m in ("mtt", "ast")]
+    assert table_sources(config, "avg_var")[1] == {"method": "ast", "dataset": "digits", "ipc": 1,
+                                                   "arch": "ConvNetD2W32", "protocol": "default", "path": stats[1]}
+    assert figure_stats(config, "fig") == {"sgd": stats[0], "smooth": stats[1]}
+
+
+@pytest.mark.parametrize("measure,cell,needle", [
+    ("speed", {"method": "mtt", "dataset": "digits", "ipc": 1}, "unknown measure 'speed'"),
+    ("avg_var", {"method": "random", "dataset": "digits", "ipc": 1}, "needs trajectory methods"),
+])
+def test_bad_measures_fail_before_any_job(measure, cell, needle):
+    config = load_default()
+    config["tables"] = [{"name": "t", "measure": measure, "cells": [cell]}]
+    with pytest.raises(ValueError, match=needle):
+        check_config(config)

@@ -216,7 +216,7 @@ def test_plot_table_draws_the_named_figure_from_a_table_csv(tmp_path):
     write_table(paths, tmp_path / "t.csv", tmp_path / "t.md", "t", reported_paths=[reported], paper="mtt", table_name=1)
     plot_table("accuracy_vs_ipc", tmp_path / "t.csv", tmp_path / "figures" / "acc.png", "t")
     assert_png_and_pdf(tmp_path / "figures" / "acc.png")
-    with pytest.raises(ValueError, match="figure must be one of accuracy_vs_ipc, cross_arch, got 'bars'"):
+    with pytest.raises(ValueError, match="figure must be one of accuracy_vs_ipc, cross_arch, smoothness, got 'bars'"):
         plot_table("bars", tmp_path / "t.csv", tmp_path / "bars.png")
 
 
@@ -254,3 +254,38 @@ def test_named_protocols_label_their_rows():
     records = [{**record("mtt", 1, s, 0.5), "protocol": p} for s in range(2) for p in ("default", "sam0.01")]
     table = aggregate(records)
     assert table["method"].tolist() == ["mtt", "mtt [sam0.01]"] and table["n"].tolist() == [2, 2]
+
+
+def test_other_measures_read_their_sources_and_say_what_they_are(tmp_path):
+    from distillery.report.tables import load_records
+
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"avg_var": [0.5, 0.7], "final_test_accuracy": [0.8, 0.9]}))
+    log = tmp_path / "log.csv"
+    log.write_text("iteration,loss,lr,seconds\n1,1.0,0.01,5.0\n2,0.9,0.01,0.2\n3,0.8,0.01,0.4\n")
+    keys = {"method": "ast", "dataset": "digits", "ipc": 1, "arch": "ConvNet", "protocol": "default"}
+    expected = {"avg_var": ([0.5, 0.7], "0.6000 ± 0.1000", "Avg_Var"),
+                "expert_accuracy": ([80.0, 90.0], "85.00 ± 5.00", "expert networks"),
+                "seconds_per_iteration": ([0.2, 0.4], "0.300 ± 0.100", "warm-up")}
+    for measure, (values, shown, note) in expected.items():
+        source = {**keys, "path": log if measure == "seconds_per_iteration" else stats}
+        records = load_records([source], measure)
+        assert [r["value"] for r in records] == pytest.approx(values)
+        write_table([source], tmp_path / "t.csv", tmp_path / "t.md", "t", measure=measure)
+        md = (tmp_path / "t.md").read_text()
+        assert shown in md and note in md and "no selection on the test set" not in md
+    with pytest.raises(ValueError, match="unknown measure"):
+        load_records([{**keys, "path": stats}], "speed")
+
+
+def test_smoothness_figure_from_expert_stats(tmp_path):
+    for name, scale in (("sgd", 1.0), ("smooth", 0.1)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({
+            "epoch_changes": [[scale * 2, scale], [scale * 3, scale]],
+            "test_accuracy": [[0.1, 0.5, 0.6], [0.1, 0.4, 0.7]]}))
+    stats = {name: tmp_path / f"{name}.json" for name in ("sgd", "smooth")}
+    plot_table("smoothness", None, tmp_path / "fig" / "smoothness.png", "t", stats=stats)
+    assert (tmp_path / "fig" / "smoothness.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "fig" / "smoothness.pdf").exists()
+    with pytest.raises(ValueError, match="no expert statistics"):
+        plot_table("smoothness", None, tmp_path / "empty.png", stats={})

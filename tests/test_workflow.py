@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,9 +39,9 @@ def job_counts(output: str) -> dict[str, int]:
 def test_default_config_dry_run_job_list(tmp_path):
     result = snakemake(tmp_path, None, "-n", "--cores", "2")
     assert result.returncode == 0, result.stderr
-    assert job_counts(result.stdout) == {"all": 1, "prepare_data": 1, "train_expert": 10, "distill": 6,
-                                         "evaluate": 18, "table": 1, "table_figure": 1, "plot_images": 6,
-                                         "plot_curves": 4}
+    assert job_counts(result.stdout) == {"all": 1, "prepare_data": 1, "train_expert": 15, "distill": 8,
+                                         "evaluate": 24, "table": 1, "table_figure": 1, "plot_images": 8,
+                                         "plot_curves": 6}
 
 
 def test_mtt_paper_config_dry_run_job_list(tmp_path):
@@ -121,4 +122,69 @@ def test_ftd_paper_config_dry_run_job_list(tmp_path):
         "table_figure": 2,
         "plot_images": 42,
         "plot_curves": 42,
+    }
+
+
+AST_TINY = {
+    "experts": {"count": 2, "overrides": {"epochs": 4, "batch": 128}},
+    "evaluation": {"seeds": 1, "epochs": 10},
+    "distill": {"overrides": {"iterations": 6, "syn_steps": 4, "max_start_epoch": 2}},
+    "tables": [
+        {"name": "ablation", "cells": [{"method": ["ast_base", "ast_init", "ast_balance", "ast_intermediate", "ast"],
+                                        "dataset": "digits", "ipc": 2}]},
+        {"name": "smooth", "measure": "avg_var", "figures": ["smoothness"],
+         "cells": [{"method": ["mtt", "mtt_momentum", "ast_base"], "dataset": "digits", "ipc": 2}]},
+        {"name": "experts", "measure": "expert_accuracy",
+         "cells": [{"method": ["mtt", "ast_base"], "dataset": "digits", "ipc": 2}]},
+        {"name": "speed", "measure": "seconds_per_iteration",
+         "cells": [{"method": "ast", "dataset": "digits", "ipc": 2}]},
+    ],
+}
+
+
+@pytest.mark.slow
+def test_ast_and_its_ablation_run_through_the_workflow(tmp_path):
+    """AST's presets, expert statistics (Avg_Var, expert accuracy), Figure 9 and the timing table on digits."""
+    dry = snakemake(tmp_path, AST_TINY, "-n", "--cores", "2")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    # smooth_table needs no distillation of mtt_momentum: the stats of its experts only
+    assert job_counts(dry.stdout) == {"all": 1, "prepare_data": 1, "train_expert": 6, "expert_stats": 3,
+                                      "distill": 5, "evaluate": 5, "table": 4, "table_figure": 1,
+                                      "plot_images": 5, "plot_curves": 5}
+    result = snakemake(tmp_path, AST_TINY, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ablation = pd.read_csv(tmp_path / "results/tables/ablation.csv")
+    assert ablation["method"].tolist() == ["ast_base", "ast_init", "ast_balance", "ast_intermediate", "ast"]
+    assert ablation["mean"].between(0, 100).all()
+    smooth = pd.read_csv(tmp_path / "results/tables/smooth.csv")
+    assert smooth["method"].tolist() == ["mtt", "mtt_momentum", "ast_base"] and (smooth["mean"] > 0).all()
+    assert (smooth["n"] == 2).all()                                    # one Avg_Var per expert
+    experts = pd.read_csv(tmp_path / "results/tables/experts.csv")
+    assert experts["mean"].between(0, 100).all() and (experts["n"] == 2).all()
+    speed = pd.read_csv(tmp_path / "results/tables/speed.csv")
+    assert speed["n"].tolist() == [5] and (speed["mean"] > 0).all()    # 6 iterations, the first left out
+    assert "Avg_Var" in (tmp_path / "results/tables/smooth.md").read_text()
+    figure = tmp_path / "results/figures/tables/smooth/smoothness.png"
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+    synset = torch.load(tmp_path / "results/synsets/ast/digits/ipc2/synset.pt", weights_only=True)
+    assert synset["meta"]["init"] == "representative" and synset["meta"]["perturb"] == "filter"
+
+
+def test_ast_paper_config_dry_run_job_list(tmp_path):
+    """AST Tables I-VIII and Figure 9: four more expert recipes, expert statistics, the timing table."""
+    result = snakemake(tmp_path, None, "-n", "--cores", "2", "--configfile", str(ROOT / "config/paper/ast.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result.stdout) == {
+        "all": 1,
+        "prepare_data": 7,       # cifar10, cifar100, tiny-imagenet, imagenette, imagewoof, imagefruit, imagemeow
+        "fit_zca": 2,
+        "train_expert": 1600,    # 50 each of 32 expert sets: sgd 9, gsam(_a03) 8, smooth 9, and sgd_momentum,
+                                 # adam, smooth_gp on cifar100 std and tiny-imagenet (6)
+        "expert_stats": 10,      # sgd, sgd_momentum, adam, smooth_gp, smooth on cifar100 std and tiny-imagenet
+        "distill": 84,           # I: 3, II: 2, III: 47 (+ the mtt cell of I), V: 24, VII: 5, VIII: 3
+        "evaluate": 465,         # 5 seeds x 93 cells (IV adds 9 architectures to III's cells)
+        "table": 15,
+        "table_figure": 3,       # III accuracy vs IPC, IV heat map, Figure 9
+        "plot_images": 84,
+        "plot_curves": 60,       # all but the 24 coreset cells
     }

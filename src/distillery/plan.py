@@ -22,6 +22,7 @@ PATHS = {
     "meta": "results/data/{dataset}/meta.json",
     "zca": "results/data/{dataset}/zca.pt",
     "expert": "results/experts/{dataset}/{norm}/{model}/{recipe}/{k}.pt",
+    "expert_stats": "results/experts/{dataset}/{norm}/{model}/{recipe}/stats.json",
     "synset": "results/synsets/{method}/{dataset}/ipc{ipc}/synset.pt",
     "distill_log": "results/synsets/{method}/{dataset}/ipc{ipc}/log.csv",
     "eval": "results/evals/{method}/{dataset}/ipc{ipc}/{arch}/{protocol}/seed{seed}.json",
@@ -52,7 +53,11 @@ class Cell:
 
 
 # What the Snakefile loads before --configfile, in order (relative to the repository).
-CONFIG_FILES = ("config/methods.yaml", "config/hparams/mtt.yaml", "config/hparams/ftd.yaml", "config/config.yaml")
+CONFIG_FILES = ("config/methods.yaml", "config/hparams/mtt.yaml", "config/hparams/ftd.yaml", "config/hparams/ast.yaml",
+                "config/config.yaml")
+# What a table's cells report (`measure:` of a table, default accuracy) and the file each number comes from.
+MEASURES = ("accuracy", "expert_accuracy", "avg_var", "seconds_per_iteration")
+EXPERT_MEASURES = ("expert_accuracy", "avg_var")  # read from the experts' stats.json: no distillation needed
 
 
 def merge(base: dict, update: dict) -> dict:
@@ -153,8 +158,7 @@ def table_cells(config: dict, table: str | None = None) -> list[Cell]:
                     if cell not in cells:
                         cells.append(cell)
     if table is not None and not cells:
-        raise ValueError(f"no table named '{table}' in the config; tables: "
-                         f"{', '.join(t['name'] for t in config.get('tables', []))}")
+        table_spec(config, table)  # names the tables there are
     return cells
 
 
@@ -162,19 +166,74 @@ def expert_seeds(config: dict) -> list[int]:
     return list(range(int(config.get("experts", {}).get("count", 10))))
 
 
-def expert_files(config: dict, dataset: str, settings: dict) -> list[str]:
-    """Expert trajectory files a distillation with resolved `settings` reads (coresets none, herding expert 0)."""
-    if settings["kind"] == "coreset" and settings["select"] != "herding":
-        return []
+def expert_dir(dataset: str, settings: dict) -> dict:
+    """The wildcards naming the experts of resolved `settings`: dataset, norm, model, recipe."""
     get_recipe(settings["recipe"])
     norm = "zca" if settings["zca"] else "std"
+    return dict(dataset=dataset, norm=norm, model=settings["model"], recipe=settings["recipe"])
+
+
+def expert_files(config: dict, dataset: str, settings: dict) -> list[str]:
+    """Expert trajectory files a distillation with resolved `settings` reads (coresets none, herding and kmeans
+    expert 0)."""
+    if settings["kind"] == "coreset" and settings["select"] not in ("herding", "kmeans"):
+        return []
     seeds = [0] if settings["kind"] == "coreset" else expert_seeds(config)
-    return [PATHS["expert"].format(dataset=dataset, norm=norm, model=settings["model"], recipe=settings["recipe"],
-                                   k=k) for k in seeds]
+    return [PATHS["expert"].format(**expert_dir(dataset, settings), k=k) for k in seeds]
+
+
+def table_spec(config: dict, table: str) -> dict:
+    for spec in config.get("tables", []):
+        if spec["name"] == table:
+            return spec
+    raise ValueError(f"no table named '{table}' in the config; tables: "
+                     f"{', '.join(t['name'] for t in config.get('tables', []))}")
+
+
+def table_sources(config: dict, table: str) -> list[dict]:
+    """The files behind every number of `table`, each with its cell's keys (method, dataset, ipc, arch, protocol)
+    and `path`: evaluation JSONs per seed (accuracy), the experts' stats.json (expert_accuracy, avg_var) or the
+    distillation's log.csv (seconds_per_iteration)."""
+    measure = table_spec(config, table).get("measure", "accuracy")
+    if measure not in MEASURES:
+        raise ValueError(f"table '{table}': unknown measure '{measure}'; choose one of: {', '.join(MEASURES)}")
+    sources = []
+    for cell in table_cells(config, table):
+        keys = dict(method=cell.method, dataset=cell.dataset, ipc=cell.ipc, arch=cell.arch, protocol=cell.protocol)
+        where = dict(method=cell.method, dataset=cell.dataset, ipc=cell.ipc)
+        if measure == "accuracy":
+            sources += [{**keys, "path": PATHS["eval"].format(**keys, seed=seed)} for seed in eval_seeds(config)]
+            continue
+        settings = resolve_method(config, cell.method, cell.dataset, cell.ipc)
+        if settings["kind"] != "trajectory":
+            raise ValueError(f"table '{table}': measure {measure} needs trajectory methods; '{cell.method}' is a "
+                             f"{settings['kind']}")
+        if measure in EXPERT_MEASURES:
+            path = PATHS["expert_stats"].format(**expert_dir(cell.dataset, settings))
+        else:
+            path = PATHS["distill_log"].format(**where)
+        sources.append({**keys, "path": path})
+    return sources
+
+
+def figure_stats(config: dict, table: str) -> dict[str, str]:
+    """For a table's smoothness figure: {label: stats.json} of the experts its trajectory methods use, one per
+    expert set, labelled by recipe (and dataset when the table has several)."""
+    cells = table_cells(config, table)
+    several = len({c.dataset for c in cells}) > 1
+    stats: dict[str, str] = {}
+    for cell in cells:
+        settings = resolve_method(config, cell.method, cell.dataset, cell.ipc)
+        if settings["kind"] == "trajectory":
+            label = f"{cell.dataset} · {settings['recipe']}" if several else settings["recipe"]
+            stats.setdefault(label, PATHS["expert_stats"].format(**expert_dir(cell.dataset, settings)))
+    return stats
 
 
 def check_config(config: dict) -> None:
-    """Resolve every cell once, so a bad method, dataset, model or hyperparameter fails before any job."""
+    """Resolve every cell once, so a bad method, dataset, model, hyperparameter or measure fails before any job."""
+    for spec in config.get("tables", []):
+        table_sources(config, spec["name"])
     for cell in table_cells(config):
         settings = resolve_method(config, cell.method, cell.dataset, cell.ipc)
         expert_files(config, cell.dataset, settings)

@@ -4,13 +4,17 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from distillery.plan import (
+    EXPERT_MEASURES,
     PATHS,
     check_config,
     eval_config,
-    eval_seeds,
     expert_files,
+    expert_seeds,
+    figure_stats,
     resolve_method,
     table_cells,
+    table_sources,
+    table_spec,
 )
 
 
@@ -28,7 +32,7 @@ wildcard_constraints:
     k="[0-9]+",
     norm="zca|std",
     table="[A-Za-z0-9_/-]+",
-    figure="accuracy_vs_ipc|cross_arch",
+    figure="accuracy_vs_ipc|cross_arch|smoothness",
 
 
 def res(rule_name, key):
@@ -52,6 +56,11 @@ def expert_inputs(wildcards):
     return data_files(wildcards.dataset, wildcards.norm == "zca")
 
 
+def expert_stats_inputs(wildcards):
+    experts = [PATHS["expert"].format(**wildcards, k=k) for k in expert_seeds(config)]
+    return {**expert_inputs(wildcards), "experts": experts}
+
+
 def distill_inputs(wildcards):
     chosen = settings(wildcards)
     return {**data_files(wildcards.dataset, chosen["zca"]), "experts": expert_files(config, wildcards.dataset, chosen)}
@@ -63,19 +72,20 @@ def evaluate_inputs(wildcards):
 
 
 def table_inputs(wildcards):
-    return [
-        PATHS["eval"].format(method=c.method, dataset=c.dataset, ipc=c.ipc, arch=c.arch, protocol=c.protocol, seed=seed)
-        for c in table_cells(config, wildcards.table)
-        for seed in eval_seeds(config)
-    ]
+    return list(dict.fromkeys(source["path"] for source in table_sources(config, wildcards.table)))
 
 
-def table_spec(wildcards):
-    return next(t for t in config["tables"] if t["name"] == wildcards.table)
+def table_option(key, default):
+    return lambda wildcards: table_spec(config, wildcards.table).get(key, default)
 
 
 def table_title(wildcards):
-    return table_spec(wildcards).get("title", wildcards.table)
+    return table_spec(config, wildcards.table).get("title", wildcards.table)
+
+
+def figure_inputs(wildcards):
+    stats = figure_stats(config, wildcards.table) if wildcards.figure == "smoothness" else {}
+    return {"csv": PATHS["table_csv"].format(table=wildcards.table), "stats": list(stats.values())}
 
 
 def reported_files():
@@ -87,12 +97,18 @@ def pdf_twin(png):
     return png[: -len(".png")] + ".pdf"
 
 
+def synset_cells():
+    """Cells of the tables whose numbers come from distilled sets (not those describing only the experts)."""
+    return [cell for table in config["tables"] if table.get("measure", "accuracy") not in EXPERT_MEASURES
+            for cell in table_cells(config, table["name"])]
+
+
 def all_targets():
     targets = []
     for table in config["tables"]:
         targets += [PATHS[kind].format(table=table["name"]) for kind in ("table_csv", "table_md", "table_tex")]
         targets += [PATHS["table_figure"].format(table=table["name"], figure=f) for f in table.get("figures", [])]
-    for cell in table_cells(config):
+    for cell in synset_cells():
         where = dict(method=cell.method, dataset=cell.dataset, ipc=cell.ipc)
         targets.append(PATHS["images"].format(**where))
         if resolve_method(config, cell.method, cell.dataset, cell.ipc)["kind"] != "coreset":

@@ -17,3 +17,23 @@ rule train_expert:
         gpu=res("train_expert", "gpu"),
     script:
         "../../scripts/train_expert.py"
+
+
+rule expert_stats:
+    input:
+        unpack(expert_stats_inputs),
+    output:
+        PATHS["expert_stats"],
+    params:
+        device=config["device"],
+    log:
+        "results/logs/expert_stats/{dataset}/{norm}/{model}/{recipe}.log",
+    benchmark:
+        "results/benchmarks/expert_stats/{dataset}/{norm}/{model}/{recipe}.tsv"
+    threads: 1
+    resources:
+        mem_mb=res("expert_stats", "mem_mb"),
+        runtime=res("expert_stats", "runtime"),
+        gpu=res("expert_stats", "gpu"),
+    script:
+        "../../scripts/expert_stats.py"

@@ -15,7 +15,9 @@ rule table:
         tex=PATHS["table_tex"],
     params:
         title=table_title,
-        reported=lambda wildcards: table_spec(wildcards).get("reported", {}),
+        reported=table_option("reported", {}),
+        measure=table_option("measure", "accuracy"),
+        sources=lambda wildcards: table_sources(config, wildcards.table),
     log:
         "results/logs/table/{table}.log",
     benchmark:
@@ -30,12 +32,13 @@ rule table:
 
 rule table_figure:
     input:
-        PATHS["table_csv"],
+        unpack(figure_inputs),
     output:
         png=report(PATHS["table_figure"], caption="../report/table_figure.rst", category="Tables"),
         pdf=pdf_twin(PATHS["table_figure"]),
     params:
         title=table_title,
+        stats=lambda wildcards: figure_stats(config, wildcards.table) if wildcards.figure == "smoothness" else {},
     log:
         "results/logs/table_figure/{table}/{figure}.log",
     benchmark:

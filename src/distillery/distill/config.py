@@ -6,9 +6,10 @@ from dataclasses import asdict, dataclass, fields
 from distillery.augment import DEFAULT_STRATEGY
 
 KINDS = ("coreset", "trajectory")
-INITS = ("real", "noise")
-PERTURBS = ("none", "gaussian")
-SELECTS = ("random", "herding", "forgetting")
+INITS = ("real", "noise", "representative")
+PERTURBS = ("none", "gaussian", "filter")
+SELECTS = ("random", "herding", "forgetting", "kmeans")
+INTERMEDIATES = ("none", "equal", "varied")
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class DistillConfig:
     model: str = "ConvNet"
     zca: bool = False
     recipe: str = "sgd"
-    select: str = "random"  # coreset selection: random | herding (expert features) | forgetting (Toneva)
+    select: str = "random"  # coreset selection: random | herding (expert features) | forgetting (Toneva) | kmeans
     # trajectory matching (MTT, reference notes §1.3-1.4)
     iterations: int = 5000
     syn_steps: int = 20
@@ -29,11 +30,17 @@ class DistillConfig:
     lr_lr: float = 1e-5
     lr_teacher: float = 0.01
     batch_syn: int | None = None
-    init: str = "real"
+    init: str = "real"               # real | noise | representative (AST: k-means on expert 0's features)
+    init_clusters: int = 10          # k-means clusters per class for representative init and kmeans select
     momentum: float = 0.5
     ema_decay: float | None = None   # FTD: the result is an EMA of the images (None: the images themselves)
-    perturb: str = "none"            # noise on the expert start θ*_t (gaussian: FTD's "MTT + Robust Learning")
-    perturb_scale: float = 0.0       # σ of the gaussian start noise
+    perturb: str = "none"            # noise on the expert start θ*_t (gaussian: FTD's "MTT + Robust Learning";
+                                     # filter: AST's filter-normalised weight perturbation, Eq. 23)
+    perturb_scale: float = 0.0       # σ of the gaussian start noise; ρ of the filter perturbation
+    # AST's student side (Shen et al. 2023, Sec. IV-C2 and IV-D1)
+    balance: bool = False            # scale every inner-step CE by ν(t) (Eq. 20)
+    balance_theta: float = 8.0       # ϑ in ν(t)
+    intermediate: str = "none"       # intermediate matching: none | equal (β_i = 1) | varied (β_i = i/M)
     dsa: str = DEFAULT_STRATEGY
     seed: int = 0
 
@@ -63,6 +70,17 @@ class DistillConfig:
             bad("perturb", f"is not one of {', '.join(PERTURBS)}")
         if self.perturb != "none" and not self.perturb_scale > 0:
             bad("perturb_scale", f"must be positive with perturb={self.perturb}")
+        if self.init_clusters < 1:
+            bad("init_clusters", "must be at least 1")
+        if not isinstance(self.balance, bool):
+            bad("balance", "must be true or false")
+        if not self.balance_theta > 1:
+            bad("balance_theta", "must be greater than 1 (ν takes its natural log)")
+        if self.intermediate not in INTERMEDIATES:
+            bad("intermediate", f"is not one of {', '.join(INTERMEDIATES)}")
+        if self.intermediate != "none" and self.syn_steps < self.expert_epochs:
+            bad("intermediate", f"needs syn_steps ({self.syn_steps}) >= expert_epochs ({self.expert_epochs}), "
+                                f"else a matching point falls on student step 0")
         if self.batch_syn is not None and self.batch_syn < 1:
             bad("batch_syn", "must be at least 1 (or null for all synthetic images)")
 

@@ -1,4 +1,5 @@
-"""Coreset baselines (the first rows of MTT Table 1): random, herding and forgetting selections of real images."""
+"""Coreset baselines (the first rows of MTT Table 1): random, herding, forgetting and k-means (AST's
+representative init) selections of real images."""
 from __future__ import annotations
 
 import torch
@@ -42,6 +43,51 @@ def herding_indices(features: Tensor, labels: Tensor, num_classes: int, ipc: int
             free[best] = False
             picks.append(int(idx[best]))
     return torch.tensor(picks, dtype=torch.long)
+
+
+def cluster_quotas(sizes: list[int], ipc: int) -> list[int]:
+    """⌊ipc/K⌋ picks per cluster, one more for each of the (ipc mod K) largest (ties: the lower cluster index)."""
+    quotas = [ipc // len(sizes)] * len(sizes)
+    for k in sorted(range(len(sizes)), key=lambda k: -sizes[k])[:ipc % len(sizes)]:
+        quotas[k] += 1
+    return quotas
+
+
+def representative_picks(feats: Tensor, ipc: int, clusters: int, seed: int) -> list[int]:
+    """Rows of one class's `feats` [n, D]: k-means with K = min(ipc, clusters), then each cluster's quota of its
+    members nearest its centre (the members' mean); a cluster short of members takes the nearest unpicked rows."""
+    from sklearn.cluster import KMeans  # imported here: only this selection needs scikit-learn
+
+    k = min(ipc, clusters)
+    fit = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(feats.numpy())
+    assigned = fit.labels_.tolist()
+    centres = torch.from_numpy(fit.cluster_centers_).to(feats.dtype)
+    for j in range(k):
+        members = [i for i, a in enumerate(assigned) if a == j]
+        if members:
+            centres[j] = feats[members].mean(0)
+    quotas = cluster_quotas([assigned.count(j) for j in range(k)], ipc)
+    # rows by distance to each centre; the stable sort sends ties to the lower row
+    orders = [torch.sort(torch.cdist(centres[j:j + 1], feats)[0], stable=True).indices.tolist() for j in range(k)]
+    chosen = [[i for i in orders[j] if assigned[i] == j][:quotas[j]] for j in range(k)]
+    taken = {i for group in chosen for i in group}
+    for j in range(k):
+        fill = [i for i in orders[j] if i not in taken][:quotas[j] - len(chosen[j])]
+        chosen[j] += fill
+        taken.update(fill)
+    return [i for group in chosen for i in group]
+
+
+def kmeans_indices(features: Tensor, labels: Tensor, num_classes: int, ipc: int, clusters: int = 10,
+                   seed: int = 0) -> Tensor:
+    """AST's representative initialisation as a selection: `representative_picks` on each class's features
+    (float64, CPU) with k-means random_state `seed`; class 0's `ipc` indices, then class 1's, ..."""
+    picks = []
+    for c in range(num_classes):
+        idx = class_members(labels, c, ipc)
+        feats = features[idx.to(features.device)].double().cpu()
+        picks.append(idx[representative_picks(feats, ipc, clusters, seed)])
+    return torch.cat(picks)
 
 
 class ForgettingTracker:
@@ -115,17 +161,23 @@ def embed(module: nn.Module, images: Tensor, batch: int = 512) -> Tensor:
 
 
 def select_coreset(select: str, images: Tensor, labels: Tensor, num_classes: int, ipc: int,
-                   generator: torch.Generator, features: Tensor | None = None,
-                   counts: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Return (images [C*ipc, ...], labels [0]*ipc + [1]*ipc + ...) of real images chosen by `select`."""
+                   generator: torch.Generator, features: Tensor | None = None, counts: Tensor | None = None,
+                   clusters: int = 10, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Return (images [C*ipc, ...], labels [0]*ipc + [1]*ipc + ...) of real images chosen by `select`.
+
+    `clusters` and `seed` (k-means' random_state) are used by kmeans only.
+    """
     if select not in SELECTS:
         raise ValueError(f"unknown coreset select '{select}'; choose one of: {', '.join(SELECTS)}")
     if select == "random":
         return init_synthetic(images, labels, num_classes, ipc, "real", generator)
-    if select == "herding":
+    if select in ("herding", "kmeans"):
         if features is None:
-            raise ValueError("coreset select 'herding' needs features (the embeddings of the training images)")
-        chosen = herding_indices(features, labels, num_classes, ipc)
+            raise ValueError(f"coreset select '{select}' needs features (the embeddings of the training images)")
+        if select == "herding":
+            chosen = herding_indices(features, labels, num_classes, ipc)
+        else:
+            chosen = kmeans_indices(features, labels, num_classes, ipc, clusters, seed)
     else:
         if counts is None:
             raise ValueError("coreset select 'forgetting' needs counts (forgetting events per training image)")

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from distillery.augment import dsa
+from distillery.distill.alignment import (balance_coefficient, filter_mask, filter_perturbation,
+                                         intermediate_points, intermediate_weights)
 from distillery.distill.config import DistillConfig
+from distillery.distill.coreset import select_coreset
 from distillery.distill.init import init_synthetic
 from distillery.functional import FlatModel
 from distillery.progress import Progress
@@ -35,16 +39,31 @@ class Batches:
         return self.chunks.pop()
 
 
+def unroll_path(student: FlatModel, start: Tensor, images: Tensor, labels: Tensor, lr: Tensor, steps: int,
+                batches: Batches, aug: torch.Generator, strategy: str, points: Sequence[int] = (),
+                scale: float = 1.0) -> list[Tensor]:
+    """N differentiable SGD steps θ_{n+1} = θ_n − lr·∇(scale·CE(A(x_b); θ_n)).
+
+    Returns [θ_n for n in points] + [θ_N], each with its graph. Plain SGD: AST's code adds inner momentum 0.9,
+    which its paper (and MTT) do not; neither do we.
+    """
+    theta, kept = start, []
+    for n in range(1, steps + 1):
+        idx = batches.next()
+        loss = F.cross_entropy(student(theta, dsa(images[idx], aug, strategy)), labels[idx])
+        if scale != 1.0:
+            loss = scale * loss
+        (grad,) = torch.autograd.grad(loss, theta, create_graph=True)
+        theta = theta - lr * grad
+        if n in points:
+            kept.append(theta)
+    return kept + [theta]
+
+
 def unroll(student: FlatModel, start: Tensor, images: Tensor, labels: Tensor, lr: Tensor, steps: int,
            batches: Batches, aug: torch.Generator, strategy: str) -> Tensor:
     """N differentiable SGD steps θ_{n+1} = θ_n − lr·∇CE(A(x_b); θ_n); returns θ_N with its graph."""
-    theta = start
-    for _ in range(steps):
-        idx = batches.next()
-        loss = F.cross_entropy(student(theta, dsa(images[idx], aug, strategy)), labels[idx])
-        (grad,) = torch.autograd.grad(loss, theta, create_graph=True)
-        theta = theta - lr * grad
-    return theta
+    return unroll_path(student, start, images, labels, lr, steps, batches, aug, strategy)[-1]
 
 
 def matching_loss(theta: Tensor, start: Tensor, target: Tensor) -> Tensor:
@@ -60,6 +79,41 @@ def perturb_start(start: Tensor, cfg: DistillConfig, noise: torch.Generator) -> 
     return start + eps.to(start.device)
 
 
+def trajectory_loss(cfg: DistillConfig, student: FlatModel, trajectory: Tensor, t: int, images: Tensor,
+                    labels: Tensor, lr: Tensor, batches: Batches, aug: torch.Generator,
+                    noise: torch.Generator) -> Tensor:
+    """One iteration's matching loss from expert epoch `t`: MTT's, plus AST's switches when on.
+
+    perturb=filter moves the expert start itself (student start and every denominator); gaussian moves only the
+    student start. With intermediate matching the loss is L_main + Σ β_i L_i, L_i matching θ̂_{ξ_i} to θ*_{t+i}.
+    """
+    device = images.device
+    start = trajectory[t].to(device)
+    if cfg.perturb == "filter":
+        start = filter_perturbation(start, student.shapes, cfg.perturb_scale, noise, filter_mask(student))
+    student_start = perturb_start(start, cfg, noise) if cfg.perturb == "gaussian" else start
+    points = intermediate_points(cfg.syn_steps, cfg.expert_epochs) if cfg.intermediate != "none" else []
+    scale = balance_coefficient(t, cfg.max_start_epoch, cfg.balance_theta) if cfg.balance else 1.0
+    path = unroll_path(student, student_start.requires_grad_(True), images, labels, lr, cfg.syn_steps, batches, aug,
+                       cfg.dsa, points, scale)
+    loss = matching_loss(path[-1], start, trajectory[t + cfg.expert_epochs].to(device))
+    for i, (theta, beta) in enumerate(zip(path[:-1], intermediate_weights(cfg.intermediate, cfg.expert_epochs)), 1):
+        loss = loss + beta * matching_loss(theta, start, trajectory[t + i].to(device))
+    return loss
+
+
+def initial_images(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
+                   features: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The starting synthetic set: real or noise (init_synthetic), or AST's representative k-means picks."""
+    if cfg.init != "representative":
+        return init_synthetic(images, labels, num_classes, cfg.ipc, cfg.init, generator(cfg.seed, "init"))
+    if features is None:
+        raise ValueError(f"method '{cfg.method}': init 'representative' needs the expert features of the training "
+                         f"images")
+    return select_coreset("kmeans", images, labels, num_classes, cfg.ipc, generator(cfg.seed, "init"),
+                          features=features, clusters=cfg.init_clusters, seed=cfg.seed)
+
+
 @dataclass
 class DistillResult:
     images: Tensor
@@ -69,15 +123,16 @@ class DistillResult:
 
 
 def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
-                       student: FlatModel, experts) -> DistillResult:
+                       student: FlatModel, experts, features: Tensor | None = None) -> DistillResult:
     """Run `cfg.iterations` MTT iterations; `experts` yields [epochs+1, P] trajectories.
+
+    `features` (the training images' embeddings) are needed only for init=representative.
 
     With `cfg.ema_decay` the result is the EMA e ← d·e + (1−d)·x of the images after every update (FTD),
     started at the initial images; it never feeds back into distillation.
     """
     device = images.device
-    syn_images, syn_labels = init_synthetic(images, labels, num_classes, cfg.ipc, cfg.init,
-                                            generator(cfg.seed, "init"))
+    syn_images, syn_labels = initial_images(cfg, images, labels, num_classes, features)
     syn_images = syn_images.detach().requires_grad_(True)
     syn_lr = torch.tensor(cfg.lr_teacher, device=device, requires_grad=True)
     opt_img = torch.optim.SGD([syn_images], lr=cfg.lr_img, momentum=cfg.momentum)
@@ -97,11 +152,7 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
                              f"{cfg.max_start_epoch} + expert_epochs {cfg.expert_epochs} needs {needed}; "
                              f"train longer experts or lower max_start_epoch")
         t = int(torch.randint(cfg.max_start_epoch, (1,), generator=starts))
-        start = trajectory[t].to(device)
-        target = trajectory[t + cfg.expert_epochs].to(device)
-        student_start = perturb_start(start, cfg, noise).requires_grad_(True)
-        theta = unroll(student, student_start, syn_images, syn_labels, syn_lr, cfg.syn_steps, batches, aug, cfg.dsa)
-        loss = matching_loss(theta, start, target)
+        loss = trajectory_loss(cfg, student, trajectory, t, syn_images, syn_labels, syn_lr, batches, aug, noise)
         opt_img.zero_grad(set_to_none=True)
         opt_lr.zero_grad(set_to_none=True)
         loss.backward()

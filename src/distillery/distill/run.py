@@ -35,20 +35,27 @@ def expert_features(cfg: DistillConfig, meta: dict, images: Tensor, expert_path:
     return embed(module, images)
 
 
+def first_expert_features(cfg: DistillConfig, meta: dict, images: Tensor, expert_paths: Sequence[str | Path],
+                          purpose: str) -> Tensor:
+    """`expert_features` from the first of `expert_paths`; `purpose` names who needs them in the error."""
+    if not expert_paths:
+        raise ValueError(f"method '{cfg.method}': {purpose} needs one expert trajectory for its features; "
+                         f"train it first (rule train_expert)")
+    return expert_features(cfg, meta, images, expert_paths[0])
+
+
 def coreset(cfg: DistillConfig, meta: dict, images: Tensor, labels: Tensor,
             expert_paths: Sequence[str | Path]) -> tuple[Tensor, Tensor]:
-    """The real images `cfg.select` picks: random, herding on the first expert's features, or forgetting counts."""
+    """The real images `cfg.select` picks: random, herding or k-means on the first expert's features, or
+    forgetting counts."""
     check_ipc(labels, meta["num_classes"], cfg.ipc)  # before any training or embedding
     features = counts = None
-    if cfg.select == "herding":
-        if not expert_paths:
-            raise ValueError(f"method '{cfg.method}': herding needs one expert trajectory for its features; "
-                             f"train it first (rule train_expert)")
-        features = expert_features(cfg, meta, images, expert_paths[0])
+    if cfg.select in ("herding", "kmeans"):
+        features = first_expert_features(cfg, meta, images, expert_paths, cfg.select)
     elif cfg.select == "forgetting":
         counts = forgetting_counts(images, labels, cfg.model, meta["num_classes"], get_recipe(cfg.recipe), cfg.seed)
     return select_coreset(cfg.select, images, labels, meta["num_classes"], cfg.ipc, generator(cfg.seed, "init"),
-                          features=features, counts=counts)
+                          features=features, counts=counts, clusters=cfg.init_clusters, seed=cfg.seed)
 
 
 def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | Path, log_path: str | Path,
@@ -67,7 +74,12 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
         skeleton = build_model(cfg.model, meta["channels"], meta["num_classes"], meta["size"]).to(device)
         expect = {"model": cfg.model, "zca": cfg.zca, "dataset_sha256": meta["sha256"]["train.pt"]}
         experts = ExpertSampler(expert_paths, generator(cfg.seed, "experts"), expect)
-        result = distill_trajectory(cfg, images, labels, meta["num_classes"], FlatModel(skeleton), experts)
+        features = None
+        if cfg.init == "representative":  # AST: k-means on the features of expert 0's final snapshot
+            check_ipc(labels, meta["num_classes"], cfg.ipc)
+            features = first_expert_features(cfg, meta, images, expert_paths, "init 'representative'")
+        result = distill_trajectory(cfg, images, labels, meta["num_classes"], FlatModel(skeleton), experts,
+                                    features=features)
         syn_images, syn_labels, lr, history = result.images, result.labels, result.lr, result.history
     synset_meta = {**cfg.to_dict(), "dataset": meta["name"], "dataset_sha256": meta["sha256"]["train.pt"],
                    "num_classes": meta["num_classes"], "experts": len(expert_paths),

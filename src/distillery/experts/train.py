@@ -7,19 +7,32 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from distillery.augment import dsa
 from distillery.data import load_meta, load_split, load_zca
 from distillery.evaluate import accuracy
 from distillery.experts.recipes import Recipe, get_recipe
+from distillery.experts.smooth import epoch_lr, expert_loss
 from distillery.experts.store import save_expert
 from distillery.functional import FlatModel
 from distillery.models import build_model
 from distillery.progress import Progress
 from distillery.sam import SharpnessAware
 from distillery.seeds import generator, seeded
+
+
+def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> tuple[torch.optim.Optimizer | SharpnessAware,
+                                                                       torch.optim.Optimizer]:
+    """The recipe's optimizer, and the torch optimizer inside it (itself unless GSAM) whose lr the schedule sets."""
+    if recipe.optimizer == "adam":
+        base = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    else:
+        base = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "gsam":
+        return SharpnessAware(model.parameters(), base, recipe.rho, recipe.alpha, recipe.adaptive, model=model), base
+    return base, base
 
 
 def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: int, recipe: Recipe,
@@ -31,7 +44,8 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
     and the trained model. Images and labels stay on their device for the whole run. Random streams are
     the `role`-init/-shuffle/-dsa roles of `seed`; `on_batch(indices, logits)` sees every training batch's
     detached logits (e.g. to count forgetting events) without changing the run; with GSAM, the logits of the
-    first (unperturbed) pass, and both passes see the same augmented batch.
+    first (unperturbed) pass, and both passes see the same augmented batch. The loss is the recipe's
+    (experts.smooth.expert_loss: clipped CE and gradient penalty, on the same augmented batch, one forward pass).
     """
     device = images.device
     channels, size = images.shape[1], images.shape[-1]
@@ -39,25 +53,27 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
         model = build_model(model_name, channels, num_classes, size)
     model.to(device).train()
     flat = FlatModel(model)
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    if recipe.optimizer == "gsam":
-        opt = SharpnessAware(model.parameters(), opt, recipe.rho, recipe.alpha, recipe.adaptive, model=model)
+    opt, base = make_optimizer(model, recipe)
     shuffle, aug = generator(seed, f"{role}-shuffle"), generator(seed, f"{role}-dsa")
     trajectory = torch.empty(recipe.epochs + 1, flat.num_params)
     trajectory[0] = flat.flatten().cpu()
     progress = Progress(recipe.epochs, f"{role} {seed}")
     for epoch in range(recipe.epochs):
+        for group in base.param_groups:  # the schedule changes the lr only: momentum and Adam state are kept
+            group["lr"] = epoch_lr(recipe, epoch)
         order = torch.randperm(len(images), generator=shuffle).to(device)
         total = 0.0
         for start in range(0, len(images), recipe.batch):
             idx = order[start:start + recipe.batch]
             x = dsa(images[idx], aug) if recipe.dsa else images[idx]  # one draw, shared by both GSAM passes
+            if recipe.gp_weight > 0:
+                x = x.detach().requires_grad_()  # the penalty differentiates the logits w.r.t. the inputs
             seen: list[Tensor] = []
 
             def closure() -> Tensor:
                 logits = model(x)
                 seen.append(logits.detach())
-                loss = F.cross_entropy(logits, labels[idx])
+                loss = expert_loss(logits, labels[idx], x, recipe, epoch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 return loss

@@ -1,5 +1,5 @@
 """Figures, each saved as PNG and PDF side by side: a grid of distilled images (one row per class), the loss
-and learned-lr curves, accuracy vs IPC, and the cross-architecture heat map."""
+and learned-lr curves, accuracy vs IPC, the cross-architecture heat map and expert-trajectory smoothness."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +14,7 @@ import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from distillery.io import atomic_path  # noqa: E402
+from distillery.io import atomic_path, load_json  # noqa: E402
 
 
 FORMATS = {".png": {}, ".pdf": {"CreationDate": None}}  # the PDF without a timestamp: same input, same bytes
@@ -135,11 +135,44 @@ def plot_cross_arch(table: pd.DataFrame, out_path: str | Path, title: str = "") 
     _save(fig, out_path)
 
 
+def smoothness_frame(stats: dict[str, str | Path]) -> pd.DataFrame:
+    """Long frame (experts, epoch, change, accuracy) from {label: stats.json of run_expert_stats}."""
+    rows = []
+    for label, path in stats.items():
+        data = load_json(path)
+        for k, (changes, accs) in enumerate(zip(data["epoch_changes"], data["test_accuracy"])):
+            rows += [{"experts": label, "expert": k, "epoch": e + 1, "change": change, "accuracy": 100 * accs[e + 1]}
+                     for e, change in enumerate(changes)]
+    if not rows:
+        raise ValueError("no expert statistics to plot")
+    return pd.DataFrame(rows)
+
+
+def plot_smoothness(stats: dict[str, str | Path], out_path: str | Path, title: str = "") -> None:
+    """AST Figure 9: per epoch, ‖θ_(e+1) − θ_e‖² (log scale) and the snapshot's test accuracy, one line per kind
+    of expert (mean over experts, band: ± std)."""
+    data = smoothness_frame(stats)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    sns.lineplot(data=data, x="epoch", y="change", hue="experts", errorbar="sd", ax=axes[0])
+    sns.lineplot(data=data, x="epoch", y="accuracy", hue="experts", errorbar="sd", legend=False, ax=axes[1])
+    axes[0].set(yscale="log", ylabel="‖θ(e+1) − θ(e)‖²")
+    axes[1].set(ylabel="test accuracy (%)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, out_path)
+
+
 TABLE_PLOTS = {"accuracy_vs_ipc": plot_accuracy_vs_ipc, "cross_arch": plot_cross_arch}
+FIGURES = (*TABLE_PLOTS, "smoothness")
 
 
-def plot_table(kind: str, csv_path: str | Path, out_path: str | Path, title: str = "") -> None:
-    """Draw figure `kind` (accuracy_vs_ipc | cross_arch) from a table CSV written by write_table."""
-    if kind not in TABLE_PLOTS:
-        raise ValueError(f"figure must be one of {', '.join(TABLE_PLOTS)}, got {kind!r}")
-    TABLE_PLOTS[kind](pd.read_csv(csv_path), out_path, title)
+def plot_table(kind: str, csv_path: str | Path, out_path: str | Path, title: str = "",
+               stats: dict[str, str | Path] | None = None) -> None:
+    """Draw figure `kind` of a table: accuracy_vs_ipc | cross_arch from its CSV (written by write_table), or
+    smoothness from `stats`, {label: stats.json} of the experts its methods use."""
+    if kind not in FIGURES:
+        raise ValueError(f"figure must be one of {', '.join(FIGURES)}, got {kind!r}")
+    if kind == "smoothness":
+        plot_smoothness(stats or {}, out_path, title)
+    else:
+        TABLE_PLOTS[kind](pd.read_csv(csv_path), out_path, title)

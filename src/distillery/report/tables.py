@@ -1,5 +1,6 @@
-"""Aggregate per-seed evaluation results into mean ± std per (method, dataset, IPC, architecture), set them
-beside the numbers the papers report, and render the result as CSV, Markdown and LaTeX."""
+"""Aggregate per-seed evaluation results (or another measure: expert accuracy, Avg_Var, seconds per iteration)
+into mean ± std per (method, dataset, IPC, architecture), set them beside the numbers the papers report, and
+render the result as CSV, Markdown and LaTeX."""
 from __future__ import annotations
 
 import math
@@ -30,13 +31,25 @@ PROTOCOL = (
     "periodically during distillation; AST also keeps the best epoch within each evaluation run, and APM's teachers "
     "are saved at their best test accuracy. Their values are thus selected on the test set, which biases them "
     "upward relative to ours. Δ = ours − paper in percentage points; empty where the paper reports no value.")
+# Per measure: decimals of our numbers and the note under the table (accuracy: PROTOCOL).
+MEASURE_NOTES = {
+    "expert_accuracy": "ours: top-1 test accuracy (%) of the expert networks the method distils from, after their "
+                       "final training epoch; mean ± std over n experts. paper: as printed.",
+    "avg_var": "ours: Avg_Var (AST Table VII), the mean over epochs of ‖θ_(e+1) − θ_e‖² along one expert "
+               "trajectory; mean ± std over n experts. paper: as printed.",
+    "seconds_per_iteration": "ours: wall-clock seconds per distillation iteration, from the distillation job's "
+                             "log (the first, warm-up iteration excluded); mean ± std over n iterations, on the "
+                             "hardware of this run. paper: as printed, measured on the authors' GPU.",
+}
+DECIMALS = {"accuracy": 2, "expert_accuracy": 2, "avg_var": 4, "seconds_per_iteration": 3}
 LATEX_SPECIALS = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}"}
 LATEX_SPECIAL_RE = re.compile("|".join(re.escape(c) for c in LATEX_SPECIALS))
 
 
 def aggregate(records: Iterable[dict]) -> pd.DataFrame:
-    """One row per (method, dataset, ipc, arch) in first-seen order; accuracy in percent.
+    """One row per (method, dataset, ipc, arch) in first-seen order: mean, std, n of each record's `value`
+    (an evaluation record's `accuracy` fraction counts as value in percent).
 
     A result of a named evaluation protocol other than the default shows as method "mtt [sam0.01]".
     """
@@ -46,10 +59,38 @@ def aggregate(records: Iterable[dict]) -> pd.DataFrame:
     if "protocol" in frame:
         other = frame["protocol"].fillna("default") != "default"
         frame.loc[other, "method"] = frame["method"][other] + " [" + frame["protocol"][other] + "]"
-    frame["accuracy"] = frame["accuracy"] * 100
-    grouped = frame.groupby(KEYS, sort=False)["accuracy"]
+    if "value" not in frame:
+        frame["value"] = frame["accuracy"] * 100
+    grouped = frame.groupby(KEYS, sort=False)["value"]
     table = grouped.agg(mean="mean", std=lambda a: a.std(ddof=0), n="count").reset_index()
     return table[COLUMNS]
+
+
+def samples(measure: str, path: str | Path) -> list[float]:
+    """The numbers one source file contributes to a cell of `measure` (see distillery.plan.table_sources)."""
+    if measure == "accuracy":
+        return [load_json(path)["accuracy"] * 100]
+    if measure == "expert_accuracy":
+        return [a * 100 for a in load_json(path)["final_test_accuracy"]]
+    if measure == "avg_var":
+        return list(load_json(path)["avg_var"])
+    if measure == "seconds_per_iteration":
+        seconds = pd.read_csv(path)["seconds"].tolist()
+        return seconds[1:] or seconds
+    raise ValueError(f"unknown measure '{measure}'; choose one of: {', '.join(DECIMALS)}")
+
+
+def load_records(sources: Iterable[str | Path | dict], measure: str = "accuracy") -> list[dict]:
+    """Records for `aggregate`: an evaluation JSON path is one record as written; a dict source (cell keys and
+    `path`) gives one record per sample of `measure` in its file."""
+    records = []
+    for source in sources:
+        if not isinstance(source, dict):
+            records.append(load_json(source))
+            continue
+        keys = {k: v for k, v in source.items() if k != "path"}
+        records += [{**keys, "value": value} for value in samples(measure, source["path"])]
+    return records
 
 
 def empty_reported() -> pd.DataFrame:
@@ -126,9 +167,9 @@ def paper_cell(mean: float, std: float, pm: str) -> str:
     return f"{paper_number(mean)}{pm}{paper_number(std)}"
 
 
-def ours_cell(mean: float, std: float, pm: str) -> str:
-    """Our mean ± std with two decimals."""
-    return f"{mean:.2f}{pm}{std:.2f}"
+def ours_cell(mean: float, std: float, pm: str, digits: int = 2) -> str:
+    """Our mean ± std with `digits` decimals."""
+    return f"{mean:.{digits}f}{pm}{std:.{digits}f}"
 
 
 def delta_cell(diff: float, minus: str = MINUS) -> str:
@@ -141,19 +182,20 @@ def delta_cell(diff: float, minus: str = MINUS) -> str:
     return text.replace("-", minus)
 
 
-def cells(table: pd.DataFrame, pm: str, minus: str) -> list[list[str]]:
+def cells(table: pd.DataFrame, pm: str, minus: str, measure: str = "accuracy") -> list[list[str]]:
     """The displayed row cells (method, dataset, ipc, arch, ours, paper, Δ, n) as strings."""
     shown = with_reported(table)
-    return [[str(r.method), str(r.dataset), str(r.ipc), str(r.arch), ours_cell(r.mean, r.std, pm),
+    digits = DECIMALS[measure]
+    return [[str(r.method), str(r.dataset), str(r.ipc), str(r.arch), ours_cell(r.mean, r.std, pm, digits),
              paper_cell(r.reported_mean, r.reported_std, pm), delta_cell(r.diff, minus), str(r.n)]
             for r in shown.itertuples(index=False)]
 
 
-def to_markdown(table: pd.DataFrame, title: str) -> str:
-    """`## title`, the table (ours, paper, Δ) and the protocol note."""
-    body = pd.DataFrame(cells(table, " ± ", MINUS), columns=HEADER)
+def to_markdown(table: pd.DataFrame, title: str, measure: str = "accuracy") -> str:
+    """`## title`, the table (ours, paper, Δ) and the note on what the numbers are."""
+    body = pd.DataFrame(cells(table, " ± ", MINUS, measure), columns=HEADER)
     markdown = body.to_markdown(index=False, disable_numparse=True, colalign=ALIGN)
-    return f"## {title}\n\n{markdown}\n\n{PROTOCOL}\n"
+    return f"## {title}\n\n{markdown}\n\n{MEASURE_NOTES.get(measure, PROTOCOL)}\n"
 
 
 def latex_escape(text: str) -> str:
@@ -166,19 +208,19 @@ def latex_row(row: list[str]) -> str:
     return " & ".join(row) + r" \\"
 
 
-def latex_cells(table: pd.DataFrame) -> list[list[str]]:
+def latex_cells(table: pd.DataFrame, measure: str = "accuracy") -> list[list[str]]:
     """Row cells with text escaped and numbers typeset in math mode ($\\pm$, $-3.4$)."""
-    rows = cells(table, " $\\pm$ ", "-")
+    rows = cells(table, " $\\pm$ ", "-", measure)
     return [[latex_escape(c) for c in row[:4]] + [row[4], row[5], f"${row[6]}$" if row[6] else "", row[7]]
             for row in rows]
 
 
-def to_latex(table: pd.DataFrame, title: str) -> str:
+def to_latex(table: pd.DataFrame, title: str, measure: str = "accuracy") -> str:
     """A booktabs `table` environment with the same columns as the Markdown table and the title as caption."""
     header = [latex_escape(h) for h in HEADER[:6]] + [r"$\Delta$", "n"]
     lines = [r"\begin{table}[t]", r"\centering", f"\\caption{{{latex_escape(title)}}}",
              f"\\begin{{tabular}}{{{LATEX_SPEC}}}", r"\toprule", latex_row(header), r"\midrule",
-             *(latex_row(row) for row in latex_cells(table)), r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+             *(latex_row(row) for row in latex_cells(table, measure)), r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
@@ -187,14 +229,15 @@ def write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def write_table(result_paths: Iterable[str | Path], csv_path: str | Path, md_path: str | Path, title: str,
+def write_table(sources: Iterable[str | Path | dict], csv_path: str | Path, md_path: str | Path, title: str,
                 reported_paths: Iterable[str | Path] = (), paper: str | None = None, table_name: str | None = None,
-                tex_path: str | Path | None = None) -> pd.DataFrame:
-    """Read evaluation JSONs, set them beside the paper's numbers, write CSV, Markdown and optional LaTeX atomically."""
-    table = compare(aggregate(load_json(p) for p in result_paths), load_reported(reported_paths), paper, table_name)
+                tex_path: str | Path | None = None, measure: str = "accuracy") -> pd.DataFrame:
+    """Read the sources (see load_records), set them beside the paper's numbers, write CSV, Markdown and optional
+    LaTeX atomically."""
+    table = compare(aggregate(load_records(sources, measure)), load_reported(reported_paths), paper, table_name)
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
-    write_text(md_path, to_markdown(table, title))
+    write_text(md_path, to_markdown(table, title, measure))
     if tex_path is not None:
-        write_text(tex_path, to_latex(table, title))
+        write_text(tex_path, to_latex(table, title, measure))
     return table
