@@ -1,7 +1,7 @@
-"""Snakemake adapter: a table's CSV (or its experts' stats) -> one of its figures (PNG + PDF)."""
+"""Snakemake adapter: a table's CSV (or its experts' stats, or its distillation logs) -> one of its figures."""
 from distillery.report import plot_table
 from distillery.runtime import job_setup
 
 job_setup(snakemake.log[0], snakemake.threads, "cpu")
 plot_table(snakemake.wildcards.figure, snakemake.input.csv, snakemake.output.png, snakemake.params.title,
-           stats=snakemake.params.stats)
+           sources=snakemake.params.sources)

@@ -63,7 +63,7 @@ def batches():
 
 def ast_loss(cfg, student, trajectory, t, images, labels, lr):
     return trajectory_loss(cfg, student, trajectory, t, images, labels, lr, batches(), generator(0, "dsa"),
-                           generator(0, "perturb"))
+                           generator(0, "perturb"))[0]
 
 
 def test_ast_loss_is_zero_on_target_and_uses_the_perturbed_start_and_weights():

@@ -5,7 +5,7 @@ import yaml
 from snakemake.utils import validate
 
 from distillery.data import DATASETS
-from distillery.plan import (CONFIG_FILES, check_config, eval_config, expert_files, figure_stats, load_config, merge,
+from distillery.plan import (CONFIG_FILES, check_config, eval_config, expert_files, figure_sources, load_config, merge,
                              resolve_method, table_cells, table_sources)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ def test_default_config_is_valid_and_resolves():
     check_config(config)
     cells = table_cells(config)
     assert [(c.method, c.ipc, c.arch, c.protocol) for c in cells] == [
-        (method, ipc, "ConvNetD2W32", "default") for method in ("random", "mtt", "ftd", "ast") for ipc in (1, 10)]
+        (method, ipc, "ConvNetD2W32", "default") for method in ("random", "mtt", "ftd", "ast", "att") for ipc in (1, 10)]
 
 
 def test_settings_precedence_table_then_preset_then_overrides():
@@ -136,7 +136,12 @@ def test_table_sources_follow_the_measure():
     assert paths["seconds_per_iteration"] == [f"results/synsets/{m}/digits/ipc1/log.csv" for m in ("mtt", "ast")]
     assert table_sources(config, "avg_var")[1] == {"method": "ast", "dataset": "digits", "ipc": 1,
                                                    "arch": "ConvNetD2W32", "protocol": "default", "path": stats[1]}
-    assert figure_stats(config, "fig") == {"sgd": stats[0], "smooth": stats[1]}
+    assert figure_sources(config, "fig", "smoothness") == {"sgd": {"path": stats[0], "syn_steps": 20},
+                                                          "smooth": {"path": stats[1], "syn_steps": 20}}
+    logs = figure_sources(config, "accuracy", "match_steps")
+    assert logs == {f"{m} (N_s = 20)": {"path": f"results/synsets/{m}/digits/ipc1/log.csv", "syn_steps": 20}
+                    for m in ("mtt", "ast")}
+    assert figure_sources(config, "fig", "accuracy_vs_ipc") == {}
 
 
 @pytest.mark.parametrize("measure,cell,needle", [

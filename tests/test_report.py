@@ -216,7 +216,7 @@ def test_plot_table_draws_the_named_figure_from_a_table_csv(tmp_path):
     write_table(paths, tmp_path / "t.csv", tmp_path / "t.md", "t", reported_paths=[reported], paper="mtt", table_name=1)
     plot_table("accuracy_vs_ipc", tmp_path / "t.csv", tmp_path / "figures" / "acc.png", "t")
     assert_png_and_pdf(tmp_path / "figures" / "acc.png")
-    with pytest.raises(ValueError, match="figure must be one of accuracy_vs_ipc, cross_arch, smoothness, got 'bars'"):
+    with pytest.raises(ValueError, match="figure must be one of accuracy_vs_ipc, cross_arch, smoothness, match_steps, got 'bars'"):
         plot_table("bars", tmp_path / "t.csv", tmp_path / "bars.png")
 
 
@@ -283,9 +283,18 @@ def test_smoothness_figure_from_expert_stats(tmp_path):
         (tmp_path / f"{name}.json").write_text(json.dumps({
             "epoch_changes": [[scale * 2, scale], [scale * 3, scale]],
             "test_accuracy": [[0.1, 0.5, 0.6], [0.1, 0.4, 0.7]]}))
-    stats = {name: tmp_path / f"{name}.json" for name in ("sgd", "smooth")}
-    plot_table("smoothness", None, tmp_path / "fig" / "smoothness.png", "t", stats=stats)
+    stats = {name: {"path": tmp_path / f"{name}.json"} for name in ("sgd", "smooth")}
+    plot_table("smoothness", None, tmp_path / "fig" / "smoothness.png", "t", sources=stats)
     assert (tmp_path / "fig" / "smoothness.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "fig" / "smoothness.pdf").exists()
     with pytest.raises(ValueError, match="no expert statistics"):
-        plot_table("smoothness", None, tmp_path / "empty.png", stats={})
+        plot_table("smoothness", None, tmp_path / "empty.png", sources={})
+
+
+def test_match_steps_figure_from_distillation_logs(tmp_path):
+    for name, steps in (("att", [3, 5, 8, 9]), ("mtt", [10, 10, 10, 10])):
+        pd.DataFrame({"iteration": range(1, 5), "loss": 1.0, "lr": 0.01, "start_epoch": 0, "match_step": steps,
+                      "seconds": 0.1}).to_csv(tmp_path / f"{name}.csv", index=False)
+    logs = {f"{n} (N_s = 10)": {"path": tmp_path / f"{n}.csv", "syn_steps": 10} for n in ("att", "mtt")}
+    plot_table("match_steps", None, tmp_path / "steps.png", "t", sources=logs)
+    assert (tmp_path / "steps.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "steps.pdf").exists()

@@ -39,9 +39,9 @@ def job_counts(output: str) -> dict[str, int]:
 def test_default_config_dry_run_job_list(tmp_path):
     result = snakemake(tmp_path, None, "-n", "--cores", "2")
     assert result.returncode == 0, result.stderr
-    assert job_counts(result.stdout) == {"all": 1, "prepare_data": 1, "train_expert": 15, "distill": 8,
-                                         "evaluate": 24, "table": 1, "table_figure": 1, "plot_images": 8,
-                                         "plot_curves": 6}
+    assert job_counts(result.stdout) == {"all": 1, "prepare_data": 1, "train_expert": 15, "distill": 10,
+                                         "evaluate": 30, "table": 1, "table_figure": 1, "plot_images": 10,
+                                         "plot_curves": 8}
 
 
 def test_mtt_paper_config_dry_run_job_list(tmp_path):
@@ -188,3 +188,51 @@ def test_ast_paper_config_dry_run_job_list(tmp_path):
         "plot_images": 84,
         "plot_curves": 60,       # all but the 24 coreset cells
     }
+
+
+def test_att_paper_config_dry_run_job_list(tmp_path):
+    """ATT Tables 1-3, Figure 4 (matched steps; stability study) and its timing."""
+    result = snakemake(tmp_path, None, "-n", "--cores", "2", "--configfile", str(ROOT / "config/paper/att.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result.stdout) == {
+        "all": 1,
+        "prepare_data": 7,
+        "fit_zca": 2,
+        "train_expert": 2600,    # 100 each of 26 sets: sgd 9 (MTT), gsam(_a03) 8 (FTD), sgd_b512 9 (ATT)
+        "distill": 51,           # Table 2: 24, Table 3: 24, Figure 4 left: 3 (Table 1 and the timing reuse Table 2's)
+        "evaluate": 345,         # 5 seeds x (24 + 24 + 3 + 18 other architectures of Table 1)
+        "stability_trial": 320,  # 2 methods x 2 parameters x 4 multipliers x 20 seeds
+        "stability_counts": 1,
+        "table": 5,
+        "table_figure": 3,       # Table 1 heat map, Table 2 accuracy vs IPC, Figure 4 matched steps
+        "plot_images": 51,
+        "plot_curves": 51,
+    }
+
+
+ATT_TINY = {
+    "experts": {"count": 2, "overrides": {"epochs": 4, "batch": 128}},
+    "evaluation": {"seeds": 1, "epochs": 10},
+    "distill": {"overrides": {"iterations": 6, "max_start_epoch": 2}},
+    "methods": {"att_ns4": {"base": "att", "syn_steps": 4}, "att_ns8": {"base": "att", "syn_steps": 8}},
+    "tables": [{"name": "steps", "figures": ["match_steps"],
+                "cells": [{"method": ["att_ns4", "att_ns8"], "dataset": "digits", "ipc": 1}]}],
+    "stability": [{"name": "study", "methods": ["mtt", "att"], "dataset": "digits", "ipc": 1,
+                   "parameters": ["lr_img", "lr_lr"], "multipliers": [1, 1e9], "seeds": 2, "iterations": 3}],
+}
+
+
+@pytest.mark.slow
+def test_att_match_steps_and_stability_study_run_through_the_workflow(tmp_path):
+    result = snakemake(tmp_path, ATT_TINY, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = pd.read_csv(tmp_path / "results/synsets/att_ns8/digits/ipc1/log.csv")
+    assert log["match_step"].between(1, 8).all() and len(log) == 6
+    assert (tmp_path / "results/figures/tables/steps/match_steps.png").read_bytes()[:4] == b"\x89PNG"
+    counts = pd.read_csv(tmp_path / "results/stability/study/counts.csv")
+    assert len(counts) == 2 * 2 * 2 and (counts["runs"] == 2).all()
+    ok = counts.set_index(["method", "parameter", "multiplier"])["successes"]
+    assert ok[("mtt", "lr_img", 1)] == 2 and ok[("att", "lr_img", 1)] == 2   # the tuned settings run
+    assert ok[("mtt", "lr_lr", 1e9)] == 0                                     # the learned lr is driven below 0
+    assert (tmp_path / "results/figures/stability/study/stability.png").read_bytes()[:4] == b"\x89PNG"
+    assert "lr_lr" in (tmp_path / "results/stability/study/counts.md").read_text()

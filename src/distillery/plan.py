@@ -31,6 +31,10 @@ PATHS = {
     "table_tex": "results/tables/{table}.tex",
     "table_figure": "results/figures/tables/{table}/{figure}.png",
     "images": "results/figures/{method}/{dataset}/ipc{ipc}/images.png",
+    "stability_trial": "results/stability/{study}/{method}/{parameter}_x{multiplier}/seed{seed}.json",
+    "stability_csv": "results/stability/{study}/counts.csv",
+    "stability_md": "results/stability/{study}/counts.md",
+    "stability_figure": "results/figures/stability/{study}/stability.png",
     "curves": "results/figures/{method}/{dataset}/ipc{ipc}/curves.png",
 }
 # Backbones other than ConvNet (depth 3): the reference's deeper ConvNets leave a 4x4 map before the head at
@@ -54,7 +58,7 @@ class Cell:
 
 # What the Snakefile loads before --configfile, in order (relative to the repository).
 CONFIG_FILES = ("config/methods.yaml", "config/hparams/mtt.yaml", "config/hparams/ftd.yaml", "config/hparams/ast.yaml",
-                "config/config.yaml")
+                "config/hparams/att.yaml", "config/config.yaml")
 # What a table's cells report (`measure:` of a table, default accuracy) and the file each number comes from.
 MEASURES = ("accuracy", "expert_accuracy", "avg_var", "seconds_per_iteration")
 EXPERT_MEASURES = ("expert_accuracy", "avg_var")  # read from the experts' stats.json: no distillation needed
@@ -216,24 +220,65 @@ def table_sources(config: dict, table: str) -> list[dict]:
     return sources
 
 
-def figure_stats(config: dict, table: str) -> dict[str, str]:
-    """For a table's smoothness figure: {label: stats.json} of the experts its trajectory methods use, one per
-    expert set, labelled by recipe (and dataset when the table has several)."""
+def figure_sources(config: dict, table: str, figure: str) -> dict[str, dict]:
+    """Files a table figure reads besides the table: {label: {path, syn_steps}} for its trajectory cells —
+    smoothness: the stats.json of each expert set (labelled by recipe); match_steps: each distillation's
+    log.csv (labelled by method and N_s). Other figures: {}. Labels name the dataset and IPC when they vary."""
+    if figure not in ("smoothness", "match_steps"):
+        return {}
     cells = table_cells(config, table)
-    several = len({c.dataset for c in cells}) > 1
-    stats: dict[str, str] = {}
+    several = len({(c.dataset, c.ipc) for c in cells}) > 1
+    sources: dict[str, dict] = {}
     for cell in cells:
         settings = resolve_method(config, cell.method, cell.dataset, cell.ipc)
-        if settings["kind"] == "trajectory":
-            label = f"{cell.dataset} · {settings['recipe']}" if several else settings["recipe"]
-            stats.setdefault(label, PATHS["expert_stats"].format(**expert_dir(cell.dataset, settings)))
-    return stats
+        if settings["kind"] != "trajectory":
+            continue
+        if figure == "smoothness":
+            label, path = settings["recipe"], PATHS["expert_stats"].format(**expert_dir(cell.dataset, settings))
+            where = cell.dataset
+        else:
+            label = f"{cell.method} (N_s = {settings['syn_steps']})"
+            path = PATHS["distill_log"].format(method=cell.method, dataset=cell.dataset, ipc=cell.ipc)
+            where = f"{cell.dataset} IPC {cell.ipc}"
+        sources.setdefault(f"{where} · {label}" if several else label,
+                           {"path": path, "syn_steps": settings["syn_steps"]})
+    return sources
+
+
+def stability_spec(config: dict, study: str) -> dict:
+    for spec in config.get("stability") or []:
+        if spec["name"] == study:
+            return spec
+    raise ValueError(f"no stability study named '{study}' in the config")
+
+
+def stability_trials(config: dict, study: str) -> list[dict]:
+    """Every run of a stability study: method × parameter × multiplier × seed, with its result path."""
+    spec = stability_spec(config, study)
+    trials = []
+    for method, parameter, multiplier, seed in itertools.product(
+            spec["methods"], spec["parameters"], spec["multipliers"], range(int(spec["seeds"]))):
+        where = dict(study=study, method=method, parameter=parameter, multiplier=f"{multiplier:g}", seed=seed)
+        trials.append({**where, "path": PATHS["stability_trial"].format(**where)})
+    return trials
+
+
+def stability_settings(config: dict, study: str, method: str) -> dict:
+    """The resolved settings a study's runs of `method` start from (its dataset and IPC)."""
+    spec = stability_spec(config, study)
+    settings = resolve_method(config, method, spec["dataset"], spec["ipc"])
+    if settings["kind"] != "trajectory":
+        raise ValueError(f"stability study '{study}': '{method}' is a {settings['kind']}, not a trajectory method")
+    return settings
 
 
 def check_config(config: dict) -> None:
     """Resolve every cell once, so a bad method, dataset, model, hyperparameter or measure fails before any job."""
     for spec in config.get("tables", []):
         table_sources(config, spec["name"])
+    for spec in config.get("stability") or []:
+        for method in spec["methods"]:
+            expert_files(config, spec["dataset"], stability_settings(config, spec["name"], method))
     for cell in table_cells(config):
         settings = resolve_method(config, cell.method, cell.dataset, cell.ipc)
         expert_files(config, cell.dataset, settings)

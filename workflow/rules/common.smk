@@ -10,8 +10,11 @@ from distillery.plan import (
     eval_config,
     expert_files,
     expert_seeds,
-    figure_stats,
+    figure_sources,
     resolve_method,
+    stability_settings,
+    stability_spec,
+    stability_trials,
     table_cells,
     table_sources,
     table_spec,
@@ -32,7 +35,10 @@ wildcard_constraints:
     k="[0-9]+",
     norm="zca|std",
     table="[A-Za-z0-9_/-]+",
-    figure="accuracy_vs_ipc|cross_arch|smoothness",
+    study="[A-Za-z0-9_/-]+",
+    parameter="lr_img|lr_lr",
+    multiplier="[0-9.e+-]+",
+    figure="accuracy_vs_ipc|cross_arch|smoothness|match_steps",
 
 
 def res(rule_name, key):
@@ -66,6 +72,12 @@ def distill_inputs(wildcards):
     return {**data_files(wildcards.dataset, chosen["zca"]), "experts": expert_files(config, wildcards.dataset, chosen)}
 
 
+def stability_inputs(wildcards):
+    spec = stability_spec(config, wildcards.study)
+    chosen = stability_settings(config, wildcards.study, wildcards.method)
+    return {**data_files(spec["dataset"], chosen["zca"]), "experts": expert_files(config, spec["dataset"], chosen)}
+
+
 def evaluate_inputs(wildcards):
     synset = PATHS["synset"].format(method=wildcards.method, dataset=wildcards.dataset, ipc=wildcards.ipc)
     return {**data_files(wildcards.dataset, settings(wildcards)["zca"]), "synset": synset}
@@ -84,8 +96,8 @@ def table_title(wildcards):
 
 
 def figure_inputs(wildcards):
-    stats = figure_stats(config, wildcards.table) if wildcards.figure == "smoothness" else {}
-    return {"csv": PATHS["table_csv"].format(table=wildcards.table), "stats": list(stats.values())}
+    sources = figure_sources(config, wildcards.table, wildcards.figure)
+    return {"csv": PATHS["table_csv"].format(table=wildcards.table), "sources": [s["path"] for s in sources.values()]}
 
 
 def reported_files():
@@ -113,4 +125,7 @@ def all_targets():
         targets.append(PATHS["images"].format(**where))
         if resolve_method(config, cell.method, cell.dataset, cell.ipc)["kind"] != "coreset":
             targets.append(PATHS["curves"].format(**where))
+    for study in config.get("stability") or []:
+        targets += [PATHS[kind].format(study=study["name"]) for kind in ("stability_csv", "stability_md",
+                                                                          "stability_figure")]
     return list(dict.fromkeys(targets))

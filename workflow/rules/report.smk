@@ -38,7 +38,7 @@ rule table_figure:
         pdf=pdf_twin(PATHS["table_figure"]),
     params:
         title=table_title,
-        stats=lambda wildcards: figure_stats(config, wildcards.table) if wildcards.figure == "smoothness" else {},
+        sources=lambda wildcards: figure_sources(config, wildcards.table, wildcards.figure),
     log:
         "results/logs/table_figure/{table}/{figure}.log",
     benchmark:

@@ -10,6 +10,8 @@ INITS = ("real", "noise", "representative")
 PERTURBS = ("none", "gaussian", "filter")
 SELECTS = ("random", "herding", "forgetting", "kmeans")
 INTERMEDIATES = ("none", "equal", "varied")
+MATCHES = ("fixed", "adaptive")
+DISTANCES = ("l2", "l1")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class DistillConfig:
     balance: bool = False            # scale every inner-step CE by ν(t) (Eq. 20)
     balance_theta: float = 8.0       # ϑ in ν(t)
     intermediate: str = "none"       # intermediate matching: none | equal (β_i = 1) | varied (β_i = i/M)
+    # ATT (Liu et al. 2024): match the target at the student step nearest to it instead of step N
+    match: str = "fixed"             # fixed (θ̂_N) | adaptive (θ̂_k, k = argmin_k distance(θ̂_k, θ*_{t+M}))
+    match_distance: str = "l2"       # the selection distance: l2 (squared, the paper) | l1 (the public code)
     dsa: str = DEFAULT_STRATEGY
     seed: int = 0
 
@@ -81,6 +86,12 @@ class DistillConfig:
         if self.intermediate != "none" and self.syn_steps < self.expert_epochs:
             bad("intermediate", f"needs syn_steps ({self.syn_steps}) >= expert_epochs ({self.expert_epochs}), "
                                 f"else a matching point falls on student step 0")
+        if self.match not in MATCHES:
+            bad("match", f"is not one of {', '.join(MATCHES)}")
+        if self.match_distance not in DISTANCES:
+            bad("match_distance", f"is not one of {', '.join(DISTANCES)}")
+        if self.match == "adaptive" and self.intermediate != "none":
+            bad("match", "adaptive matching picks its own step; it does not combine with intermediate matching")
         if self.batch_syn is not None and self.batch_syn < 1:
             bad("batch_syn", "must be at least 1 (or null for all synthetic images)")
 

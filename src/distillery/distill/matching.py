@@ -22,7 +22,11 @@ from distillery.seeds import generator
 
 
 class DistillationError(RuntimeError):
-    """The run diverged (non-finite loss, non-positive learning rate) and was stopped."""
+    """The run diverged (non-finite loss, non-positive learning rate) and was stopped at `iteration`."""
+
+    def __init__(self, message: str, iteration: int, loss: float, lr: float):
+        super().__init__(message)
+        self.iteration, self.loss, self.lr = iteration, loss, lr
 
 
 class Batches:
@@ -79,27 +83,48 @@ def perturb_start(start: Tensor, cfg: DistillConfig, noise: torch.Generator) -> 
     return start + eps.to(start.device)
 
 
+def nearest_step(path: Sequence[Tensor], target: Tensor, distance: str) -> int:
+    """ATT's match step: the 1-based k whose θ̂_k in `path` (θ̂_1 … θ̂_N) is nearest `target`, by squared L2 or
+    L1; ties go to the earliest step (the shortest trajectory that gets as close). No gradient flows through the
+    choice; a non-finite distance is picked like any other, so the loss shows it."""
+    with torch.no_grad():
+        gaps = torch.stack([(theta - target).pow(2).sum() if distance == "l2" else (theta - target).abs().sum()
+                            for theta in path])
+        return int(torch.argmin(gaps)) + 1
+
+
 def trajectory_loss(cfg: DistillConfig, student: FlatModel, trajectory: Tensor, t: int, images: Tensor,
                     labels: Tensor, lr: Tensor, batches: Batches, aug: torch.Generator,
-                    noise: torch.Generator) -> Tensor:
-    """One iteration's matching loss from expert epoch `t`: MTT's, plus AST's switches when on.
+                    noise: torch.Generator) -> tuple[Tensor, int]:
+    """One iteration's matching loss from expert epoch `t`, and the student step it matched (N unless adaptive).
 
-    perturb=filter moves the expert start itself (student start and every denominator); gaussian moves only the
-    student start. With intermediate matching the loss is L_main + Σ β_i L_i, L_i matching θ̂_{ξ_i} to θ*_{t+i}.
+    MTT's loss, plus AST's switches when on: perturb=filter moves the expert start itself (student start and
+    every denominator); gaussian moves only the student start. With intermediate matching the loss is
+    L_main + Σ β_i L_i, L_i matching θ̂_{ξ_i} to θ*_{t+i}. With match=adaptive (ATT) the target is matched at
+    the nearest of the N steps, so images and lr learn only through the steps up to it.
     """
     device = images.device
     start = trajectory[t].to(device)
     if cfg.perturb == "filter":
         start = filter_perturbation(start, student.shapes, cfg.perturb_scale, noise, filter_mask(student))
     student_start = perturb_start(start, cfg, noise) if cfg.perturb == "gaussian" else start
-    points = intermediate_points(cfg.syn_steps, cfg.expert_epochs) if cfg.intermediate != "none" else []
+    if cfg.match == "adaptive":
+        points = range(1, cfg.syn_steps)
+    elif cfg.intermediate != "none":
+        points = intermediate_points(cfg.syn_steps, cfg.expert_epochs)
+    else:
+        points = []
     scale = balance_coefficient(t, cfg.max_start_epoch, cfg.balance_theta) if cfg.balance else 1.0
     path = unroll_path(student, student_start.requires_grad_(True), images, labels, lr, cfg.syn_steps, batches, aug,
                        cfg.dsa, points, scale)
-    loss = matching_loss(path[-1], start, trajectory[t + cfg.expert_epochs].to(device))
+    target = trajectory[t + cfg.expert_epochs].to(device)
+    if cfg.match == "adaptive":
+        step = nearest_step(path, target, cfg.match_distance)
+        return matching_loss(path[step - 1], start, target), step
+    loss = matching_loss(path[-1], start, target)
     for i, (theta, beta) in enumerate(zip(path[:-1], intermediate_weights(cfg.intermediate, cfg.expert_epochs)), 1):
         loss = loss + beta * matching_loss(theta, start, trajectory[t + i].to(device))
-    return loss
+    return loss, cfg.syn_steps
 
 
 def initial_images(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
@@ -119,7 +144,8 @@ class DistillResult:
     images: Tensor
     labels: Tensor
     lr: float
-    history: list[dict] = field(default_factory=list)  # per iteration: iteration, loss, lr, seconds
+    history: list[dict] = field(default_factory=list)  # per iteration: iteration, loss, lr, start_epoch,
+    #                                                     match_step, seconds
 
 
 def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
@@ -152,7 +178,7 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
                              f"{cfg.max_start_epoch} + expert_epochs {cfg.expert_epochs} needs {needed}; "
                              f"train longer experts or lower max_start_epoch")
         t = int(torch.randint(cfg.max_start_epoch, (1,), generator=starts))
-        loss = trajectory_loss(cfg, student, trajectory, t, syn_images, syn_labels, syn_lr, batches, aug, noise)
+        loss, step = trajectory_loss(cfg, student, trajectory, t, syn_images, syn_labels, syn_lr, batches, aug, noise)
         opt_img.zero_grad(set_to_none=True)
         opt_lr.zero_grad(set_to_none=True)
         loss.backward()
@@ -163,11 +189,12 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
         loss_value, lr_value = torch.stack([loss.detach(), syn_lr.detach()]).tolist()
         if not torch.isfinite(torch.tensor(loss_value)):
             raise DistillationError(f"{cfg.method}: the matching loss became {loss_value} at iteration {it}; "
-                                    f"lower lr_img (now {cfg.lr_img}) or lr_lr (now {cfg.lr_lr})")
+                                    f"lower lr_img (now {cfg.lr_img}) or lr_lr (now {cfg.lr_lr})", it, loss_value, lr_value)
         if not lr_value > 0:
             raise DistillationError(f"{cfg.method}: the learned learning rate became {lr_value:.3g} at iteration "
-                                    f"{it}; lower lr_lr (now {cfg.lr_lr})")
-        history.append({"iteration": it, "loss": loss_value, "lr": lr_value, "seconds": time.perf_counter() - tic})
+                                    f"{it}; lower lr_lr (now {cfg.lr_lr})", it, loss_value, lr_value)
+        history.append({"iteration": it, "loss": loss_value, "lr": lr_value, "start_epoch": t, "match_step": step,
+                        "seconds": time.perf_counter() - tic})
         progress.update(it, loss=loss_value, lr=lr_value)
     progress.close()
     result = ema if ema is not None else syn_images.detach()

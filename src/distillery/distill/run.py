@@ -12,14 +12,14 @@ from torch import Tensor
 from distillery.data import load_meta, load_split, load_zca
 from distillery.distill.config import DistillConfig
 from distillery.distill.coreset import check_ipc, embed, forgetting_counts, select_coreset
-from distillery.distill.matching import distill_trajectory
+from distillery.distill.matching import DistillResult, distill_trajectory
 from distillery.experts import ExpertSampler, get_recipe, load_expert
 from distillery.functional import FlatModel
 from distillery.io import atomic_path, save_torch
 from distillery.models import build_model
 from distillery.seeds import generator
 
-LOG_COLUMNS = ("iteration", "loss", "lr", "seconds")
+LOG_COLUMNS = ("iteration", "loss", "lr", "start_epoch", "match_step", "seconds")
 
 
 def expert_features(cfg: DistillConfig, meta: dict, images: Tensor, expert_path: str | Path) -> Tensor:
@@ -58,28 +58,41 @@ def coreset(cfg: DistillConfig, meta: dict, images: Tensor, labels: Tensor,
                           features=features, counts=counts, clusters=cfg.init_clusters, seed=cfg.seed)
 
 
+def load_training(cfg: DistillConfig, prepared_dir: str | Path, zca_path: str | Path | None,
+                  device: str) -> tuple[dict, Tensor, Tensor]:
+    """The dataset's meta and training split on `device`, ZCA-whitened when `cfg.zca`."""
+    meta = load_meta(prepared_dir)
+    zca = load_zca(zca_path) if cfg.zca else None
+    return (meta, *load_split(prepared_dir, "train", zca=zca, device=device))
+
+
+def match_trajectories(cfg: DistillConfig, meta: dict, images: Tensor, labels: Tensor,
+                       expert_paths: Sequence[str | Path]) -> DistillResult:
+    """distill_trajectory with a student `cfg.model` and the experts at `expert_paths` (checked against the
+    dataset, model and normalisation); representative init takes expert 0's features."""
+    skeleton = build_model(cfg.model, meta["channels"], meta["num_classes"], meta["size"]).to(images.device)
+    expect = {"model": cfg.model, "zca": cfg.zca, "dataset_sha256": meta["sha256"]["train.pt"]}
+    experts = ExpertSampler(expert_paths, generator(cfg.seed, "experts"), expect)
+    features = None
+    if cfg.init == "representative":  # AST: k-means on the features of expert 0's final snapshot
+        check_ipc(labels, meta["num_classes"], cfg.ipc)
+        features = first_expert_features(cfg, meta, images, expert_paths, "init 'representative'")
+    return distill_trajectory(cfg, images, labels, meta["num_classes"], FlatModel(skeleton), experts,
+                              features=features)
+
+
 def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | Path, log_path: str | Path,
                      expert_paths: Sequence[str | Path] = (), zca_path: str | Path | None = None,
                      device: str = "cpu") -> dict:
     """Distil with the resolved `method` settings; returns the synset metadata."""
     cfg = DistillConfig.from_dict(method)
-    meta = load_meta(prepared_dir)
-    zca = load_zca(zca_path) if cfg.zca else None
-    images, labels = load_split(prepared_dir, "train", zca=zca, device=device)
+    meta, images, labels = load_training(cfg, prepared_dir, zca_path, device)
     tic = time.perf_counter()
     if cfg.kind == "coreset":
         syn_images, syn_labels = coreset(cfg, meta, images, labels, expert_paths)
         lr, history = None, []
     else:
-        skeleton = build_model(cfg.model, meta["channels"], meta["num_classes"], meta["size"]).to(device)
-        expect = {"model": cfg.model, "zca": cfg.zca, "dataset_sha256": meta["sha256"]["train.pt"]}
-        experts = ExpertSampler(expert_paths, generator(cfg.seed, "experts"), expect)
-        features = None
-        if cfg.init == "representative":  # AST: k-means on the features of expert 0's final snapshot
-            check_ipc(labels, meta["num_classes"], cfg.ipc)
-            features = first_expert_features(cfg, meta, images, expert_paths, "init 'representative'")
-        result = distill_trajectory(cfg, images, labels, meta["num_classes"], FlatModel(skeleton), experts,
-                                    features=features)
+        result = match_trajectories(cfg, meta, images, labels, expert_paths)
         syn_images, syn_labels, lr, history = result.images, result.labels, result.lr, result.history
     synset_meta = {**cfg.to_dict(), "dataset": meta["name"], "dataset_sha256": meta["sha256"]["train.pt"],
                    "num_classes": meta["num_classes"], "experts": len(expert_paths),

@@ -65,6 +65,8 @@ RECIPES: dict[str, Recipe] = {
     "gsam": Recipe("gsam", optimizer="gsam", rho=0.01, alpha=1.0, adaptive=True),
     # FTD paper table (reference notes §2.4): alpha 0.3 for CIFAR-10 IPC 1 and 10; otherwise as "gsam".
     "gsam_a03": Recipe("gsam_a03", optimizer="gsam", rho=0.01, alpha=0.3, adaptive=True),
+    # ATT's buffer_ATT.py: MTT's recipe with batch 512 (reference notes §4.1).
+    "sgd_b512": Recipe("sgd_b512", batch=512),
     # AST momentum experts (paper Table I/VII "MOM"): lr 0.003, momentum 0.9, l2 0.001 are AST buffer.py's defaults
     # (reference notes §3.2; the paper gives none); 50 epochs, batch 256, DSA. The lr is halved from epoch index 25
     # (of 50; half the epochs when overridden) on, as the paper ("reduced by half in the 25th epoch"); the code instead multiplies it by 0.6 at epoch 26 and

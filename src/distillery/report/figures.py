@@ -1,5 +1,6 @@
 """Figures, each saved as PNG and PDF side by side: a grid of distilled images (one row per class), the loss
-and learned-lr curves, accuracy vs IPC, the cross-architecture heat map and expert-trajectory smoothness."""
+and learned-lr curves, accuracy vs IPC, the cross-architecture heat map, expert-trajectory smoothness and
+ATT's matched steps."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -135,11 +136,11 @@ def plot_cross_arch(table: pd.DataFrame, out_path: str | Path, title: str = "") 
     _save(fig, out_path)
 
 
-def smoothness_frame(stats: dict[str, str | Path]) -> pd.DataFrame:
-    """Long frame (experts, epoch, change, accuracy) from {label: stats.json of run_expert_stats}."""
+def smoothness_frame(stats: dict[str, dict]) -> pd.DataFrame:
+    """Long frame (experts, epoch, change, accuracy) from {label: {path: stats.json of run_expert_stats}}."""
     rows = []
-    for label, path in stats.items():
-        data = load_json(path)
+    for label, source in stats.items():
+        data = load_json(source["path"])
         for k, (changes, accs) in enumerate(zip(data["epoch_changes"], data["test_accuracy"])):
             rows += [{"experts": label, "expert": k, "epoch": e + 1, "change": change, "accuracy": 100 * accs[e + 1]}
                      for e, change in enumerate(changes)]
@@ -148,7 +149,7 @@ def smoothness_frame(stats: dict[str, str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_smoothness(stats: dict[str, str | Path], out_path: str | Path, title: str = "") -> None:
+def plot_smoothness(stats: dict[str, dict], out_path: str | Path, title: str = "") -> None:
     """AST Figure 9: per epoch, ‖θ_(e+1) − θ_e‖² (log scale) and the snapshot's test accuracy, one line per kind
     of expert (mean over experts, band: ± std)."""
     data = smoothness_frame(stats)
@@ -162,17 +163,38 @@ def plot_smoothness(stats: dict[str, str | Path], out_path: str | Path, title: s
     _save(fig, out_path)
 
 
+def plot_match_steps(logs: dict[str, dict], out_path: str | Path, title: str = "") -> None:
+    """ATT Figure 4 (left): the student step matched in each iteration (log.csv `match_step`), one line per
+    distillation, with its bound N_s dashed (where a fixed-length method always matches)."""
+    rows = []
+    for label, source in logs.items():
+        log = pd.read_csv(source["path"])
+        rows.append(log[["iteration", "match_step"]].assign(run=label, bound=source["syn_steps"]))
+    if not rows:
+        raise ValueError("no distillation logs to plot match steps from")
+    data = pd.concat(rows, ignore_index=True)
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    sns.lineplot(data=data, x="iteration", y="match_step", hue="run", ax=ax)
+    colors = dict(zip(data["run"].unique(), sns.color_palette(n_colors=data["run"].nunique())))
+    for label, bound in data.groupby("run", sort=False)["bound"].first().items():
+        ax.axhline(bound, color=colors[label], linestyle="--", linewidth=1)
+    ax.set(ylabel="matched student step", title=title)
+    fig.tight_layout()
+    _save(fig, out_path)
+
+
 TABLE_PLOTS = {"accuracy_vs_ipc": plot_accuracy_vs_ipc, "cross_arch": plot_cross_arch}
-FIGURES = (*TABLE_PLOTS, "smoothness")
+SOURCE_PLOTS = {"smoothness": plot_smoothness, "match_steps": plot_match_steps}
+FIGURES = (*TABLE_PLOTS, *SOURCE_PLOTS)
 
 
 def plot_table(kind: str, csv_path: str | Path, out_path: str | Path, title: str = "",
-               stats: dict[str, str | Path] | None = None) -> None:
+               sources: dict[str, dict] | None = None) -> None:
     """Draw figure `kind` of a table: accuracy_vs_ipc | cross_arch from its CSV (written by write_table), or
-    smoothness from `stats`, {label: stats.json} of the experts its methods use."""
+    smoothness | match_steps from `sources` (distillery.plan.figure_sources: expert stats or distillation logs)."""
     if kind not in FIGURES:
         raise ValueError(f"figure must be one of {', '.join(FIGURES)}, got {kind!r}")
-    if kind == "smoothness":
-        plot_smoothness(stats or {}, out_path, title)
+    if kind in SOURCE_PLOTS:
+        SOURCE_PLOTS[kind](sources or {}, out_path, title)
     else:
         TABLE_PLOTS[kind](pd.read_csv(csv_path), out_path, title)

@@ -1,0 +1,11 @@
+"""Snakemake adapter: one short distillation of a stability study (a multiplied lr_img or lr_lr) -> success JSON."""
+from pathlib import Path
+
+from distillery.distill.stability import stability_trial
+from distillery.runtime import job_setup
+
+device = job_setup(snakemake.log[0], snakemake.threads, snakemake.params.device)
+w = snakemake.wildcards
+stability_trial(snakemake.params.settings, Path(snakemake.input.meta).parent, snakemake.input.experts, w.parameter,
+                float(w.multiplier), int(w.seed), snakemake.params.iterations, snakemake.output[0],
+                zca_path=snakemake.input.get("zca"), device=device)

@@ -1,0 +1,46 @@
+localrules:
+    stability_counts,
+
+
+rule stability_trial:
+    input:
+        unpack(stability_inputs),
+    output:
+        PATHS["stability_trial"],
+    params:
+        settings=lambda wildcards: stability_settings(config, wildcards.study, wildcards.method),
+        iterations=lambda wildcards: stability_spec(config, wildcards.study)["iterations"],
+        device=config["device"],
+    log:
+        "results/logs/stability_trial/{study}/{method}/{parameter}_x{multiplier}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/stability_trial/{study}/{method}/{parameter}_x{multiplier}/seed{seed}.tsv"
+    threads: 1
+    resources:
+        mem_mb=res("distill", "mem_mb"),
+        runtime=res("distill", "runtime"),
+        gpu=res("distill", "gpu"),
+    script:
+        "../../scripts/stability_trial.py"
+
+
+rule stability_counts:
+    input:
+        lambda wildcards: [t["path"] for t in stability_trials(config, wildcards.study)],
+    output:
+        csv=PATHS["stability_csv"],
+        md=report(PATHS["stability_md"], caption="../report/stability.rst", category="Stability"),
+        png=report(PATHS["stability_figure"], caption="../report/stability.rst", category="Stability"),
+        pdf=pdf_twin(PATHS["stability_figure"]),
+    params:
+        title=lambda wildcards: stability_spec(config, wildcards.study).get("title", wildcards.study),
+    log:
+        "results/logs/stability_counts/{study}.log",
+    benchmark:
+        "results/benchmarks/stability_counts/{study}.tsv"
+    resources:
+        mem_mb=res("report", "mem_mb"),
+        runtime=res("report", "runtime"),
+        gpu=0,
+    script:
+        "../../scripts/stability_counts.py"
