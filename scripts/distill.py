@@ -1,4 +1,5 @@
-"""Snakemake adapter: distil one (method, dataset, IPC) into synset.pt and its per-iteration log."""
+"""Snakemake adapter: distil one (method, dataset, IPC) — or one group of it, or merge its groups — into
+synset.pt and its per-iteration log."""
 from pathlib import Path
 
 from distillery.distill import run_distillation
@@ -7,4 +8,4 @@ from distillery.runtime import job_setup
 device = job_setup(snakemake.log[0], snakemake.threads, snakemake.params.device)
 run_distillation(snakemake.params.settings, Path(snakemake.input.meta).parent, snakemake.output.synset,
                  snakemake.output.log_csv, expert_paths=snakemake.input.experts,
-                 zca_path=snakemake.input.get("zca"), device=device)
+                 group_paths=snakemake.input.get("groups", []), zca_path=snakemake.input.get("zca"), device=device)

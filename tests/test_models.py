@@ -9,7 +9,7 @@ from distillery.models import MODEL_NAMES, ConvNet, build_model, is_model_name
 
 ARCHS = ["ConvNet", "ConvNetD4", "ConvNetD5", "ConvNetW64", "ConvNetBN", "ConvNetNN", "ConvNetLN", "ConvNetGN",
          "ConvNetAS", "ConvNetAL", "ConvNetMP", "ConvNetNP", "ResNet18", "ResNet18BN", "ResNet18_AP", "VGG11",
-         "VGG11BN", "AlexNet", "LeNet", "MLP"]
+         "VGG11BN", "AlexNet", "LeNet", "MLP", "ViT"]
 SIZES = [8, 28, 32, 64, 128]
 
 

@@ -46,7 +46,7 @@ def test_expert_files_follow_model_recipe_and_normalisation():
 
 def test_unknown_method_and_missing_hparams_are_named():
     config = load_default()
-    with pytest.raises(ValueError, match="unknown method 'mtx'.*choose one of: ast, ast_balance, .*, mtt_robust, mtt_smooth_gp, random"):
+    with pytest.raises(ValueError, match="unknown method 'mtx'.*choose one of: apm, apm_a0, .*, mtt_robust, mtt_smooth_gp, random"):
         resolve_method(config, "mtx", "digits", 1)
     with pytest.raises(ValueError, match="no 'mtt' hyperparameters for dataset 'svhn'; add hparams.mtt.svhn"):
         resolve_method(config, "mtt", "svhn", 1)

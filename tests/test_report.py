@@ -245,7 +245,8 @@ def test_transcribed_paper_numbers_cover_every_declared_table_cell():
             rows = reported[(reported["paper"] == spec["reported"]["paper"])
                             & (reported["table"] == spec["reported"]["table"])]
             have = set(zip(rows["method"], rows["dataset"], rows["ipc"], rows["arch"]))
-            want = {(c.method, c.dataset, c.ipc, c.arch) for c in table_cells(config, spec["name"])}
+            want = {(c.method if c.protocol == "default" else f"{c.method} [{c.protocol}]", c.dataset, c.ipc, c.arch)
+                    for c in table_cells(config, spec["name"])}
             assert want == have, (paper_config.name, spec["name"], want ^ have)
             assert rows["mean"].notna().all()
 

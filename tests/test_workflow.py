@@ -1,4 +1,5 @@
 """Integration tier: the Snakemake workflow through its CLI, in a temporary directory."""
+import json
 import re
 import subprocess
 import sys
@@ -236,3 +237,57 @@ def test_att_match_steps_and_stability_study_run_through_the_workflow(tmp_path):
     assert ok[("mtt", "lr_lr", 1e9)] == 0                                     # the learned lr is driven below 0
     assert (tmp_path / "results/figures/stability/study/stability.png").read_bytes()[:4] == b"\x89PNG"
     assert "lr_lr" in (tmp_path / "results/stability/study/counts.md").read_text()
+
+
+def test_apm_paper_config_dry_run_job_list(tmp_path):
+    """APM Tables 1, 2, A4-A7 and Figure 4: teachers, soft-label evaluations, 15 groups merged into 15 sets."""
+    result = snakemake(tmp_path, None, "-n", "--cores", "2", "--configfile", str(ROOT / "config/paper/apm.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result.stdout) == {
+        "all": 1,
+        "prepare_data": 4,       # cifar10, cifar100, tiny-imagenet, imagenet-64
+        "fit_zca": 2,
+        "train_expert": 1500,    # 100 each: 8 teacher sets (ConvNet x 4 datasets, VGG11 and ResNet18 proxies x 2),
+                                 # MTT's sgd 4 and FTD's gsam 3 for their rows
+        "distill_group": 15,     # Figure 4: 10 groups of IPC 50 (CIFAR-10), 5 of IPC 10 (Tiny ImageNet)
+        "distill": 70,           # Table 1: 33, A5: 4, A6: 12, A7: 6, Figure 4: 15 merges
+        "evaluate": 540,         # 5 seeds x 108 cells
+        "table": 7,
+        "table_figure": 2,
+        "plot_images": 70,
+        "plot_curves": 43,       # trajectory and APM distillations (not coresets, not merges)
+    }
+
+
+APM_TINY = {
+    "experts": {"count": 2, "overrides": {"epochs": 4, "batch": 128}},
+    "evaluation": {"seeds": 1, "epochs": 10},
+    "protocols": {"soft": {"soft_labels": True}},
+    "distill": {"overrides": {"iterations": 4, "student_epochs": 4, "checkpoints": 2}},
+    "methods": {"apm_groups1": {"kind": "merged", "groups_of": "apm", "group_ipc": 1}},
+    "tables": [{"name": "apm", "cells": [{"method": "random", "dataset": "digits", "ipc": 2},
+                                         {"method": ["apm", "apm_groups1"], "dataset": "digits", "ipc": 2,
+                                          "protocol": "soft"}]}],
+}
+
+
+@pytest.mark.slow
+def test_apm_with_a_two_group_parallel_run_through_the_workflow(tmp_path):
+    result = snakemake(tmp_path, APM_TINY, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "results/tables/apm.csv")
+    assert table["method"].tolist() == ["random", "apm [soft]", "apm_groups1 [soft]"]
+    assert table["mean"].between(0, 100).all()
+    teacher = torch.load(tmp_path / "results/experts/digits/std/ConvNetD2W32/teacher/0.pt", weights_only=True)
+    assert teacher["trajectory"].shape[0] == 2                         # initial and final weights only
+    groups = [torch.load(tmp_path / f"results/synsets/apm/digits/ipc1/group{g}/synset.pt", weights_only=True)
+              for g in range(2)]
+    assert [g["meta"]["seed"] for g in groups] == [0, 1]
+    merged = torch.load(tmp_path / "results/synsets/apm_groups1/digits/ipc2/synset.pt", weights_only=True)
+    assert merged["labels"].tolist() == [c for c in range(10) for _ in range(2)]
+    assert merged["soft_labels"].shape == (20, 10)
+    for c in range(10):   # class c's two images are group 0's and group 1's
+        assert torch.equal(merged["images"][2 * c], groups[0]["images"][c])
+        assert torch.equal(merged["images"][2 * c + 1], groups[1]["images"][c])
+    evaluation = json.loads(next((tmp_path / "results/evals/apm").rglob("seed0.json")).read_text())
+    assert evaluation["protocol"] == "soft" and evaluation["eval"]["soft_labels"] is True

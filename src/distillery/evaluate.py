@@ -1,5 +1,6 @@
 """The one evaluation protocol: a freshly initialised network trained on the synthetic set with
-SGD (momentum 0.9, wd 5e-4, lr ×0.1 at half), DSA, batch 256; accuracy after the final epoch."""
+SGD (momentum 0.9, wd 5e-4, lr ×0.1 at half), DSA, batch 256; accuracy after the final epoch. Variants: SAM
+(sam_rho > 0) and soft labels (the set's teacher logits as L1 regression targets, APM)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -26,6 +27,7 @@ class EvalConfig:
     dsa: str = DEFAULT_STRATEGY
     default_lr: float = 0.01      # for sets without a learned lr (coresets): DC/DSA's lr_net
     sam_rho: float = 0.0          # > 0: plain SAM around the SGD (FTD's utils_eval_sam); 0: the standard protocol
+    soft_labels: bool = False     # train on the set's soft labels (teacher logits) with an L1 loss, as APM does
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch < 1:
@@ -57,6 +59,8 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
                   cfg: EvalConfig) -> nn.Module:
     """Train a new `arch` (initialised from `seed`, never warm-started) on (images, labels).
 
+    Hard labels train with cross-entropy; soft labels (float [N, C] logits) with the L1 distance of the logits.
+
     With cfg.sam_rho > 0 each batch is one SAM step on the same augmented batch; the lr schedule stays the
     protocol's (FTD's SAM evaluation had no decay; we keep one protocol and change only the optimizer).
     """
@@ -65,6 +69,7 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
     model.to(images.device).train()
     shuffle, aug = generator(seed, "eval-shuffle"), generator(seed, "eval-dsa")
     opt = _optimizer(model, lr, cfg)
+    criterion = F.l1_loss if labels.is_floating_point() else F.cross_entropy
     progress = Progress(cfg.epochs, f"evaluate {arch} seed {seed}")
     for epoch in range(cfg.epochs):
         if epoch == cfg.epochs // 2 and cfg.epochs > 1:
@@ -74,7 +79,7 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
             x = dsa(images[idx], aug, cfg.dsa)  # one draw, shared by both SAM passes
 
             def closure() -> Tensor:
-                loss = F.cross_entropy(model(x), labels[idx])
+                loss = criterion(model(x), labels[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 return loss
@@ -105,6 +110,11 @@ def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str
     zca = load_zca(zca_path) if meta["zca"] else None
     test_images, test_labels = load_split(prepared_dir, "test", zca=zca, device=device)
     images, labels = synset["images"].to(device), synset["labels"].to(device)
+    if cfg.soft_labels:
+        if synset.get("soft_labels") is None:
+            raise ValueError(f"{synset_path} has no soft labels ({meta['method']} is not an APM-style method); "
+                             f"evaluate it with a protocol without soft_labels")
+        labels = synset["soft_labels"].to(device)
     lr = synset["lr"] if synset["lr"] is not None else cfg.default_lr
     acc = evaluate(images, labels, lr, arch, test_images, test_labels, meta["num_classes"], seed, cfg)
     log.info("%s %s ipc%d on %s, seed %d: test accuracy %.2f%%", meta["method"], meta["dataset"], meta["ipc"], arch,

@@ -25,6 +25,8 @@ PATHS = {
     "expert_stats": "results/experts/{dataset}/{norm}/{model}/{recipe}/stats.json",
     "synset": "results/synsets/{method}/{dataset}/ipc{ipc}/synset.pt",
     "distill_log": "results/synsets/{method}/{dataset}/ipc{ipc}/log.csv",
+    "group_synset": "results/synsets/{method}/{dataset}/ipc{ipc}/group{group}/synset.pt",
+    "group_log": "results/synsets/{method}/{dataset}/ipc{ipc}/group{group}/log.csv",
     "eval": "results/evals/{method}/{dataset}/ipc{ipc}/{arch}/{protocol}/seed{seed}.json",
     "table_csv": "results/tables/{table}.csv",
     "table_md": "results/tables/{table}.md",
@@ -58,10 +60,11 @@ class Cell:
 
 # What the Snakefile loads before --configfile, in order (relative to the repository).
 CONFIG_FILES = ("config/methods.yaml", "config/hparams/mtt.yaml", "config/hparams/ftd.yaml", "config/hparams/ast.yaml",
-                "config/hparams/att.yaml", "config/config.yaml")
+                "config/hparams/att.yaml", "config/hparams/apm.yaml", "config/config.yaml")
 # What a table's cells report (`measure:` of a table, default accuracy) and the file each number comes from.
 MEASURES = ("accuracy", "expert_accuracy", "avg_var", "seconds_per_iteration")
 EXPERT_MEASURES = ("expert_accuracy", "avg_var")  # read from the experts' stats.json: no distillation needed
+LOGGED_KINDS = ("trajectory", "adversarial")      # kinds whose distillation writes a per-iteration log
 
 
 def merge(base: dict, update: dict) -> dict:
@@ -124,6 +127,9 @@ def resolve_method(config: dict, method: str, dataset: str, ipc: int) -> dict:
     settings.update(preset)
     settings.update(config.get("distill", {}).get("overrides") or {})
     settings.update(method=method, ipc=int(ipc), seed=int(config.get("seed", 0)))
+    if settings.get("kind") == "merged":  # the groups' model and domain
+        group = resolve_method(config, settings["groups_of"], dataset, settings["group_ipc"])
+        settings.update(model=group["model"], zca=group["zca"], recipe=group["recipe"])
     cfg = DistillConfig.from_dict(settings)  # validates every field
     if not is_model_name(cfg.model):
         raise ValueError(f"method '{method}' on {dataset}: unknown model '{cfg.model}'")
@@ -180,10 +186,20 @@ def expert_dir(dataset: str, settings: dict) -> dict:
 def expert_files(config: dict, dataset: str, settings: dict) -> list[str]:
     """Expert trajectory files a distillation with resolved `settings` reads (coresets none, herding and kmeans
     expert 0)."""
-    if settings["kind"] == "coreset" and settings["select"] not in ("herding", "kmeans"):
+    if settings["kind"] == "merged" or settings["kind"] == "coreset" and settings["select"] not in ("herding",
+                                                                                                     "kmeans"):
         return []
     seeds = [0] if settings["kind"] == "coreset" else expert_seeds(config)
     return [PATHS["expert"].format(**expert_dir(dataset, settings), k=k) for k in seeds]
+
+
+def group_files(dataset: str, settings: dict) -> list[str]:
+    """The independently distilled groups a `merged` method concatenates: groups_of at group_ipc, groups
+    0 … ipc/group_ipc − 1 (each its own job, with seed + group)."""
+    if settings["kind"] != "merged":
+        return []
+    return [PATHS["group_synset"].format(method=settings["groups_of"], dataset=dataset, ipc=settings["group_ipc"],
+                                         group=g) for g in range(settings["ipc"] // settings["group_ipc"])]
 
 
 def table_spec(config: dict, table: str) -> dict:
@@ -209,7 +225,8 @@ def table_sources(config: dict, table: str) -> list[dict]:
             sources += [{**keys, "path": PATHS["eval"].format(**keys, seed=seed)} for seed in eval_seeds(config)]
             continue
         settings = resolve_method(config, cell.method, cell.dataset, cell.ipc)
-        if settings["kind"] != "trajectory":
+        if settings["kind"] != "trajectory" and not (measure == "seconds_per_iteration"
+                                                     and settings["kind"] in LOGGED_KINDS):
             raise ValueError(f"table '{table}': measure {measure} needs trajectory methods; '{cell.method}' is a "
                              f"{settings['kind']}")
         if measure in EXPERT_MEASURES:

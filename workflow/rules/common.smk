@@ -5,12 +5,14 @@ from snakemake.utils import validate
 
 from distillery.plan import (
     EXPERT_MEASURES,
+    LOGGED_KINDS,
     PATHS,
     check_config,
     eval_config,
     expert_files,
     expert_seeds,
     figure_sources,
+    group_files,
     resolve_method,
     stability_settings,
     stability_spec,
@@ -31,6 +33,7 @@ wildcard_constraints:
     ipc="[0-9]+",
     arch="[A-Za-z0-9_]+",
     seed="[0-9]+",
+    group="[0-9]+",
     protocol="[A-Za-z0-9_.]+",
     k="[0-9]+",
     norm="zca|std",
@@ -69,7 +72,14 @@ def expert_stats_inputs(wildcards):
 
 def distill_inputs(wildcards):
     chosen = settings(wildcards)
-    return {**data_files(wildcards.dataset, chosen["zca"]), "experts": expert_files(config, wildcards.dataset, chosen)}
+    return {**data_files(wildcards.dataset, chosen["zca"]), "experts": expert_files(config, wildcards.dataset, chosen),
+            "groups": group_files(wildcards.dataset, chosen)}
+
+
+def group_settings(wildcards):
+    """A group of a parallel distillation: the method's settings with the seed moved by the group number."""
+    chosen = settings(wildcards)
+    return {**chosen, "seed": chosen["seed"] + int(wildcards.group)}
 
 
 def stability_inputs(wildcards):
@@ -123,7 +133,7 @@ def all_targets():
     for cell in synset_cells():
         where = dict(method=cell.method, dataset=cell.dataset, ipc=cell.ipc)
         targets.append(PATHS["images"].format(**where))
-        if resolve_method(config, cell.method, cell.dataset, cell.ipc)["kind"] != "coreset":
+        if resolve_method(config, cell.method, cell.dataset, cell.ipc)["kind"] in LOGGED_KINDS:
             targets.append(PATHS["curves"].format(**where))
     for study in config.get("stability") or []:
         targets += [PATHS[kind].format(study=study["name"]) for kind in ("stability_csv", "stability_md",

@@ -18,3 +18,25 @@ rule distill:
         gpu=res("distill", "gpu"),
     script:
         "../../scripts/distill.py"
+
+
+rule distill_group:
+    input:
+        unpack(distill_inputs),
+    output:
+        synset=PATHS["group_synset"],
+        log_csv=PATHS["group_log"],
+    params:
+        settings=group_settings,
+        device=config["device"],
+    log:
+        "results/logs/distill_group/{method}/{dataset}/ipc{ipc}/group{group}.log",
+    benchmark:
+        "results/benchmarks/distill_group/{method}/{dataset}/ipc{ipc}/group{group}.tsv"
+    threads: 1
+    resources:
+        mem_mb=res("distill", "mem_mb"),
+        runtime=res("distill", "runtime"),
+        gpu=res("distill", "gpu"),
+    script:
+        "../../scripts/distill.py"

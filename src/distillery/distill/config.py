@@ -5,13 +5,14 @@ from dataclasses import asdict, dataclass, fields
 
 from distillery.augment import DEFAULT_STRATEGY
 
-KINDS = ("coreset", "trajectory")
+KINDS = ("coreset", "trajectory", "adversarial", "merged")
 INITS = ("real", "noise", "representative")
 PERTURBS = ("none", "gaussian", "filter")
 SELECTS = ("random", "herding", "forgetting", "kmeans")
 INTERMEDIATES = ("none", "equal", "varied")
 MATCHES = ("fixed", "adaptive")
 DISTANCES = ("l2", "l1")
+DISAGREEMENTS = ("l1", "l2", "cosine")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,19 @@ class DistillConfig:
     # ATT (Liu et al. 2024): match the target at the student step nearest to it instead of step N
     match: str = "fixed"             # fixed (θ̂_N) | adaptive (θ̂_k, k = argmin_k distance(θ̂_k, θ*_{t+M}))
     match_distance: str = "l2"       # the selection distance: l2 (squared, the paper) | l1 (the public code)
+    # APM (Chen et al. 2024, kind adversarial; defaults: Table A9's common row). Other kinds ignore these.
+    student_epochs: int = 250        # E: epochs of each fresh student
+    checkpoints: int = 5             # K: student checkpoints in the image loss, after epochs round(E·k/K)
+    mid_gap: int = 2                 # students (and teacher, subset) refreshed every mid_gap+1 iterations
+    lr_net: float = 0.02             # the students' lr, and the evaluation lr of the result
+    alpha: float = 0.1               # weight of the teacher's CE on the images (Eq. 4)
+    disagreement: str = "l1"         # student–teacher logit distance: l1 | l2 | cosine
+    update_syn: int | None = None    # images per chunk of the image gradient (None: all selected at once)
+    student_batch: int = 256         # the students' minibatch
+    lr_img_decay: float = 1.0        # lr_img is multiplied by this for the second half of the iterations
+    # merged (APM Fig. 4): the set is ipc / group_ipc independently distilled groups of `groups_of`, concatenated
+    groups_of: str | None = None
+    group_ipc: int | None = None
     dsa: str = DEFAULT_STRATEGY
     seed: int = 0
 
@@ -94,6 +108,28 @@ class DistillConfig:
             bad("match", "adaptive matching picks its own step; it does not combine with intermediate matching")
         if self.batch_syn is not None and self.batch_syn < 1:
             bad("batch_syn", "must be at least 1 (or null for all synthetic images)")
+        for name in ("student_epochs", "checkpoints", "student_batch"):
+            if getattr(self, name) < 1:
+                bad(name, "must be at least 1")
+        if self.checkpoints > self.student_epochs:
+            bad("checkpoints", f"must not exceed student_epochs ({self.student_epochs})")
+        if self.mid_gap < 0:
+            bad("mid_gap", "must be at least 0")
+        if not self.lr_net > 0:
+            bad("lr_net", "must be a positive learning rate")
+        if not self.alpha >= 0:
+            bad("alpha", "must be at least 0")
+        if self.disagreement not in DISAGREEMENTS:
+            bad("disagreement", f"is not one of {', '.join(DISAGREEMENTS)}")
+        if self.kind == "merged":
+            if not self.groups_of or self.group_ipc is None or self.group_ipc < 1:
+                bad("groups_of", "and group_ipc (>= 1) are needed by a merged method")
+            if self.ipc % self.group_ipc:
+                bad("ipc", f"must be a multiple of group_ipc {self.group_ipc} (whole groups are merged)")
+        if self.update_syn is not None and self.update_syn < 1:
+            bad("update_syn", "must be at least 1 (or null for all selected images at once)")
+        if not self.lr_img_decay > 0:
+            bad("lr_img_decay", "must be positive")
 
     @classmethod
     def from_dict(cls, settings: dict) -> "DistillConfig":

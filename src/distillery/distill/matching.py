@@ -146,6 +146,7 @@ class DistillResult:
     lr: float
     history: list[dict] = field(default_factory=list)  # per iteration: iteration, loss, lr, start_epoch,
     #                                                     match_step, seconds
+    soft_labels: Tensor | None = None  # APM: a teacher's logits on the images, the labels for evaluation
 
 
 def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,

@@ -12,6 +12,7 @@ from torch import Tensor
 from distillery.data import load_meta, load_split, load_zca
 from distillery.distill.config import DistillConfig
 from distillery.distill.coreset import check_ipc, embed, forgetting_counts, select_coreset
+from distillery.distill.apm import distill_adversarial
 from distillery.distill.matching import DistillResult, distill_trajectory
 from distillery.experts import ExpertSampler, get_recipe, load_expert
 from distillery.functional import FlatModel
@@ -81,33 +82,65 @@ def match_trajectories(cfg: DistillConfig, meta: dict, images: Tensor, labels: T
                               features=features)
 
 
+def adversarial(cfg: DistillConfig, meta: dict, images: Tensor, labels: Tensor,
+                expert_paths: Sequence[str | Path]) -> DistillResult:
+    """APM against the teachers at `expert_paths` (their final weights), checked like experts."""
+    expect = {"model": cfg.model, "zca": cfg.zca, "dataset_sha256": meta["sha256"]["train.pt"]}
+    teachers = ExpertSampler(expert_paths, generator(cfg.seed, "experts"), expect)
+    return distill_adversarial(cfg, images, labels, meta["num_classes"], teachers)
+
+
+def merge_groups(cfg: DistillConfig, group_paths: Sequence[str | Path]) -> DistillResult:
+    """Concatenate independently distilled groups of `cfg.groups_of` (each `group_ipc` per class), class by class."""
+    groups = [load_synset(path) for path in group_paths]
+    if len(groups) != cfg.ipc // cfg.group_ipc:
+        raise ValueError(f"method '{cfg.method}': IPC {cfg.ipc} needs {cfg.ipc // cfg.group_ipc} groups of "
+                         f"{cfg.group_ipc}, got {len(groups)} files")
+    for path, group in zip(group_paths, groups):
+        if (group["meta"]["method"], group["meta"]["ipc"]) != (cfg.groups_of, cfg.group_ipc):
+            raise ValueError(f"{path} is {group['meta']['method']} IPC {group['meta']['ipc']}, not a group of "
+                             f"{cfg.groups_of} IPC {cfg.group_ipc}; rerun its distill_group job")
+    if len({group["lr"] for group in groups}) > 1:
+        raise ValueError(f"method '{cfg.method}': the groups learned different lrs; one evaluation lr is needed")
+    labels = torch.cat([group["labels"] for group in groups])
+    order = torch.sort(labels, stable=True).indices  # class by class, groups in order within a class
+    soft = [group.get("soft_labels") for group in groups]
+    return DistillResult(torch.cat([group["images"] for group in groups])[order], labels[order], groups[0]["lr"],
+                         soft_labels=None if soft[0] is None else torch.cat(soft)[order])
+
+
 def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | Path, log_path: str | Path,
-                     expert_paths: Sequence[str | Path] = (), zca_path: str | Path | None = None,
-                     device: str = "cpu") -> dict:
-    """Distil with the resolved `method` settings; returns the synset metadata."""
+                     expert_paths: Sequence[str | Path] = (), group_paths: Sequence[str | Path] = (),
+                     zca_path: str | Path | None = None, device: str = "cpu") -> dict:
+    """Distil with the resolved `method` settings (or merge its `group_paths`); returns the synset metadata."""
     cfg = DistillConfig.from_dict(method)
     meta, images, labels = load_training(cfg, prepared_dir, zca_path, device)
     tic = time.perf_counter()
     if cfg.kind == "coreset":
-        syn_images, syn_labels = coreset(cfg, meta, images, labels, expert_paths)
-        lr, history = None, []
+        result = DistillResult(*coreset(cfg, meta, images, labels, expert_paths), lr=None)
+    elif cfg.kind == "merged":
+        result = merge_groups(cfg, group_paths)
+    elif cfg.kind == "adversarial":
+        result = adversarial(cfg, meta, images, labels, expert_paths)
     else:
         result = match_trajectories(cfg, meta, images, labels, expert_paths)
-        syn_images, syn_labels, lr, history = result.images, result.labels, result.lr, result.history
+    syn_images, syn_labels, lr, history = result.images, result.labels, result.lr, result.history
     synset_meta = {**cfg.to_dict(), "dataset": meta["name"], "dataset_sha256": meta["sha256"]["train.pt"],
                    "num_classes": meta["num_classes"], "experts": len(expert_paths),
                    "seconds": time.perf_counter() - tic}
     with atomic_path(log_path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)  # columns a kind does not log stay empty
         writer.writeheader()
         writer.writerows(history)
-    save_torch({"images": syn_images.detach().cpu(), "labels": syn_labels.cpu(), "lr": lr, "meta": synset_meta},
-               synset_path)
+    soft = None if result.soft_labels is None else result.soft_labels.detach().cpu()
+    save_torch({"images": syn_images.detach().cpu(), "labels": syn_labels.cpu(), "lr": lr, "soft_labels": soft,
+                "meta": synset_meta}, synset_path)
     return synset_meta
 
 
 def load_synset(path: str | Path) -> dict:
-    """A synthetic set written by run_distillation: images, labels, learned lr (None for coresets), meta."""
+    """A synthetic set written by run_distillation: images, labels, learned lr (None for coresets), soft labels
+    (teacher logits, APM; None otherwise), meta."""
     try:
         synset = torch.load(path, weights_only=True, map_location="cpu")
         synset["images"], synset["labels"], synset["meta"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields, replace
 OPTIMIZERS = ("sgd", "gsam", "adam")
 # Part of a recipe's identity: expert files are stored per recipe name, so these are never overridden.
 IDENTITY_SETTINGS = ("optimizer", "rho", "alpha", "adaptive", "lr_decay_at", "lr_decay", "clip_epochs",
-                     "clip_start", "gp_weight", "gp_target")
+                     "clip_start", "gp_weight", "gp_target", "final_only")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Recipe:
     clip_start: float = 0.5
     gp_weight: float = 0.0            # μ of the gradient penalty μ·mean_i(‖∇_x Σ logits‖ − K)² (0 = none)
     gp_target: float = 1.0            # K
+    final_only: bool = False          # keep the initial and final weights only (APM's teachers), not every epoch
 
     def __post_init__(self) -> None:
         def bad(problem: str) -> ValueError:
@@ -81,6 +82,11 @@ RECIPES: dict[str, Recipe] = {
     # ("an array ranging from 0.5 to 1 ... for the first 5 training epochs"): 0.5, 0.6, ..., 0.9, then 1;
     # the code (--loss_decay) uses 10 epochs, 0.50, 0.55, ..., 0.95.
     "smooth": replace(_SGD_MOMENTUM, name="smooth", clip_epochs=5, clip_start=0.5, gp_weight=1.0, gp_target=1.0),
+    # APM teachers (model_train/train.py): SGD lr 0.05, momentum 0.9, wd 5e-4, lr x0.1 at epoch 50 of the README's
+    # 100 (its default is 200), batch 256, DSA. Only the final weights are kept: the code saves the epoch with the
+    # best test accuracy, a selection on the test set we do not repeat.
+    "teacher": Recipe("teacher", lr=0.05, momentum=0.9, weight_decay=5e-4, epochs=100, lr_decay_at=0.5,
+                      lr_decay=0.1, final_only=True),
 }
 
 

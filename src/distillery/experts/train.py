@@ -40,7 +40,8 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
                  on_batch: Callable[[Tensor, Tensor], None] | None = None) -> tuple[Tensor, torch.nn.Module]:
     """Train a fresh `model_name` on (images, labels) with `recipe`.
 
-    Returns the trajectory [epochs+1, P] (initialisation, then one snapshot per epoch) on the CPU,
+    Returns the trajectory [epochs+1, P] (initialisation, then one snapshot per epoch; with `final_only`
+    [2, P]: initialisation and the final weights, never a test-selected epoch) on the CPU,
     and the trained model. Images and labels stay on their device for the whole run. Random streams are
     the `role`-init/-shuffle/-dsa roles of `seed`; `on_batch(indices, logits)` sees every training batch's
     detached logits (e.g. to count forgetting events) without changing the run; with GSAM, the logits of the
@@ -55,7 +56,7 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
     flat = FlatModel(model)
     opt, base = make_optimizer(model, recipe)
     shuffle, aug = generator(seed, f"{role}-shuffle"), generator(seed, f"{role}-dsa")
-    trajectory = torch.empty(recipe.epochs + 1, flat.num_params)
+    trajectory = torch.empty(2 if recipe.final_only else recipe.epochs + 1, flat.num_params)
     trajectory[0] = flat.flatten().cpu()
     progress = Progress(recipe.epochs, f"{role} {seed}")
     for epoch in range(recipe.epochs):
@@ -82,7 +83,8 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
             if on_batch is not None:
                 on_batch(idx, seen[0])
             total += loss.detach() * len(idx)
-        trajectory[epoch + 1] = flat.flatten().cpu()
+        if not recipe.final_only or epoch + 1 == recipe.epochs:
+            trajectory[-1 if recipe.final_only else epoch + 1] = flat.flatten().cpu()
         progress.update(epoch + 1, loss=float(total) / len(images))
     progress.close()
     return trajectory, model

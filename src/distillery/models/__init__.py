@@ -13,6 +13,7 @@ from .convnet import ACTS, NORMS, POOLS, ConvNet, norm_layer, parse_convnet_name
 from .resnet import ResNet18
 from .small import MLP, AlexNet, LeNet
 from .vgg import VGG, VGG11_CFG
+from .vit import ViT
 
 _FIXED: dict[str, Callable[[int, int, int], nn.Module]] = {
     "ResNet18": lambda c, n, s: ResNet18(c, n, s),
@@ -24,6 +25,7 @@ _FIXED: dict[str, Callable[[int, int, int], nn.Module]] = {
     "AlexNet": AlexNet,
     "LeNet": LeNet,
     "MLP": MLP,
+    "ViT": ViT,
 }
 
 _CONVNET_NAMES = (
@@ -53,5 +55,5 @@ def build_model(name: str, channels: int, num_classes: int, size: int) -> nn.Mod
     return ConvNet(channels, num_classes, size, **kwargs)
 
 
-__all__ = ["ACTS", "NORMS", "POOLS", "MODEL_NAMES", "AlexNet", "ConvNet", "LeNet", "MLP", "ResNet18", "VGG",
+__all__ = ["ACTS", "NORMS", "POOLS", "MODEL_NAMES", "AlexNet", "ConvNet", "LeNet", "MLP", "ResNet18", "VGG", "ViT",
            "build_model", "is_model_name", "norm_layer"]

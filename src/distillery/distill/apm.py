@@ -1,0 +1,189 @@
+"""Adversarial prediction matching (APM, Chen et al. 2024): fresh students learn a teacher's logits on the
+synthetic images; the images then ascend the student–teacher disagreement while the teacher keeps classifying
+them as their class (Algorithm 1, Eq. 4 without the log). One forward/backward per chunk, no unrolling."""
+from __future__ import annotations
+
+import copy
+import time
+from itertools import chain
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from distillery.augment import dsa
+from distillery.distill.config import DistillConfig
+from distillery.distill.init import init_synthetic
+from distillery.distill.matching import DistillationError, DistillResult
+from distillery.functional import FlatModel
+from distillery.models import build_model
+from distillery.progress import Progress
+from distillery.seeds import generator, role_seed, seeded
+
+
+def disagreement(student_logits: Tensor, teacher_logits: Tensor, kind: str) -> Tensor:
+    """l1: mean |s − t|; l2: mean (s − t)²; cosine: mean over samples of 1 − cos(s, t)."""
+    if kind == "l1":
+        return (student_logits - teacher_logits).abs().mean()
+    if kind == "l2":
+        return (student_logits - teacher_logits).pow(2).mean()
+    if kind == "cosine":
+        return (1 - F.cosine_similarity(student_logits, teacher_logits, dim=1)).mean()
+    raise ValueError(f"unknown disagreement '{kind}'; choose l1, l2 or cosine")
+
+
+def frozen(net: nn.Module) -> nn.Module:
+    """`net` in eval mode with its parameters excluded from autograd (gradients still flow to its inputs)."""
+    return net.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def predict(net: nn.Module, images: Tensor, batch: int) -> Tensor:
+    """The logits of `net` on `images`, `batch` at a time, without a graph."""
+    return torch.cat([net(images[i:i + batch]) for i in range(0, len(images), batch)])
+
+
+def load_teacher(trajectory: Tensor, model_name: str, num_classes: int, like: Tensor) -> nn.Module:
+    """A frozen `model_name` holding the trajectory's last row (a teacher's final weights), on `like`'s device
+    and dtype. Trajectories hold parameters only, so models with BatchNorm running statistics are refused."""
+    with seeded(0, "apm-teacher-skeleton"):  # the weights are replaced; keep the global RNG untouched
+        module = build_model(model_name, like.shape[1], num_classes, like.shape[-1])
+    if any(isinstance(m, _BatchNorm) and m.track_running_stats for m in module.modules()):
+        raise ValueError(f"{model_name} keeps BatchNorm running statistics, which teacher files do not store; "
+                         "use a model without them (e.g. the instance-norm ConvNet)")
+    size = FlatModel(module).num_params
+    if trajectory.shape[-1] != size:
+        raise ValueError(f"the teacher has {trajectory.shape[-1]} parameters but {model_name} has {size}")
+    module.to(like.device, like.dtype)
+    torch.nn.utils.vector_to_parameters(trajectory[-1].to(like.device, like.dtype), module.parameters())
+    return frozen(module)
+
+
+def train_student(images: Tensor, targets: Tensor, model_name: str, num_classes: int, cfg: DistillConfig,
+                  seed: int) -> list[nn.Module]:
+    """Train a fresh `model_name` for E = cfg.student_epochs epochs to regress `targets` (a teacher's logits)
+    with F.l1_loss; returns K = cfg.checkpoints frozen copies, taken after epochs round(E·k/K), k = 1..K.
+
+    SGD(lr_net, momentum 0.9, wd 5e-4), lr ×0.1 for epochs after E//2, minibatches of student_batch, DSA on
+    every batch. As in the authors' code the caller computes `targets` on the un-augmented images, so the
+    student sees augmented views of an image paired with the teacher's logits on the clean one.
+    """
+    with seeded(seed, "apm-student"):
+        model = build_model(model_name, images.shape[1], num_classes, images.shape[-1])
+    model.to(images.device, images.dtype).train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr_net, momentum=0.9, weight_decay=5e-4)
+    aug, order = generator(seed, "apm-student-dsa"), generator(seed, "apm-student-batches")
+    epochs = cfg.student_epochs
+    marks = {round(epochs * k / cfg.checkpoints) for k in range(1, cfg.checkpoints + 1)}
+    images, targets = images.detach(), targets.detach()
+    kept = []
+    for epoch in range(1, epochs + 1):
+        if epoch == epochs // 2 + 1:
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr_net * 0.1
+        for idx in torch.randperm(len(images), generator=order).to(images.device).split(cfg.student_batch):
+            loss = F.l1_loss(model(dsa(images[idx], aug, cfg.dsa)), targets[idx])
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        if epoch in marks:
+            kept.append(frozen(copy.deepcopy(model)))
+    return kept
+
+
+def image_loss(images: Tensor, labels: Tensor, teacher: nn.Module, students: Sequence[nn.Module],
+               cfg: DistillConfig) -> Tensor:
+    """Eq. 4 without the log: −Σ_k d(S_k(x), T(x)) + α·CE(T(x), y), on un-augmented images.
+
+    Gradients reach `images` through every student and the teacher; the nets should be frozen (eval mode).
+    """
+    teacher_logits = teacher(images)
+    loss = cfg.alpha * F.cross_entropy(teacher_logits, labels)
+    for student in students:
+        loss = loss - disagreement(student(images), teacher_logits, cfg.disagreement)
+    return loss
+
+
+def loss_and_gradient(images: Tensor, labels: Tensor, teacher: nn.Module, students: Sequence[nn.Module],
+                      cfg: DistillConfig) -> tuple[float, Tensor]:
+    """image_loss and its gradient w.r.t. `images`, in chunks of cfg.update_syn images.
+
+    Each chunk's loss is weighted |c|/|images|, so the sums equal the unchunked loss and gradient. Within a
+    chunk the teacher's graph is kept and each term is back-propagated on its own (as the authors' code), so
+    the peak memory is one chunk through two nets.
+    """
+    n = len(images)
+    size = cfg.update_syn or n
+    grad = torch.zeros_like(images)
+    total = torch.zeros((), device=images.device, dtype=images.dtype)
+    for start in range(0, n, size):
+        x = images[start:start + size].detach().requires_grad_(True)
+        weight = len(x) / n
+        teacher_logits = teacher(x)
+        # lazily: each student runs forward only when its term is reached, after the previous backward
+        terms = chain([cfg.alpha * F.cross_entropy(teacher_logits, labels[start:start + size])],
+                      (-disagreement(student(x), teacher_logits, cfg.disagreement) for student in students))
+        for i, term in enumerate(terms):
+            (part,) = torch.autograd.grad(weight * term, x, retain_graph=i < len(students))
+            grad[start:start + size] += part
+            total += weight * term.detach()
+    return float(total), grad
+
+
+def image_gradient(images: Tensor, labels: Tensor, teacher: nn.Module, students: Sequence[nn.Module],
+                   cfg: DistillConfig) -> Tensor:
+    """The gradient of image_loss w.r.t. `images`, accumulated over chunks of cfg.update_syn."""
+    return loss_and_gradient(images, labels, teacher, students, cfg)[1]
+
+
+def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
+                        teachers: Iterator[Tensor], init: tuple[Tensor, Tensor] | None = None) -> DistillResult:
+    """Run cfg.iterations APM iterations; `teachers` yields [rows, P] files whose last row is a teacher.
+
+    Every mid_gap+1 iterations (1, mid_gap+2, ...): the next teacher, batch_syn random synthetic images, the
+    teacher's logits on them and a fresh student (K checkpoints). Every iteration: one SGD(lr_img, momentum)
+    step of those images on image_loss; lr_img × lr_img_decay for iterations after iterations//2. `init` is a
+    starting (images, labels); by default init_synthetic (real or noise). The result's soft labels are the
+    logits of one more teacher on the final images (APM evaluates with them); its lr is lr_net.
+    """
+    device = images.device
+    if init is None:
+        if cfg.init == "representative":
+            raise ValueError(f"method '{cfg.method}': kind adversarial supports init real or noise")
+        init = init_synthetic(images, labels, num_classes, cfg.ipc, cfg.init, generator(cfg.seed, "init"))
+    syn_images = init[0].detach().clone().to(device).requires_grad_(True)
+    syn_labels = init[1].to(device)
+    opt = torch.optim.SGD([syn_images], lr=cfg.lr_img, momentum=cfg.momentum)
+    select = generator(cfg.seed, "apm-select")
+    n = len(syn_images)
+    chosen = min(cfg.batch_syn or n, n)
+    progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}")
+    history, refreshes = [], 0
+    for it in range(1, cfg.iterations + 1):
+        tic = time.perf_counter()
+        if it == cfg.iterations // 2 + 1:
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr_img * cfg.lr_img_decay
+        if (it - 1) % (cfg.mid_gap + 1) == 0:
+            teacher = load_teacher(next(teachers), cfg.model, num_classes, syn_images)
+            idx = torch.randperm(n, generator=select)[:chosen].to(device)
+            subset = syn_images.detach()[idx]
+            targets = predict(teacher, subset, cfg.student_batch)
+            students = train_student(subset, targets, cfg.model, num_classes, cfg,
+                                     role_seed(cfg.seed, f"apm-refresh-{refreshes}"))
+            refreshes += 1
+        loss, grad = loss_and_gradient(syn_images.detach()[idx], syn_labels[idx], teacher, students, cfg)
+        if not torch.isfinite(torch.tensor(loss)):
+            raise DistillationError(f"{cfg.method}: the image loss became {loss} at iteration {it}; lower lr_img "
+                                    f"(now {cfg.lr_img}) or lr_net (now {cfg.lr_net})", it, loss, cfg.lr_net)
+        syn_images.grad = torch.zeros_like(syn_images)
+        syn_images.grad[idx] = grad
+        opt.step()
+        history.append({"iteration": it, "loss": loss, "lr": cfg.lr_net, "seconds": time.perf_counter() - tic})
+        progress.update(it, loss=loss, lr=cfg.lr_net)
+    progress.close()
+    result = syn_images.detach()
+    soft_labels = predict(load_teacher(next(teachers), cfg.model, num_classes, result), result, cfg.student_batch)
+    return DistillResult(result, syn_labels, cfg.lr_net, history, soft_labels=soft_labels)
