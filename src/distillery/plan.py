@@ -289,6 +289,29 @@ def stability_settings(config: dict, study: str, method: str) -> dict:
     return settings
 
 
+# Dataset scales for per-rule resources (config `resources.<rule>.<scale>`).
+SCALES = {"small": ("digits", "mnist", "fashion-mnist"), "cifar": ("cifar10", "cifar100", "svhn"),
+          "tiny": ("tiny-imagenet",), "imagenet": ("imagenet-64", "imagenette", "imagewoof", "imagemeow",
+                                                  "imagesquawk", "imagefruit", "imageyellow")}
+RESOURCE_KEYS = ("mem_mb", "runtime", "gpu")
+
+
+def dataset_scale(dataset: str) -> str:
+    return next(scale for scale, names in SCALES.items() if dataset in names)
+
+
+def rule_resources(config: dict, rule: str, dataset: str | None = None, attempt: int = 1) -> dict:
+    """mem_mb, runtime (minutes) and gpu of a job: `resources.default` < `resources.<rule>` < the rule's entry
+    for the dataset's scale; memory and runtime grow with the attempt (Snakemake `--retries`)."""
+    table = config["resources"]
+    chosen = dict(table["default"])
+    per_rule = table.get(rule, {})
+    chosen.update({k: v for k, v in per_rule.items() if k in RESOURCE_KEYS})
+    if dataset is not None:
+        chosen.update(per_rule.get(dataset_scale(dataset), {}))
+    return {"mem_mb": chosen["mem_mb"] * attempt, "runtime": chosen["runtime"] * attempt, "gpu": chosen["gpu"]}
+
+
 def check_config(config: dict) -> None:
     """Resolve every cell once, so a bad method, dataset, model, hyperparameter or measure fails before any job."""
     for spec in config.get("tables", []):

@@ -14,6 +14,7 @@ from distillery.plan import (
     figure_sources,
     group_files,
     resolve_method,
+    rule_resources,
     stability_settings,
     stability_spec,
     stability_trials,
@@ -45,9 +46,15 @@ wildcard_constraints:
 
 
 def res(rule_name, key):
-    """A resource of a rule from config `resources`, falling back to `resources.default`."""
-    resources = config["resources"]
-    return resources.get(rule_name, {}).get(key, resources["default"][key])
+    """A resource of a rule's job (distillery.plan.rule_resources): by rule, dataset scale and attempt."""
+
+    def value(wildcards, attempt):
+        dataset = wildcards.get("dataset")
+        if dataset is None and "study" in wildcards.keys():
+            dataset = stability_spec(config, wildcards.study)["dataset"]
+        return rule_resources(config, rule_name, dataset, attempt)[key]
+
+    return value
 
 
 def settings(wildcards):

@@ -35,8 +35,8 @@ rule distill_group:
         "results/benchmarks/distill_group/{method}/{dataset}/ipc{ipc}/group{group}.tsv"
     threads: 1
     resources:
-        mem_mb=res("distill", "mem_mb"),
-        runtime=res("distill", "runtime"),
-        gpu=res("distill", "gpu"),
+        mem_mb=res("distill_group", "mem_mb"),
+        runtime=res("distill_group", "runtime"),
+        gpu=res("distill_group", "gpu"),
     script:
         "../../scripts/distill.py"

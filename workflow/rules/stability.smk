@@ -17,9 +17,9 @@ rule stability_trial:
         "results/benchmarks/stability_trial/{study}/{method}/{parameter}_x{multiplier}/seed{seed}.tsv"
     threads: 1
     resources:
-        mem_mb=res("distill", "mem_mb"),
-        runtime=res("distill", "runtime"),
-        gpu=res("distill", "gpu"),
+        mem_mb=res("stability_trial", "mem_mb"),
+        runtime=res("stability_trial", "runtime"),
+        gpu=res("stability_trial", "gpu"),
     script:
         "../../scripts/stability_trial.py"
 
