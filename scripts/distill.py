@@ -1,5 +1,6 @@
 """Snakemake adapter: distil one (method, dataset, IPC) — or one group of it, or merge its groups — into
 synset.pt and its per-iteration log."""
+import _library  # noqa: F401  (the checkout's src/ on sys.path under --sdm conda)
 from pathlib import Path
 
 from distillery.distill import run_distillation

@@ -1,4 +1,5 @@
 """Snakemake adapter: train a fresh network on a synthetic set, record its final test accuracy."""
+import _library  # noqa: F401  (the checkout's src/ on sys.path under --sdm conda)
 from pathlib import Path
 
 from distillery.evaluate import EvalConfig, evaluate_synset

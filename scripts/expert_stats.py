@@ -1,4 +1,5 @@
 """Snakemake adapter: the experts of a (dataset, normalisation, model, recipe) -> stats.json (Avg_Var, accuracies)."""
+import _library  # noqa: F401  (the checkout's src/ on sys.path under --sdm conda)
 from pathlib import Path
 
 from distillery.experts import run_expert_stats

@@ -1,4 +1,5 @@
 """Snakemake adapter: fit ZCA whitening (kornia, eps 0.1) on the full training split."""
+import _library  # noqa: F401  (the checkout's src/ on sys.path under --sdm conda)
 import torch
 
 from distillery.data import fit_zca, save_zca

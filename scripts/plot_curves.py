@@ -1,4 +1,5 @@
 """Snakemake adapter: matching loss and learned lr over distillation iterations."""
+import _library  # noqa: F401  (the checkout's src/ on sys.path under --sdm conda)
 from distillery.report import plot_curves
 from distillery.runtime import job_setup
 

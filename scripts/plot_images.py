@@ -1,4 +1,5 @@
 """Snakemake adapter: a grid of the distilled images, as pixels."""
+import _library  # noqa: F401  (the checkout's src/ on sys.path under --sdm conda)
 from pathlib import Path
 
 from distillery.report import plot_images

@@ -1,4 +1,5 @@
 """Snakemake adapter: raw dataset -> results/data/<dataset>/{train.pt,test.pt,meta.json}."""
+import _library  # noqa: F401  (the checkout's src/ on sys.path under --sdm conda)
 from pathlib import Path
 
 from distillery.data import prepare

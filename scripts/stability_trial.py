@@ -1,4 +1,5 @@
 """Snakemake adapter: one short distillation of a stability study (a multiplied lr_img or lr_lr) -> success JSON."""
+import _library  # noqa: F401  (the checkout's src/ on sys.path under --sdm conda)
 from pathlib import Path
 
 from distillery.distill.stability import stability_trial

@@ -1,5 +1,6 @@
 """Snakemake adapter: a table's sources (evaluation JSONs, expert stats or distillation logs) + paper numbers ->
 results/tables/<table>.{csv,md,tex}."""
+import _library  # noqa: F401  (the checkout's src/ on sys.path under --sdm conda)
 from distillery.report import write_table
 from distillery.runtime import job_setup
 

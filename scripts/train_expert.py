@@ -1,4 +1,5 @@
 """Snakemake adapter: train expert k of a (dataset, normalisation, model, recipe) and save its trajectory."""
+import _library  # noqa: F401  (the checkout's src/ on sys.path under --sdm conda)
 from pathlib import Path
 
 from distillery.experts import run_expert_training

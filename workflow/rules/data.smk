@@ -13,6 +13,8 @@ rule prepare_data:
         mem_mb=res("prepare_data", "mem_mb"),
         runtime=res("prepare_data", "runtime"),
         gpu=res("prepare_data", "gpu"),
+    conda:
+        "../../envs/distillery.yaml"
     script:
         "../../scripts/prepare_data.py"
 
@@ -31,5 +33,7 @@ rule fit_zca:
         mem_mb=res("fit_zca", "mem_mb"),
         runtime=res("fit_zca", "runtime"),
         gpu=res("fit_zca", "gpu"),
+    conda:
+        "../../envs/distillery.yaml"
     script:
         "../../scripts/fit_zca.py"

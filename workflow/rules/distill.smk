@@ -16,6 +16,8 @@ rule distill:
         mem_mb=res("distill", "mem_mb"),
         runtime=res("distill", "runtime"),
         gpu=res("distill", "gpu"),
+    conda:
+        "../../envs/distillery.yaml"
     script:
         "../../scripts/distill.py"
 
@@ -38,5 +40,7 @@ rule distill_group:
         mem_mb=res("distill_group", "mem_mb"),
         runtime=res("distill_group", "runtime"),
         gpu=res("distill_group", "gpu"),
+    conda:
+        "../../envs/distillery.yaml"
     script:
         "../../scripts/distill.py"

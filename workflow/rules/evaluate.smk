@@ -15,5 +15,7 @@ rule evaluate:
         mem_mb=res("evaluate", "mem_mb"),
         runtime=res("evaluate", "runtime"),
         gpu=res("evaluate", "gpu"),
+    conda:
+        "../../envs/distillery.yaml"
     script:
         "../../scripts/evaluate.py"

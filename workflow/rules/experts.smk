@@ -15,6 +15,8 @@ rule train_expert:
         mem_mb=res("train_expert", "mem_mb"),
         runtime=res("train_expert", "runtime"),
         gpu=res("train_expert", "gpu"),
+    conda:
+        "../../envs/distillery.yaml"
     script:
         "../../scripts/train_expert.py"
 
@@ -35,5 +37,7 @@ rule expert_stats:
         mem_mb=res("expert_stats", "mem_mb"),
         runtime=res("expert_stats", "runtime"),
         gpu=res("expert_stats", "gpu"),
+    conda:
+        "../../envs/distillery.yaml"
     script:
         "../../scripts/expert_stats.py"

@@ -26,6 +26,8 @@ rule table:
         mem_mb=res("report", "mem_mb"),
         runtime=res("report", "runtime"),
         gpu=0,
+    conda:
+        "../../envs/distillery.yaml"
     script:
         "../../scripts/table.py"
 
@@ -47,6 +49,8 @@ rule table_figure:
         mem_mb=res("report", "mem_mb"),
         runtime=res("report", "runtime"),
         gpu=0,
+    conda:
+        "../../envs/distillery.yaml"
     script:
         "../../scripts/table_figure.py"
 
@@ -66,6 +70,8 @@ rule plot_images:
         mem_mb=res("report", "mem_mb"),
         runtime=res("report", "runtime"),
         gpu=0,
+    conda:
+        "../../envs/distillery.yaml"
     script:
         "../../scripts/plot_images.py"
 
@@ -85,5 +91,7 @@ rule plot_curves:
         mem_mb=res("report", "mem_mb"),
         runtime=res("report", "runtime"),
         gpu=0,
+    conda:
+        "../../envs/distillery.yaml"
     script:
         "../../scripts/plot_curves.py"

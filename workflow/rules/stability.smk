@@ -20,6 +20,8 @@ rule stability_trial:
         mem_mb=res("stability_trial", "mem_mb"),
         runtime=res("stability_trial", "runtime"),
         gpu=res("stability_trial", "gpu"),
+    conda:
+        "../../envs/distillery.yaml"
     script:
         "../../scripts/stability_trial.py"
 
@@ -42,5 +44,7 @@ rule stability_counts:
         mem_mb=res("report", "mem_mb"),
         runtime=res("report", "runtime"),
         gpu=0,
+    conda:
+        "../../envs/distillery.yaml"
     script:
         "../../scripts/stability_counts.py"
