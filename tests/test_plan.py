@@ -5,6 +5,7 @@ import yaml
 from snakemake.utils import validate
 
 from distillery.data import DATASETS
+from distillery.experts import get_recipe
 from distillery.plan import (CONFIG_FILES, check_config, eval_config, expert_files, figure_sources, load_config, merge,
                              resolve_method, table_cells, table_sources)
 
@@ -153,3 +154,10 @@ def test_bad_measures_fail_before_any_job(measure, cell, needle):
     config["tables"] = [{"name": "t", "measure": measure, "cells": [cell]}]
     with pytest.raises(ValueError, match=needle):
         check_config(config)
+
+
+def test_paper_configs_train_experts_at_their_recipes_batch():
+    """The default config's digits batch override (32) must not leak into the paper configs (deep merge)."""
+    for paper in sorted((ROOT / "config/paper").glob("*.yaml")):
+        overrides = load_config(ROOT, paper)["experts"]["overrides"]
+        assert get_recipe("sgd", **overrides).batch == 256 and get_recipe("sgd_b512", **overrides).batch == 512

@@ -329,3 +329,62 @@ def check_config(config: dict) -> None:
             raise ValueError(f"method '{cell.method}' on {cell.dataset} ipc{cell.ipc} needs experts of at least "
                              f"{needed} epochs (max_start_epoch {settings['max_start_epoch']} + expert_epochs "
                              f"{settings['expert_epochs']} - 1) but experts train {epochs}")
+
+
+# DVC (dvc.yaml): one stage per entry of `dvc_experts` in config/config.yaml, keyed <dataset>-<norm>-<model>-<recipe>.
+def expert_sets(config: dict) -> list[dict]:
+    """The expert sets (dataset, norm, model, recipe) the config's tables and stability studies read, in order;
+    a merged method's are those of its groups."""
+    sets: list[dict] = []
+
+    def add(dataset: str, settings: dict) -> None:
+        if settings["kind"] == "merged":
+            settings = resolve_method(config, settings["groups_of"], dataset, settings["group_ipc"])
+        if expert_files(config, dataset, settings) and expert_dir(dataset, settings) not in sets:
+            sets.append(expert_dir(dataset, settings))
+
+    for cell in table_cells(config):
+        add(cell.dataset, resolve_method(config, cell.method, cell.dataset, cell.ipc))
+    for spec in config.get("stability") or []:
+        for method in spec["methods"]:
+            add(spec["dataset"], stability_settings(config, spec["name"], method))
+    return sets
+
+
+def expert_set_files(config: dict, dataset: str, norm: str, model: str, recipe: str) -> list[str]:
+    """Every file of one expert set (experts 0 … experts.count − 1): the Snakemake targets of its DVC stage."""
+    get_spec(dataset)
+    get_recipe(recipe)
+    if norm not in ("zca", "std") or not is_model_name(model):
+        raise ValueError(f"not an expert set: norm '{norm}' (zca or std), model '{model}'")
+    where = dict(dataset=dataset, norm=norm, model=model, recipe=recipe)
+    return [PATHS["expert"].format(**where, k=k) for k in expert_seeds(config)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """From the repository root, CONFIG merged over the default config as Snakemake does:
+    `python -m distillery.plan expert-sets CONFIG` prints the `dvc_experts` entries of CONFIG's expert sets;
+    `python -m distillery.plan expert-files CONFIG DATASET NORM MODEL RECIPE` prints that set's files."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m distillery.plan", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("expert-sets").add_argument("config")
+    files = commands.add_parser("expert-files")
+    for name in ("config", "dataset", "norm", "model", "recipe"):
+        files.add_argument(name)
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(Path.cwd(), args.config)
+        if args.command == "expert-sets":
+            for where in expert_sets(config):
+                fields = ", ".join(f"{k}: {v}" for k, v in where.items())
+                print(f"  {'-'.join(where.values())}:\n    {{config: {args.config}, {fields}}}")
+        else:
+            print("\n".join(expert_set_files(config, args.dataset, args.norm, args.model, args.recipe)))
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+
+
+if __name__ == "__main__":
+    main()
