@@ -1,0 +1,198 @@
+"""The SLURM profile (profiles/slurm): what each job asks SLURM for, and a real run on a one-node cluster.
+
+The dry runs need no SLURM. The slow test starts a cluster on this machine with tests/slurm/cluster.sh (root;
+it installs Debian's slurm-wlm, munge, slurmdbd and MariaDB with apt when missing) and stops it afterwards.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from distillery.plan import rule_resources
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = ROOT / "profiles/slurm"
+CLUSTER = ROOT / "tests/slurm/cluster.sh"
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile")]
+LOCAL_RULES = {"all", "table", "table_figure", "plot_images", "plot_curves", "stability_counts"}
+
+# The default config at smoke scale: the same rules and cells as config/config.yaml, minutes of work.
+SMOKE = {
+    "experts": {"count": 2, "overrides": {"epochs": 2}},
+    "distill": {"overrides": {"iterations": 3, "max_start_epoch": 1}},  # 2-epoch experts: start at epoch 0
+    "evaluation": {"seeds": 1, "epochs": 2},
+}
+
+
+def dry_run(workdir: Path, *args: str, profile: str = str(PROFILE), env: dict | None = None) -> str:
+    command = SNAKEMAKE + ["-n", "--profile", profile, "--directory", str(workdir), *args]
+    result = subprocess.run(["timeout", "-k", "10", "300", *command], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def planned_jobs(output: str) -> list[dict]:
+    """One dict per job of a dry run: rule, wildcards, resources and whether it sits in a group job."""
+    jobs, group = [], False
+    for line in output.splitlines():
+        if "Group job" in line:
+            group = True
+        elif m := re.match(r"(\s*)(?:local)?rule (\w+):$", line):
+            group = group and bool(m[1])          # group members are printed indented
+            jobs.append({"rule": m[2], "wildcards": {}, "resources": {}, "grouped": group})
+        elif m := re.match(r"\s+(wildcards|resources): (.*)$", line):
+            pairs = (item.split("=", 1) for item in m[2].split(", "))
+            jobs[-1][m[1]] = {key: value for key, value in pairs}
+    return jobs
+
+
+def requested(job: dict) -> tuple[int, int, int]:
+    return tuple(int(job["resources"][key]) for key in ("mem_mb", "runtime", "gpu"))
+
+
+def test_profile_keys():
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    assert profile["executor"] == "slurm" and profile["retries"] == 1 and profile["rerun-incomplete"]
+    assert set(profile["default-resources"]) == {"slurm_account", "slurm_partition"}   # what a user edits
+    assert "slurm_extra" not in profile["default-resources"] and "set-resources" not in profile  # GPUs: `gpu`
+    local = yaml.safe_load((ROOT / "profiles/local/config.yaml").read_text())
+    assert "executor" not in local and "gpu" in local["resources"]
+
+
+def test_default_config_requests_per_rule(tmp_path):
+    jobs = planned_jobs(dry_run(tmp_path))
+    counts = {}
+    for job in jobs:
+        counts[job["rule"]] = counts.get(job["rule"], 0) + 1
+    assert counts == {"all": 1, "prepare_data": 1, "train_expert": 15, "distill": 10, "evaluate": 30, "table": 1,
+                      "table_figure": 1, "plot_images": 10, "plot_curves": 8}
+    for job in jobs:
+        if job["rule"] == "all":
+            continue
+        assert job["resources"]["slurm_account"] == "" and job["resources"]["slurm_partition"] == ""
+        # digits is "small" scale: the default row; the cheap local rules use the `report` row
+        assert requested(job) == ((2000, 10, 0) if job["rule"] in LOCAL_RULES else (4000, 60, 0)), job
+        assert job["grouped"] == (job["rule"] == "evaluate")
+    assert sum(job["grouped"] for job in jobs) == 30
+
+
+# (rule, dataset) -> (mem_mb, runtime, gpu) from config/config.yaml's `resources:`
+MTT_TABLE1 = {
+    ("prepare_data", "cifar10"): (4000, 60, 0), ("prepare_data", "cifar100"): (4000, 60, 0),
+    ("prepare_data", "tiny-imagenet"): (4000, 60, 0),
+    ("fit_zca", "cifar10"): (8000, 30, 0), ("fit_zca", "cifar100"): (8000, 30, 0),
+    ("train_expert", "cifar10"): (8000, 60, 1), ("train_expert", "cifar100"): (8000, 60, 1),
+    ("train_expert", "tiny-imagenet"): (16000, 180, 1),
+    ("distill", "cifar10"): (16000, 480, 1), ("distill", "cifar100"): (16000, 480, 1),
+    ("distill", "tiny-imagenet"): (32000, 960, 1),
+    ("evaluate", "cifar10"): (8000, 60, 1), ("evaluate", "cifar100"): (8000, 60, 1),
+    ("evaluate", "tiny-imagenet"): (16000, 120, 1),
+    ("table", None): (2000, 10, 0),
+}
+
+
+def test_mtt_table1_requests_per_rule_and_scale(tmp_path):
+    # targets before --configfile, which takes every word after it as a config file
+    output = dry_run(tmp_path, "results/tables/mtt/table1.md", "--configfile", str(ROOT / "config/paper/mtt.yaml"))
+    seen = {}
+    for job in planned_jobs(output):
+        key = (job["rule"], job["wildcards"].get("dataset"))
+        assert key in MTT_TABLE1, key
+        assert requested(job) == MTT_TABLE1[key], (key, job["wildcards"])
+        seen[key] = seen.get(key, 0) + 1
+    assert set(seen) == set(MTT_TABLE1)
+    assert seen[("evaluate", "cifar10")] + seen[("evaluate", "cifar100")] + seen[("evaluate", "tiny-imagenet")] == 180
+    assert output.count("Group job evaluate") == 180 // 5
+
+
+def test_resources_grow_with_the_attempt():
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    assert rule_resources(config, "evaluate", "cifar10") == {"mem_mb": 8000, "runtime": 60, "gpu": 1}
+    assert rule_resources(config, "evaluate", "cifar10", attempt=2) == {"mem_mb": 16000, "runtime": 120, "gpu": 1}
+    assert rule_resources(config, "distill", "tiny-imagenet", attempt=2) == {"mem_mb": 64000, "runtime": 1920,
+                                                                             "gpu": 1}
+    assert rule_resources(config, "train_expert", "digits", attempt=2) == {"mem_mb": 8000, "runtime": 120, "gpu": 0}
+
+
+def test_profile_installed_under_its_name_works_from_anywhere(tmp_path):
+    """The README's install: a copy in ~/.config/snakemake/distillery-slurm ($XDG_CONFIG_HOME here)."""
+    shutil.copytree(PROFILE, tmp_path / "xdg/snakemake/distillery-slurm")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    output = dry_run(tmp_path / "elsewhere", "results/tables/digits.md", profile="distillery-slurm", env=env)
+    assert "distillery-slurm" in output and "Group job evaluate" in output
+
+
+# ---------------------------------------------------------------------------------------------- real SLURM
+
+
+def slurm_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root: tests/slurm/cluster.sh starts munged, slurmdbd, slurmctld and slurmd on this machine"
+    if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
+        return "needs SLURM installed, or apt-get to install Debian's slurm-wlm"
+    return None
+
+
+@pytest.fixture
+def cluster():
+    reason = slurm_unavailable()
+    if reason:
+        pytest.skip(reason)
+    up = subprocess.run([str(CLUSTER), "up"], capture_output=True, text=True, timeout=600)
+    if up.returncode != 0 and "not written by this script" in up.stderr:
+        pytest.skip("an /etc/slurm/slurm.conf of another SLURM installation is present; not replacing it")
+    assert up.returncode == 0, up.stderr[-3000:]
+    try:
+        yield
+    finally:
+        subprocess.run([str(CLUSTER), "down"], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_default_config_runs_through_slurm(cluster, tmp_path):
+    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(SMOKE))
+    command = SNAKEMAKE + [
+        "--profile", str(PROFILE), "--directory", str(tmp_path), "results/tables/digits.csv",
+        "--configfile", str(tmp_path / "smoke.yaml"),
+        # test-only: the first status poll after 2 s instead of 40 (polls then back off by 10 s each)
+        "--slurm-init-seconds-before-status-checks", "2",
+    ]
+    start = time.monotonic()
+    # -k: snakemake may wait for running jobs after SIGTERM; SIGKILL follows 10 s later
+    result = subprocess.run(["timeout", "-k", "10", "540", *command], capture_output=True, text=True, timeout=600)
+    log = result.stdout + result.stderr
+    slurm_ids = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
+    try:
+        assert result.returncode == 0, log[-5000:]
+        print(f"SLURM run: {time.monotonic() - start:.0f} s, {len(slurm_ids)} sbatch submissions")
+        # prepare_data 1, train_expert 6, distill 10 on their own; 10 evaluations in 2 groups of 5
+        assert len(slurm_ids) == 19
+        # each job's SLURM log goes below the workdir (and is deleted when the job succeeds)
+        logs = re.findall(r"has been submitted with SLURM jobid \d+ \(log: (\S+)\)", log)
+        assert len(logs) == 19 and all(path.startswith(f"{tmp_path}/.snakemake/slurm_logs/") for path in logs)
+        accounting = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-j", ",".join(slurm_ids), "--format=JobIDRaw,State,Partition,Account"],
+            capture_output=True, text=True, timeout=60)
+        rows = [row.split("|") for row in accounting.stdout.split()]
+        assert sorted(row[0] for row in rows) == sorted(slurm_ids), accounting.stdout + accounting.stderr
+        assert {tuple(row[1:]) for row in rows} == {("COMPLETED", "debug", "root")}
+        # the cheap rules ran on this machine, not through sbatch
+        submitted_rules = {re.search(r"slurm_logs/(?:rule|group)_(\w+?)/", path)[1] for path in logs}
+        assert submitted_rules == {"prepare_data", "train_expert", "distill", "evaluate_evaluate"}
+        table = pd.read_csv(tmp_path / "results/tables/digits.csv")
+        assert len(table) == 10 and (table["n"] == 1).all()
+        assert sorted(map(tuple, table[["method", "ipc"]].values.tolist())) == sorted(
+            (method, ipc) for method in ["random", "mtt", "ftd", "ast", "att"] for ipc in [1, 10])
+        assert table["mean"].between(0, 100).all()
+    finally:
+        if slurm_ids:   # after a timeout, leave no job of this run behind
+            subprocess.run(["scancel", *slurm_ids], capture_output=True, timeout=60)
