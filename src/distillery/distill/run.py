@@ -23,10 +23,14 @@ from distillery.seeds import generator
 LOG_COLUMNS = ("iteration", "loss", "lr", "start_epoch", "match_step", "seconds")
 
 
+def expected_expert(cfg: DistillConfig, meta: dict) -> dict:
+    """What an expert (or teacher) file must record to serve this distillation: its model, domain and dataset."""
+    return {"model": cfg.model, "zca": cfg.zca, "dataset_sha256": meta["sha256"]["train.pt"]}
+
+
 def expert_features(cfg: DistillConfig, meta: dict, images: Tensor, expert_path: str | Path) -> Tensor:
     """`embed` features of `images` from a `cfg.model` at the final snapshot of the expert at `expert_path`."""
-    expect = {"model": cfg.model, "zca": cfg.zca, "dataset_sha256": meta["sha256"]["train.pt"]}
-    trajectory, _ = load_expert(expert_path, expect)
+    trajectory, _ = load_expert(expert_path, expected_expert(cfg, meta))
     module = build_model(cfg.model, meta["channels"], meta["num_classes"], meta["size"]).to(images.device)
     num_params = FlatModel(module).num_params  # the flat layout of expert trajectories
     if trajectory.shape[1] != num_params:
@@ -72,8 +76,7 @@ def match_trajectories(cfg: DistillConfig, meta: dict, images: Tensor, labels: T
     """distill_trajectory with a student `cfg.model` and the experts at `expert_paths` (checked against the
     dataset, model and normalisation); representative init takes expert 0's features."""
     skeleton = build_model(cfg.model, meta["channels"], meta["num_classes"], meta["size"]).to(images.device)
-    expect = {"model": cfg.model, "zca": cfg.zca, "dataset_sha256": meta["sha256"]["train.pt"]}
-    experts = ExpertSampler(expert_paths, generator(cfg.seed, "experts"), expect)
+    experts = ExpertSampler(expert_paths, generator(cfg.seed, "experts"), expected_expert(cfg, meta))
     features = None
     if cfg.init == "representative":  # AST: k-means on the features of expert 0's final snapshot
         check_ipc(labels, meta["num_classes"], cfg.ipc)
@@ -85,8 +88,7 @@ def match_trajectories(cfg: DistillConfig, meta: dict, images: Tensor, labels: T
 def adversarial(cfg: DistillConfig, meta: dict, images: Tensor, labels: Tensor,
                 expert_paths: Sequence[str | Path]) -> DistillResult:
     """APM against the teachers at `expert_paths` (their final weights), checked like experts."""
-    expect = {"model": cfg.model, "zca": cfg.zca, "dataset_sha256": meta["sha256"]["train.pt"]}
-    teachers = ExpertSampler(expert_paths, generator(cfg.seed, "experts"), expect)
+    teachers = ExpertSampler(expert_paths, generator(cfg.seed, "experts"), expected_expert(cfg, meta))
     return distill_adversarial(cfg, images, labels, meta["num_classes"], teachers)
 
 
