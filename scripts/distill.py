@@ -9,4 +9,6 @@ from distillery.runtime import job_setup
 device = job_setup(snakemake.log[0], snakemake.threads, snakemake.params.device)
 run_distillation(snakemake.params.settings, Path(snakemake.input.meta).parent, snakemake.output.synset,
                  snakemake.output.log_csv, expert_paths=snakemake.input.experts,
-                 group_paths=snakemake.input.get("groups", []), zca_path=snakemake.input.get("zca"), device=device)
+                 group_paths=snakemake.input.get("groups", []), zca_path=snakemake.input.get("zca"), device=device,
+                 checkpoint_every=snakemake.config["reliability"]["checkpoint_every"],
+                 max_bad=snakemake.config["reliability"]["max_bad_iterations"])

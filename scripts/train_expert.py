@@ -8,4 +8,5 @@ from distillery.runtime import job_setup
 device = job_setup(snakemake.log[0], snakemake.threads, snakemake.params.device)
 w = snakemake.wildcards
 run_expert_training(Path(snakemake.input.meta).parent, snakemake.output[0], w.model, w.recipe, int(w.k),
-                    zca_path=snakemake.input.get("zca"), overrides=snakemake.params.overrides, device=device)
+                    zca_path=snakemake.input.get("zca"), overrides=snakemake.params.overrides, device=device,
+                    checkpoint_every=snakemake.config["reliability"]["expert_checkpoint_every"])

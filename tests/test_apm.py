@@ -145,12 +145,17 @@ def net_from(trajectory: torch.Tensor) -> nn.Module:
     return apm.load_teacher(trajectory, MODEL, 3, torch.zeros(1, 1, 4, 4))
 
 
-def test_a_non_finite_loss_stops_the_run():
+def test_non_finite_iterations_are_skipped_then_stop_the_run():
     images, labels = data(18)
     start = torch.full((6, 1, 4, 4), float("nan"))
-    with pytest.raises(DistillationError, match="lower lr_img") as err:
-        distill_adversarial(config(), images, labels, 3, teacher_files(), init=(start, torch.arange(3).repeat(2)))
+    with pytest.raises(DistillationError, match="1 skipped iteration\\(s\\) in a row: a non-finite image loss .* lower lr_img") as err:
+        distill_adversarial(config(), images, labels, 3, teacher_files(), init=(start, torch.arange(3).repeat(2)),
+                            max_bad=0)
     assert err.value.iteration == 1 and err.value.lr == 0.02
+    with pytest.raises(DistillationError, match="3 skipped iteration\\(s\\) in a row") as err:
+        distill_adversarial(config(iterations=5), images, labels, 3, teacher_files(),
+                            init=(start, torch.arange(3).repeat(2)), max_bad=2)
+    assert err.value.iteration == 3
 
 
 def test_teacher_size_mismatch_is_an_error():

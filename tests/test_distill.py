@@ -117,12 +117,32 @@ def test_distillation_lowers_the_matching_loss_and_is_deterministic():
     assert torch.equal(result.images, again.images) and result.lr == again.lr
 
 
-def test_divergence_stops_with_a_clear_error():
+def test_bad_iterations_are_skipped_counted_and_stop_the_run_after_max_bad_in_a_row():
     images, labels, student, trajectories = make_problem()
-    with pytest.raises(DistillationError, match="learned learning rate became .* lower lr_lr"):
-        distill_trajectory(config(lr_lr=10.0), images, labels, 3, student, iter(trajectories * 100))
-    with pytest.raises(DistillationError, match="matching loss became (nan|inf)"):
-        distill_trajectory(config(lr_img=1e30), images, labels, 3, student, iter(trajectories * 100))
+    # lr_lr 5e-5: after two steps every lr step would make the learned lr negative; those iterations change nothing
+    result = distill_trajectory(config(lr_lr=5e-5), images, labels, 3, student, iter(trajectories * 100), max_bad=100)
+    skipped = [row for row in result.history if row["skipped"]]
+    assert 0 < len(skipped) < 15 and result.lr > 0
+    for row in skipped:
+        previous = result.history[row["iteration"] - 2]["lr"] if row["iteration"] > 1 else 0.05
+        assert row["lr"] == pytest.approx(previous), "a skipped iteration leaves the learned lr as it was"
+    with pytest.raises(DistillationError, match="4 skipped iteration\\(s\\) in a row .* learned learning rate would "
+                                                "become .* lower lr_img .* or lr_lr") as err:
+        distill_trajectory(config(lr_lr=10.0, iterations=200), images, labels, 3, student, iter(trajectories * 100),
+                           max_bad=3)
+    assert err.value.iteration >= 4
+    with pytest.raises(DistillationError, match="1 skipped iteration\\(s\\) in a row .* the matching loss \\((nan|inf)\\) or a "
+                                                "gradient is not finite") as err:
+        distill_trajectory(config(lr_img=1e30), images, labels, 3, student, iter(trajectories * 100), max_bad=0)
+
+
+def test_a_nan_in_the_images_gradient_skips_the_step_and_keeps_the_images():
+    images, labels, student, trajectories = make_problem()
+    bad = [t.clone() for t in trajectories]
+    bad[0][2:] = float("nan")  # the first expert's targets are NaN: its iterations must be skipped
+    result = distill_trajectory(config(iterations=6), images, labels, 3, student, iter(bad * 100), max_bad=10)
+    assert any(row["skipped"] for row in result.history)
+    assert torch.isfinite(result.images).all(), "no NaN reached the images"
 
 
 def test_short_experts_are_rejected():

@@ -14,7 +14,9 @@ from distillery.augment import DEFAULT_STRATEGY, dsa
 from distillery.models import build_model
 from distillery.progress import Progress, log
 from distillery.sam import SharpnessAware
-from distillery.seeds import generator, seeded
+from distillery.seeds import generator, role_seeds, seeded
+
+EVAL_ROLES = ("eval-init", "eval-shuffle", "eval-dsa")
 
 
 @dataclass(frozen=True)
@@ -100,10 +102,10 @@ def evaluate(images: Tensor, labels: Tensor, lr: float | None, arch: str, test_i
 def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str, seed: int, cfg: EvalConfig,
                     zca_path: str | Path | None = None, device: str = "cpu", protocol: str = "default") -> dict:
     """Evaluate a synset file on the test split (in the synset's domain: ZCA or normalised); JSON-ready."""
-    from distillery.data import load_split, load_zca
+    from distillery.data import load_meta, load_split, load_zca
     from distillery.distill.run import load_synset
 
-    synset = load_synset(synset_path)
+    synset = load_synset(synset_path, expect={"dataset_sha256": load_meta(prepared_dir)["sha256"]["train.pt"]})
     meta = synset["meta"]
     if meta["zca"] and zca_path is None:
         raise ValueError(f"{synset_path} was distilled in the ZCA domain: pass the dataset's zca.pt")
@@ -120,4 +122,5 @@ def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str
     log.info("%s %s ipc%d on %s, seed %d: test accuracy %.2f%%", meta["method"], meta["dataset"], meta["ipc"], arch,
              seed, 100 * acc)
     return {"method": meta["method"], "dataset": meta["dataset"], "ipc": meta["ipc"], "arch": arch, "seed": seed,
-            "accuracy": acc, "lr": lr, "protocol": protocol, "selection": "final-epoch", "eval": asdict(cfg)}
+            "accuracy": acc, "lr": lr, "protocol": protocol, "selection": "final-epoch", "eval": asdict(cfg),
+            "seeds": role_seeds(seed, EVAL_ROLES)}

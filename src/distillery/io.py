@@ -68,3 +68,12 @@ def sha256_file(path: str | Path) -> str:
         while chunk := f.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_tensor(*tensors: torch.Tensor | None) -> str:
+    """Hex sha256 of the tensors' bytes in order (None skipped); memory-mapped tensors are read once."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        if tensor is not None:
+            digest.update(memoryview(tensor.detach().contiguous().cpu().numpy()).cast("B"))
+    return digest.hexdigest()

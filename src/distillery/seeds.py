@@ -25,3 +25,11 @@ def seeded(seed: int, role: str) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(role_seed(seed, role))
         yield
+
+
+SEED_ROLES = ("init", "experts", "start-epoch", "batches", "dsa", "perturb", "apm-select")
+
+
+def role_seeds(seed: int, roles: tuple[str, ...]) -> dict[str, int]:
+    """The derived seed of each role, for an artifact's metadata."""
+    return {role: role_seed(seed, role) for role in roles}

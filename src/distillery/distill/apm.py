@@ -4,6 +4,7 @@ them as their class (Algorithm 1, Eq. 4 without the log). One forward/backward p
 from __future__ import annotations
 
 import copy
+import math
 import time
 from itertools import chain
 from typing import Iterator, Sequence
@@ -14,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from distillery.augment import dsa
+from distillery.checkpoint import Checkpoint
 from distillery.distill.config import DistillConfig
 from distillery.distill.init import init_synthetic
 from distillery.distill.matching import DistillationError, DistillResult
@@ -139,7 +141,8 @@ def image_gradient(images: Tensor, labels: Tensor, teacher: nn.Module, students:
 
 
 def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
-                        teachers: Iterator[Tensor], init: tuple[Tensor, Tensor] | None = None) -> DistillResult:
+                        teachers: Iterator[Tensor], init: tuple[Tensor, Tensor] | None = None,
+                        checkpoint: Checkpoint | None = None, max_bad: int = 10) -> DistillResult:
     """Run cfg.iterations APM iterations; `teachers` yields [rows, P] files whose last row is a teacher.
 
     Every mid_gap+1 iterations (1, mid_gap+2, ...): the next teacher, batch_syn random synthetic images, the
@@ -147,6 +150,10 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
     step of those images on image_loss; lr_img × lr_img_decay for iterations after iterations//2. `init` is a
     starting (images, labels); by default init_synthetic (real or noise). The result's soft labels are the
     logits of one more teacher on the final images (APM evaluates with them); its lr is lr_net.
+
+    A non-finite loss or gradient skips the step (logged); more than `max_bad` in a row stop the run. With
+    `checkpoint` the state is saved only at the end of a refresh period (where no student is live), so a
+    SIGTERM is honoured within mid_gap+1 iterations; `teachers` then needs state()/load_state().
     """
     device = images.device
     if init is None:
@@ -159,13 +166,20 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
     select = generator(cfg.seed, "apm-select")
     n = len(syn_images)
     chosen = min(cfg.batch_syn or n, n)
+    history, refreshes, first, bad = [], 0, 1, 0
+    saved = checkpoint.resume() if checkpoint is not None else None
+    if saved is not None:
+        with torch.no_grad():
+            syn_images.copy_(saved["images"])
+        opt.load_state_dict(saved["opt"])
+        select.set_state(saved["select"])
+        teachers.load_state(saved["teachers"])
+        history, refreshes, first, bad = saved["history"], saved["refreshes"], saved["step"] + 1, saved["bad"]
     progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}")
-    history, refreshes = [], 0
-    for it in range(1, cfg.iterations + 1):
+    for it in range(first, cfg.iterations + 1):
         tic = time.perf_counter()
-        if it == cfg.iterations // 2 + 1:
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr_img * cfg.lr_img_decay
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr_img * (cfg.lr_img_decay if it > cfg.iterations // 2 else 1.0)
         if (it - 1) % (cfg.mid_gap + 1) == 0:
             teacher = load_teacher(next(teachers), cfg.model, num_classes, syn_images)
             idx = torch.randperm(n, generator=select)[:chosen].to(device)
@@ -175,14 +189,23 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
                                      role_seed(cfg.seed, f"apm-refresh-{refreshes}"))
             refreshes += 1
         loss, grad = loss_and_gradient(syn_images.detach()[idx], syn_labels[idx], teacher, students, cfg)
-        if not torch.isfinite(torch.tensor(loss)):
-            raise DistillationError(f"{cfg.method}: the image loss became {loss} at iteration {it}; lower lr_img "
-                                    f"(now {cfg.lr_img}) or lr_net (now {cfg.lr_net})", it, loss, cfg.lr_net)
-        syn_images.grad = torch.zeros_like(syn_images)
-        syn_images.grad[idx] = grad
-        opt.step()
-        history.append({"iteration": it, "loss": loss, "lr": cfg.lr_net, "seconds": time.perf_counter() - tic})
+        skipped = not (math.isfinite(loss) and bool(torch.isfinite(grad.sum())))
+        if not skipped:
+            syn_images.grad = torch.zeros_like(syn_images)
+            syn_images.grad[idx] = grad
+            opt.step()
+        bad = bad + 1 if skipped else 0
+        history.append({"iteration": it, "loss": loss, "lr": cfg.lr_net, "skipped": int(skipped),
+                        "seconds": time.perf_counter() - tic})
+        if bad > max_bad:
+            raise DistillationError(f"{cfg.method}: {bad} skipped iteration(s) in a row: a non-finite image loss ({loss}) "
+                                    f"or gradient, up to iteration {it}; lower lr_img (now {cfg.lr_img}) or lr_net "
+                                    f"(now {cfg.lr_net})", it, loss, cfg.lr_net)
         progress.update(it, loss=loss, lr=cfg.lr_net)
+        if checkpoint is not None and it % (cfg.mid_gap + 1) == 0:
+            checkpoint.step(it, lambda: {"step": it, "images": syn_images.detach().cpu(), "opt": opt.state_dict(),
+                                         "select": select.get_state(), "teachers": teachers.state(),
+                                         "history": history, "refreshes": refreshes, "bad": bad})
     progress.close()
     result = syn_images.detach()
     soft_labels = predict(load_teacher(next(teachers), cfg.model, num_classes, result), result, cfg.student_batch)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distillery.augment import dsa
+from distillery.checkpoint import Checkpoint
 from distillery.distill.alignment import (balance_coefficient, filter_mask, filter_perturbation,
                                          intermediate_points, intermediate_weights)
 from distillery.distill.config import DistillConfig
@@ -41,6 +42,13 @@ class Batches:
             perm = torch.randperm(self.n, generator=self.generator).to(self.device)
             self.chunks = list(perm.split(self.size))[::-1]
         return self.chunks.pop()
+
+    def state(self) -> dict:
+        return {"chunks": [chunk.cpu() for chunk in self.chunks], "generator": self.generator.get_state()}
+
+    def load_state(self, state: dict) -> None:
+        self.chunks = [chunk.to(self.device) for chunk in state["chunks"]]
+        self.generator.set_state(state["generator"])
 
 
 def unroll_path(student: FlatModel, start: Tensor, images: Tensor, labels: Tensor, lr: Tensor, steps: int,
@@ -149,14 +157,30 @@ class DistillResult:
     soft_labels: Tensor | None = None  # APM: a teacher's logits on the images, the labels for evaluation
 
 
+def check_length(epochs: int, cfg: DistillConfig) -> None:
+    """Expert trajectories must reach epoch max_start_epoch − 1 + expert_epochs (the last start plus M)."""
+    needed = cfg.max_start_epoch - 1 + cfg.expert_epochs
+    if epochs < needed:
+        raise ValueError(f"expert trajectories have {epochs} epochs but max_start_epoch {cfg.max_start_epoch} + "
+                         f"expert_epochs {cfg.expert_epochs} needs {needed}; train longer experts or lower "
+                         f"max_start_epoch")
+
+
 def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
-                       student: FlatModel, experts, features: Tensor | None = None) -> DistillResult:
+                       student: FlatModel, experts, features: Tensor | None = None,
+                       checkpoint: Checkpoint | None = None, max_bad: int = 10) -> DistillResult:
     """Run `cfg.iterations` MTT iterations; `experts` yields [epochs+1, P] trajectories.
 
     `features` (the training images' embeddings) are needed only for init=representative.
 
     With `cfg.ema_decay` the result is the EMA e ← d·e + (1−d)·x of the images after every update (FTD),
     started at the initial images; it never feeds back into distillation.
+
+    An iteration whose loss or gradients are not finite, or whose step would take the learned lr out of
+    (0, ∞), changes nothing and is logged as skipped; more than `max_bad` in a row stop the run with a
+    DistillationError (the last checkpoint is kept). `checkpoint` saves and restores the whole state (images,
+    lr, optimisers, EMA, every random stream, the batch and expert order, history): a resumed run equals an
+    uninterrupted one bit for bit on the CPU; `experts` then needs state()/load_state() (ExpertSampler).
     """
     device = images.device
     syn_images, syn_labels = initial_images(cfg, images, labels, num_classes, features)
@@ -167,36 +191,79 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
     ema = syn_images.detach().clone() if cfg.ema_decay is not None else None
     starts, aug = generator(cfg.seed, "start-epoch"), generator(cfg.seed, "dsa")
     noise = generator(cfg.seed, "perturb")
+    streams = {"starts": starts, "aug": aug, "noise": noise}
     batches = Batches(len(syn_images), cfg.batch_syn, generator(cfg.seed, "batches"), device)
+    history, first, bad = [], 1, 0
+
+    def state() -> dict:
+        return {"step": it, "images": syn_images.detach().cpu(), "lr": syn_lr.detach().cpu(),
+                "opt_img": opt_img.state_dict(), "opt_lr": opt_lr.state_dict(),
+                "ema": None if ema is None else ema.cpu(), "history": history, "bad": bad,
+                "streams": {name: g.get_state() for name, g in streams.items()},
+                "batches": batches.state(), "experts": experts.state()}
+
+    saved = checkpoint.resume() if checkpoint is not None else None
+    if saved is not None:
+        with torch.no_grad():
+            syn_images.copy_(saved["images"])
+            syn_lr.copy_(saved["lr"])
+        opt_img.load_state_dict(saved["opt_img"])
+        opt_lr.load_state_dict(saved["opt_lr"])
+        if ema is not None:
+            ema.copy_(saved["ema"])
+        for name, g in streams.items():
+            g.set_state(saved["streams"][name])
+        batches.load_state(saved["batches"])
+        experts.load_state(saved["experts"])
+        history, first, bad = saved["history"], saved["step"] + 1, saved["bad"]
     progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}")
-    history = []
-    for it in range(1, cfg.iterations + 1):
+    for it in range(first, cfg.iterations + 1):
         tic = time.perf_counter()
         trajectory = next(experts)
-        needed = cfg.max_start_epoch - 1 + cfg.expert_epochs
-        if trajectory.shape[0] - 1 < needed:
-            raise ValueError(f"expert trajectories have {trajectory.shape[0] - 1} epochs but max_start_epoch "
-                             f"{cfg.max_start_epoch} + expert_epochs {cfg.expert_epochs} needs {needed}; "
-                             f"train longer experts or lower max_start_epoch")
+        check_length(trajectory.shape[0] - 1, cfg)
         t = int(torch.randint(cfg.max_start_epoch, (1,), generator=starts))
         loss, step = trajectory_loss(cfg, student, trajectory, t, syn_images, syn_labels, syn_lr, batches, aug, noise)
         opt_img.zero_grad(set_to_none=True)
         opt_lr.zero_grad(set_to_none=True)
         loss.backward()
-        opt_img.step()
-        opt_lr.step()
-        if ema is not None:
+        problem = update(syn_images, syn_lr, opt_img, opt_lr, loss)
+        skipped = problem is not None
+        if not skipped and ema is not None:
             ema.mul_(cfg.ema_decay).add_(syn_images.detach(), alpha=1 - cfg.ema_decay)
         loss_value, lr_value = torch.stack([loss.detach(), syn_lr.detach()]).tolist()
-        if not torch.isfinite(torch.tensor(loss_value)):
-            raise DistillationError(f"{cfg.method}: the matching loss became {loss_value} at iteration {it}; "
-                                    f"lower lr_img (now {cfg.lr_img}) or lr_lr (now {cfg.lr_lr})", it, loss_value, lr_value)
-        if not lr_value > 0:
-            raise DistillationError(f"{cfg.method}: the learned learning rate became {lr_value:.3g} at iteration "
-                                    f"{it}; lower lr_lr (now {cfg.lr_lr})", it, loss_value, lr_value)
+        bad = bad + 1 if skipped else 0
         history.append({"iteration": it, "loss": loss_value, "lr": lr_value, "start_epoch": t, "match_step": step,
-                        "seconds": time.perf_counter() - tic})
+                        "skipped": int(skipped), "seconds": time.perf_counter() - tic})
+        if bad > max_bad:
+            where = f"; the last checkpoint {checkpoint.path} is kept" if checkpoint and checkpoint.path else ""
+            raise DistillationError(f"{cfg.method}: {bad} skipped iteration(s) in a row up to iteration {it}, the "
+                                    f"last because {problem}{where}; lower lr_img (now {cfg.lr_img}) or lr_lr (now "
+                                    f"{cfg.lr_lr})", it, loss_value, lr_value)
         progress.update(it, loss=loss_value, lr=lr_value)
+        if checkpoint is not None:
+            checkpoint.step(it, state)
     progress.close()
     result = ema if ema is not None else syn_images.detach()
     return DistillResult(result, syn_labels, float(syn_lr.detach()), history)
+
+
+def update(syn_images: Tensor, syn_lr: Tensor, opt_img: torch.optim.Optimizer, opt_lr: torch.optim.Optimizer,
+           loss: Tensor) -> str | None:
+    """Step the lr, then the images, unless the loss or a gradient is not finite or the new lr leaves (0, ∞):
+    then undo the lr step (value and momentum) and say why. Two host syncs for the checks."""
+    finite = torch.stack([loss.detach(), syn_lr.grad, syn_images.grad.sum()]).isfinite().all()
+    if not bool(finite):
+        return f"the matching loss ({float(loss.detach()):.4g}) or a gradient is not finite"
+    before = syn_lr.detach().clone(), {k: v.clone() for k, v in opt_lr.state[syn_lr].items()
+                                       if isinstance(v, Tensor)}
+    opt_lr.step()
+    new_lr = float(syn_lr.detach())
+    if not 0 < new_lr < float("inf"):
+        with torch.no_grad():
+            syn_lr.copy_(before[0])
+        opt_lr.state[syn_lr].update(before[1])
+        if not before[1]:
+            opt_lr.state.pop(syn_lr, None)
+        return f"the learned learning rate would become {new_lr:.3g}"
+    opt_img.step()
+    return None

@@ -16,26 +16,25 @@ from distillery.distill.apm import distill_adversarial
 from distillery.distill.matching import DistillResult, distill_trajectory
 from distillery.experts import ExpertSampler, get_recipe, load_expert
 from distillery.functional import FlatModel
-from distillery.io import atomic_path, save_torch
+from distillery.checkpoint import Checkpoint, checkpoint_path
+from distillery.io import atomic_path, save_torch, sha256_tensor
 from distillery.models import build_model
-from distillery.seeds import generator
+from distillery.seeds import SEED_ROLES, generator, role_seeds
 
-LOG_COLUMNS = ("iteration", "loss", "lr", "start_epoch", "match_step", "seconds")
+LOG_COLUMNS = ("iteration", "loss", "lr", "start_epoch", "match_step", "skipped", "seconds")
 
 
-def expected_expert(cfg: DistillConfig, meta: dict) -> dict:
-    """What an expert (or teacher) file must record to serve this distillation: its model, domain and dataset."""
-    return {"model": cfg.model, "zca": cfg.zca, "dataset_sha256": meta["sha256"]["train.pt"]}
+def expected_expert(cfg: DistillConfig, meta: dict, num_params: int | None = None) -> dict:
+    """What an expert (or teacher) file must record to serve this distillation: its model, domain and dataset,
+    and (when given) the student's parameter count."""
+    expect = {"model": cfg.model, "zca": cfg.zca, "dataset_sha256": meta["sha256"]["train.pt"]}
+    return expect if num_params is None else {**expect, "num_params": num_params}
 
 
 def expert_features(cfg: DistillConfig, meta: dict, images: Tensor, expert_path: str | Path) -> Tensor:
     """`embed` features of `images` from a `cfg.model` at the final snapshot of the expert at `expert_path`."""
-    trajectory, _ = load_expert(expert_path, expected_expert(cfg, meta))
     module = build_model(cfg.model, meta["channels"], meta["num_classes"], meta["size"]).to(images.device)
-    num_params = FlatModel(module).num_params  # the flat layout of expert trajectories
-    if trajectory.shape[1] != num_params:
-        raise ValueError(f"expert file {expert_path} has {trajectory.shape[1]} parameters but {cfg.model} has "
-                         f"{num_params}; retrain it")
+    trajectory, _ = load_expert(expert_path, expected_expert(cfg, meta, FlatModel(module).num_params))
     torch.nn.utils.vector_to_parameters(trajectory[-1].to(images.device).clone(), module.parameters())
     return embed(module, images)
 
@@ -72,24 +71,31 @@ def load_training(cfg: DistillConfig, prepared_dir: str | Path, zca_path: str | 
 
 
 def match_trajectories(cfg: DistillConfig, meta: dict, images: Tensor, labels: Tensor,
-                       expert_paths: Sequence[str | Path]) -> DistillResult:
-    """distill_trajectory with a student `cfg.model` and the experts at `expert_paths` (checked against the
-    dataset, model and normalisation); representative init takes expert 0's features."""
+                       expert_paths: Sequence[str | Path], checkpoint: Checkpoint | None = None,
+                       max_bad: int = 10) -> DistillResult:
+    """distill_trajectory with a student `cfg.model` and the experts at `expert_paths` (checked before any compute
+    against the dataset, model, normalisation, parameter count and length); representative init takes expert 0's
+    features."""
     skeleton = build_model(cfg.model, meta["channels"], meta["num_classes"], meta["size"]).to(images.device)
-    experts = ExpertSampler(expert_paths, generator(cfg.seed, "experts"), expected_expert(cfg, meta))
+    student = FlatModel(skeleton)
+    experts = ExpertSampler(expert_paths, generator(cfg.seed, "experts"),
+                            expected_expert(cfg, meta, student.num_params),
+                            min_epochs=cfg.max_start_epoch - 1 + cfg.expert_epochs)
     features = None
     if cfg.init == "representative":  # AST: k-means on the features of expert 0's final snapshot
         check_ipc(labels, meta["num_classes"], cfg.ipc)
         features = first_expert_features(cfg, meta, images, expert_paths, "init 'representative'")
-    return distill_trajectory(cfg, images, labels, meta["num_classes"], FlatModel(skeleton), experts,
-                              features=features)
+    return distill_trajectory(cfg, images, labels, meta["num_classes"], student, experts, features=features,
+                              checkpoint=checkpoint, max_bad=max_bad)
 
 
 def adversarial(cfg: DistillConfig, meta: dict, images: Tensor, labels: Tensor,
-                expert_paths: Sequence[str | Path]) -> DistillResult:
+                expert_paths: Sequence[str | Path], checkpoint: Checkpoint | None = None,
+                max_bad: int = 10) -> DistillResult:
     """APM against the teachers at `expert_paths` (their final weights), checked like experts."""
     teachers = ExpertSampler(expert_paths, generator(cfg.seed, "experts"), expected_expert(cfg, meta))
-    return distill_adversarial(cfg, images, labels, meta["num_classes"], teachers)
+    return distill_adversarial(cfg, images, labels, meta["num_classes"], teachers, checkpoint=checkpoint,
+                               max_bad=max_bad)
 
 
 def merge_groups(cfg: DistillConfig, group_paths: Sequence[str | Path]) -> DistillResult:
@@ -113,39 +119,59 @@ def merge_groups(cfg: DistillConfig, group_paths: Sequence[str | Path]) -> Disti
 
 def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | Path, log_path: str | Path,
                      expert_paths: Sequence[str | Path] = (), group_paths: Sequence[str | Path] = (),
-                     zca_path: str | Path | None = None, device: str = "cpu") -> dict:
-    """Distil with the resolved `method` settings (or merge its `group_paths`); returns the synset metadata."""
+                     zca_path: str | Path | None = None, device: str = "cpu", checkpoint_every: int = 50,
+                     max_bad: int = 10) -> dict:
+    """Distil with the resolved `method` settings (or merge its `group_paths`); returns the synset metadata.
+
+    Trajectory and adversarial runs checkpoint every `checkpoint_every` iterations and on SIGTERM beside
+    `synset_path` and resume from there when rerun with the same settings and inputs; `max_bad` non-finite
+    iterations in a row are skipped before the run stops (distill_trajectory).
+    """
     cfg = DistillConfig.from_dict(method)
     meta, images, labels = load_training(cfg, prepared_dir, zca_path, device)
+    identity = {"settings": cfg.to_dict(), "dataset_sha256": meta["sha256"]["train.pt"],
+                "experts": [load_expert(path, verify=False)[1].get("sha256") for path in expert_paths]}
     tic = time.perf_counter()
-    if cfg.kind == "coreset":
-        result = DistillResult(*coreset(cfg, meta, images, labels, expert_paths), lr=None)
-    elif cfg.kind == "merged":
-        result = merge_groups(cfg, group_paths)
-    elif cfg.kind == "adversarial":
-        result = adversarial(cfg, meta, images, labels, expert_paths)
-    else:
-        result = match_trajectories(cfg, meta, images, labels, expert_paths)
-    syn_images, syn_labels, lr, history = result.images, result.labels, result.lr, result.history
-    synset_meta = {**cfg.to_dict(), "dataset": meta["name"], "dataset_sha256": meta["sha256"]["train.pt"],
-                   "num_classes": meta["num_classes"], "experts": len(expert_paths),
-                   "seconds": time.perf_counter() - tic}
-    with atomic_path(log_path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)  # columns a kind does not log stay empty
-        writer.writeheader()
-        writer.writerows(history)
-    soft = None if result.soft_labels is None else result.soft_labels.detach().cpu()
-    save_torch({"images": syn_images.detach().cpu(), "labels": syn_labels.cpu(), "lr": lr, "soft_labels": soft,
-                "meta": synset_meta}, synset_path)
+    with Checkpoint(checkpoint_path(synset_path), checkpoint_every, identity) as checkpoint:
+        if cfg.kind == "coreset":
+            result = DistillResult(*coreset(cfg, meta, images, labels, expert_paths), lr=None)
+        elif cfg.kind == "merged":
+            result = merge_groups(cfg, group_paths)
+        elif cfg.kind == "adversarial":
+            result = adversarial(cfg, meta, images, labels, expert_paths, checkpoint, max_bad)
+        else:
+            result = match_trajectories(cfg, meta, images, labels, expert_paths, checkpoint, max_bad)
+        seconds = time.perf_counter() - tic
+        images_out, labels_out = result.images.detach().cpu(), result.labels.cpu()
+        soft = None if result.soft_labels is None else result.soft_labels.detach().cpu()
+        synset_meta = {**cfg.to_dict(), "dataset": meta["name"], "dataset_sha256": meta["sha256"]["train.pt"],
+                       "num_classes": meta["num_classes"], "experts": len(expert_paths), "seconds": seconds,
+                       "seeds": role_seeds(cfg.seed, SEED_ROLES),
+                       "skipped": sum(row.get("skipped", 0) for row in result.history),
+                       "sha256": sha256_tensor(images_out, labels_out, soft)}
+        with atomic_path(log_path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)  # columns a kind does not log stay empty
+            writer.writeheader()
+            writer.writerows(result.history)
+        save_torch({"images": images_out, "labels": labels_out, "lr": result.lr, "soft_labels": soft,
+                    "meta": synset_meta}, synset_path)
+        checkpoint.clear()
     return synset_meta
 
 
-def load_synset(path: str | Path) -> dict:
+def load_synset(path: str | Path, expect: dict | None = None) -> dict:
     """A synthetic set written by run_distillation: images, labels, learned lr (None for coresets), soft labels
-    (teacher logits, APM; None otherwise), meta."""
+    (teacher logits, APM; None otherwise), meta — its checksum verified and `expect` meta fields matched."""
+    rerun = "delete it and rerun its distill job (snakemake --forcerun distill <file>)"
     try:
         synset = torch.load(path, weights_only=True, map_location="cpu")
-        synset["images"], synset["labels"], synset["meta"]
+        images, labels, meta = synset["images"], synset["labels"], synset["meta"]
     except Exception as err:
-        raise ValueError(f"synthetic set {path} is unreadable ({err}); delete it and rerun its distill job") from err
+        raise ValueError(f"synthetic set {path} is unreadable ({err}); {rerun}") from err
+    if meta.get("sha256") != sha256_tensor(images, labels, synset.get("soft_labels")):
+        raise ValueError(f"synthetic set {path} does not match its sha256 (corrupted, modified or written by an "
+                         f"older distillery); {rerun}")
+    for key, value in (expect or {}).items():
+        if meta.get(key) != value:
+            raise ValueError(f"synthetic set {path} has {key}={meta.get(key)!r} but this run needs {value!r}; {rerun}")
     return synset

@@ -1,4 +1,5 @@
-"""One file per expert: a contiguous [epochs+1, P] float32 trajectory plus metadata, written atomically."""
+"""One file per expert: a contiguous [epochs+1, P] float32 trajectory plus metadata (with the trajectory's
+sha256), written atomically and checked on load."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,26 +8,36 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from distillery.io import save_torch
+from distillery.io import save_torch, sha256_tensor
+
+RETRAIN = "delete it and rerun its train_expert job (snakemake --forcerun train_expert <file>)"
 
 
 def save_expert(path: str | Path, trajectory: Tensor, meta: dict) -> None:
     if trajectory.dim() != 2:
         raise ValueError(f"an expert trajectory is [epochs+1, P]; got shape {tuple(trajectory.shape)}")
-    meta = {**meta, "epochs": trajectory.shape[0] - 1, "num_params": trajectory.shape[1]}
-    save_torch({"trajectory": trajectory.float().contiguous().cpu(), "meta": meta}, path)
+    trajectory = trajectory.float().contiguous().cpu()
+    meta = {**meta, "epochs": trajectory.shape[0] - 1, "num_params": trajectory.shape[1],
+            "sha256": sha256_tensor(trajectory)}
+    save_torch({"trajectory": trajectory, "meta": meta}, path)
 
 
-def load_expert(path: str | Path, expect: dict | None = None) -> tuple[Tensor, dict]:
-    """Memory-mapped trajectory and its metadata; `expect` fields (model, zca, ...) must match the metadata."""
+def load_expert(path: str | Path, expect: dict | None = None, verify: bool = True) -> tuple[Tensor, dict]:
+    """Memory-mapped trajectory and its metadata; `expect` fields (model, zca, num_params, ...) must match the
+    metadata. `verify` reads the whole trajectory once to compare its sha256 with the metadata's."""
     try:
         blob = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
         trajectory, meta = blob["trajectory"], blob["meta"]
     except Exception as err:  # truncated, not a torch file, or missing keys
-        raise ValueError(f"expert file {path} is unreadable ({err}); delete it and rerun its train_expert job") from err
-    if tuple(trajectory.shape) != (meta["epochs"] + 1, meta["num_params"]):
+        raise ValueError(f"expert file {path} is unreadable ({err}); {RETRAIN}") from err
+    if tuple(trajectory.shape) != (meta.get("epochs", -1) + 1, meta.get("num_params")):
         raise ValueError(f"expert file {path}: trajectory shape {tuple(trajectory.shape)} disagrees with its "
-                         f"metadata; delete it and rerun its train_expert job")
+                         f"metadata; {RETRAIN}")
+    if verify and meta.get("sha256") is None:
+        raise ValueError(f"expert file {path} has no checksum (written by an older distillery); {RETRAIN}")
+    if verify and sha256_tensor(trajectory) != meta["sha256"]:
+        raise ValueError(f"expert file {path}: the trajectory does not match its sha256 (corrupted or modified); "
+                         f"{RETRAIN}")
     for key, value in (expect or {}).items():
         if meta.get(key) != value:
             raise ValueError(f"expert file {path} has {key}={meta.get(key)!r} but this run needs {value!r}; "
@@ -37,13 +48,24 @@ def load_expert(path: str | Path, expect: dict | None = None) -> tuple[Tensor, d
 class ExpertSampler:
     """Yields expert trajectories in a shuffled order, reshuffled after each pass.
 
-    Only the current expert is open (memory-mapped), so memory stays bounded by what a step reads.
+    Every file is checked once up front (readable, checksum, `expect`, at least `min_epochs` epochs), before any
+    compute; later reads are memory-mapped without re-hashing, and only the current expert is open, so memory
+    stays bounded by what a step reads. `state()`/`load_state()` carry the order for checkpoints.
     """
 
-    def __init__(self, paths: Sequence[str | Path], generator: torch.Generator, expect: dict | None = None):
+    def __init__(self, paths: Sequence[str | Path], generator: torch.Generator, expect: dict | None = None,
+                 min_epochs: int = 0):
         if not paths:
             raise ValueError("no expert trajectories given: train experts first (rule train_expert)")
         self.paths, self.generator, self.expect = list(paths), generator, expect
+        self.checksums = []  # identify the experts' content, e.g. for checkpoints
+        for path in self.paths:
+            meta = load_expert(path, expect)[1]
+            self.checksums.append(meta["sha256"])
+            if (epochs := meta["epochs"]) < min_epochs:
+                raise ValueError(f"expert file {path} has {epochs} epochs but this run needs {min_epochs} "
+                                 f"(max_start_epoch + expert_epochs); train longer experts (experts.overrides "
+                                 f"epochs) or lower max_start_epoch")
         self.order: list[int] = []
 
     def __iter__(self) -> "ExpertSampler":
@@ -52,4 +74,11 @@ class ExpertSampler:
     def __next__(self) -> Tensor:
         if not self.order:
             self.order = torch.randperm(len(self.paths), generator=self.generator).tolist()
-        return load_expert(self.paths[self.order.pop()], self.expect)[0]
+        return load_expert(self.paths[self.order.pop()], self.expect, verify=False)[0]
+
+    def state(self) -> dict:
+        return {"order": list(self.order), "generator": self.generator.get_state()}
+
+    def load_state(self, state: dict) -> None:
+        self.order = list(state["order"])
+        self.generator.set_state(state["generator"])

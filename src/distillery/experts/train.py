@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from distillery.augment import dsa
+from distillery.checkpoint import Checkpoint, checkpoint_path
 from distillery.data import load_meta, load_split, load_zca
 from distillery.evaluate import accuracy
 from distillery.experts.recipes import Recipe, get_recipe
@@ -19,7 +20,7 @@ from distillery.functional import FlatModel
 from distillery.models import build_model
 from distillery.progress import Progress
 from distillery.sam import SharpnessAware
-from distillery.seeds import generator, seeded
+from distillery.seeds import generator, role_seeds, seeded
 
 
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> tuple[torch.optim.Optimizer | SharpnessAware,
@@ -36,8 +37,8 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> tuple[torch.optim.
 
 
 def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: int, recipe: Recipe,
-                 seed: int, role: str = "expert",
-                 on_batch: Callable[[Tensor, Tensor], None] | None = None) -> tuple[Tensor, torch.nn.Module]:
+                 seed: int, role: str = "expert", on_batch: Callable[[Tensor, Tensor], None] | None = None,
+                 checkpoint: Checkpoint | None = None) -> tuple[Tensor, torch.nn.Module]:
     """Train a fresh `model_name` on (images, labels) with `recipe`.
 
     Returns the trajectory [epochs+1, P] (initialisation, then one snapshot per epoch; with `final_only`
@@ -47,6 +48,8 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
     detached logits (e.g. to count forgetting events) without changing the run; with GSAM, the logits of the
     first (unperturbed) pass, and both passes see the same augmented batch. The loss is the recipe's
     (experts.smooth.expert_loss: clipped CE and gradient penalty, on the same augmented batch, one forward pass).
+    `checkpoint` saves the state (model, optimiser, trajectory, random streams, the epoch's order and position)
+    every `every` epochs and, after SIGTERM, at the next batch; a resumed run equals an uninterrupted one.
     """
     device = images.device
     channels, size = images.shape[1], images.shape[-1]
@@ -58,14 +61,30 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
     shuffle, aug = generator(seed, f"{role}-shuffle"), generator(seed, f"{role}-dsa")
     trajectory = torch.empty(2 if recipe.final_only else recipe.epochs + 1, flat.num_params)
     trajectory[0] = flat.flatten().cpu()
+    first_epoch, position, order, total = 0, 0, None, torch.zeros((), device=device)
+
+    def state() -> dict:
+        return {"epoch": epoch, "position": position, "order": None if order is None else order.cpu(),
+                "total": total.cpu(), "model": model.state_dict(), "optimizer": base.state_dict(),
+                "trajectory": trajectory, "shuffle": shuffle.get_state(), "aug": aug.get_state()}
+
+    saved = checkpoint.resume() if checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        base.load_state_dict(saved["optimizer"])
+        trajectory.copy_(saved["trajectory"])
+        shuffle.set_state(saved["shuffle"])
+        aug.set_state(saved["aug"])
+        first_epoch, position, total = saved["epoch"], saved["position"], saved["total"].to(device)
+        order = None if saved["order"] is None else saved["order"].to(device)
     progress = Progress(recipe.epochs, f"{role} {seed}")
-    for epoch in range(recipe.epochs):
+    for epoch in range(first_epoch, recipe.epochs):
         for group in base.param_groups:  # the schedule changes the lr only: momentum and Adam state are kept
             group["lr"] = epoch_lr(recipe, epoch)
-        order = torch.randperm(len(images), generator=shuffle).to(device)
-        total = 0.0
-        for start in range(0, len(images), recipe.batch):
-            idx = order[start:start + recipe.batch]
+        if order is None:
+            order, position, total = torch.randperm(len(images), generator=shuffle).to(device), 0, total.zero_()
+        while position < len(images):
+            idx = order[position:position + recipe.batch]
             x = dsa(images[idx], aug) if recipe.dsa else images[idx]  # one draw, shared by both GSAM passes
             if recipe.gp_weight > 0:
                 x = x.detach().requires_grad_()  # the penalty differentiates the logits w.r.t. the inputs
@@ -83,28 +102,41 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
             if on_batch is not None:
                 on_batch(idx, seen[0])
             total += loss.detach() * len(idx)
+            position += recipe.batch
+            if checkpoint is not None and position < len(images):
+                checkpoint.poll(state)
         if not recipe.final_only or epoch + 1 == recipe.epochs:
             trajectory[-1 if recipe.final_only else epoch + 1] = flat.flatten().cpu()
         progress.update(epoch + 1, loss=float(total) / len(images))
+        order = None
+        if checkpoint is not None:
+            epoch += 1  # the state of a finished epoch resumes at the next one
+            checkpoint.step(epoch, state)
     progress.close()
     return trajectory, model
 
 
 def run_expert_training(prepared_dir: str | Path, out_path: str | Path, model_name: str, recipe: str, seed: int,
                         zca_path: str | Path | None = None, overrides: dict | None = None,
-                        device: str = "cpu") -> dict:
-    """Train expert `seed` for a prepared dataset and save its trajectory with metadata; returns the metadata."""
+                        device: str = "cpu", checkpoint_every: int = 5) -> dict:
+    """Train expert `seed` for a prepared dataset and save its trajectory with metadata; returns the metadata.
+    Checkpoints every `checkpoint_every` epochs and on SIGTERM beside `out_path`; a rerun resumes from there."""
     meta = load_meta(prepared_dir)
     zca = load_zca(zca_path) if zca_path else None
     images, labels = load_split(prepared_dir, "train", zca=zca, device=device)
     test_images, test_labels = load_split(prepared_dir, "test", zca=zca, device=device)
     chosen = get_recipe(recipe, **(overrides or {}))
+    identity = {"recipe": asdict(chosen), "seed": seed, "model": model_name, "zca": zca is not None,
+                "dataset_sha256": meta["sha256"]["train.pt"]}
     tic = time.perf_counter()
-    trajectory, model = train_expert(images, labels, model_name, meta["num_classes"], chosen, seed)
-    expert_meta = {"recipe": asdict(chosen), "seed": seed, "model": model_name, "dataset": meta["name"],
-                   "dataset_sha256": meta["sha256"]["train.pt"], "zca": zca is not None,
+    with Checkpoint(checkpoint_path(out_path), checkpoint_every, identity) as checkpoint:
+        trajectory, model = train_expert(images, labels, model_name, meta["num_classes"], chosen, seed,
+                                         checkpoint=checkpoint)
+    expert_meta = {**identity, "dataset": meta["name"],
+                   "seeds": role_seeds(seed, ("expert-init", "expert-shuffle", "expert-dsa")),
                    "train_accuracy": accuracy(model, images, labels),
                    "test_accuracy": accuracy(model, test_images, test_labels),
                    "seconds": time.perf_counter() - tic}
     save_expert(out_path, trajectory, expert_meta)
+    checkpoint.clear()
     return expert_meta
