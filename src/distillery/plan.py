@@ -321,6 +321,10 @@ def check_config(config: dict) -> None:
             expert_files(config, spec["dataset"], stability_settings(config, spec["name"], method))
     for cell in table_cells(config):
         settings = resolve_method(config, cell.method, cell.dataset, cell.ipc)
+        smallest = get_spec(cell.dataset).min_class
+        if smallest is not None and cell.ipc > smallest:
+            raise ValueError(f"{cell.dataset} ipc{cell.ipc} (method '{cell.method}'): IPC is larger than the "
+                             f"smallest class ({smallest} training images); choose ipc <= {smallest}")
         expert_files(config, cell.dataset, settings)
         overrides = config.get("experts", {}).get("overrides") or {}
         epochs = get_recipe(settings["recipe"], **overrides).epochs

@@ -14,6 +14,7 @@ class DatasetSpec:
     num_classes: int
     mean: tuple[float, ...] | None  # None: computed from the train split at prepare time
     std: tuple[float, ...] | None
+    min_class: int | None = None    # images in the train split's smallest class (None: known once prepared)
 
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -53,13 +54,13 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 
 def _specs() -> dict[str, DatasetSpec]:
     specs = [
-        DatasetSpec("digits", 1, 8, 10, None, None),
-        DatasetSpec("mnist", 1, 28, 10, (0.1307,), (0.3081,)),
-        DatasetSpec("fashion-mnist", 1, 28, 10, (0.2861,), (0.3530,)),
-        DatasetSpec("cifar10", 3, 32, 10, CIFAR_MEAN, CIFAR_STD),
-        DatasetSpec("cifar100", 3, 32, 100, CIFAR_MEAN, CIFAR_STD),  # CIFAR-10 statistics, as the reference does
-        DatasetSpec("svhn", 3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
-        DatasetSpec("tiny-imagenet", 3, 64, 200, IMAGENET_MEAN, IMAGENET_STD),
+        DatasetSpec("digits", 1, 8, 10, None, None, min_class=131),  # our 75/25 stratified split
+        DatasetSpec("mnist", 1, 28, 10, (0.1307,), (0.3081,), min_class=5421),
+        DatasetSpec("fashion-mnist", 1, 28, 10, (0.2861,), (0.3530,), min_class=6000),
+        DatasetSpec("cifar10", 3, 32, 10, CIFAR_MEAN, CIFAR_STD, min_class=5000),
+        DatasetSpec("cifar100", 3, 32, 100, CIFAR_MEAN, CIFAR_STD, min_class=500),  # CIFAR-10 statistics, as the reference
+        DatasetSpec("svhn", 3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), min_class=4659),
+        DatasetSpec("tiny-imagenet", 3, 64, 200, IMAGENET_MEAN, IMAGENET_STD, min_class=500),
         DatasetSpec("imagenet-64", 3, 64, 1000, IMAGENET_MEAN, IMAGENET_STD),
     ]
     specs += [DatasetSpec(name, 3, 128, len(ids), IMAGENET_MEAN, IMAGENET_STD) for name, ids in IMAGENET_SUBSETS.items()]

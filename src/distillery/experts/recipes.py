@@ -37,6 +37,11 @@ class Recipe:
         def bad(problem: str) -> ValueError:
             return ValueError(f"expert recipe '{self.name}': {problem}")
 
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise bad(f"lr must be > 0, weight_decay >= 0 and momentum in [0, 1) (got lr {self.lr}, weight_decay "
+                      f"{self.weight_decay}, momentum {self.momentum})")
+        if self.epochs < 1 or self.batch < 1:
+            raise bad(f"epochs and batch must be at least 1 (got {self.epochs}, {self.batch})")
         if self.optimizer not in OPTIMIZERS:
             raise bad(f"unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}")
         if self.optimizer == "gsam" and not (self.rho > 0 and self.alpha >= 0):

@@ -1,0 +1,73 @@
+"""The README's troubleshooting table, row by row: each bad input fails before any compute with an error that
+names the problem and what to do."""
+import copy
+
+import pytest
+import torch
+
+from distillery import plan
+from distillery.data import prepare
+from distillery.experts import ExpertSampler, save_expert
+from distillery.seeds import generator
+
+ROOT = plan.Path(__file__).resolve().parents[1]
+
+
+def config_with(cell: dict, **sections) -> dict:
+    config = copy.deepcopy(plan.load_config(ROOT))
+    config["tables"] = [{"name": "t", "cells": [{"method": "mtt", "dataset": "digits", "ipc": 1, **cell}]}]
+    for key, value in sections.items():
+        config[key] = {**config[key], **value}
+    return config
+
+
+def tiny_imagenet_flat(tmp_path):
+    """Images directly under train/ instead of train/<wnid>/images/ (a common unzip mistake)."""
+    (tmp_path / "tiny-imagenet-200" / "train").mkdir(parents=True)
+    (tmp_path / "tiny-imagenet-200" / "train" / "n01443537_0.JPEG").write_bytes(b"")
+    prepare("tiny-imagenet", tmp_path, tmp_path / "out")
+
+
+def short_buffers(tmp_path):
+    save_expert(tmp_path / "0.pt", torch.zeros(3, 5), {"model": "ConvNet"})
+    ExpertSampler([tmp_path / "0.pt"], generator(0, "experts"), min_epochs=3)
+
+
+ROWS = {
+    "unknown dataset": (lambda tmp: plan.check_config(config_with({"dataset": "cifar11"})),
+                        "unknown dataset 'cifar11'; choose one of: digits"),
+    "unknown method": (lambda tmp: plan.check_config(config_with({"method": "mttt"})),
+                       "unknown method 'mttt'.*define it under `methods:` or choose one of"),
+    "unknown architecture": (lambda tmp: plan.check_config(config_with({"arch": ["ResNet99"]})),
+                             "unknown architecture 'ResNet99'"),
+    "IPC 0": (lambda tmp: plan.check_config(config_with({"ipc": 0})), "ipc=0 must be at least 1"),
+    "IPC above the class size": (lambda tmp: plan.check_config(config_with({"ipc": 500})),
+                                 "digits ipc500 .* larger than the smallest class \\(131 .* choose ipc <= 131"),
+    "negative distillation lr": (lambda tmp: plan.check_config(config_with({}, distill={"overrides": {"lr_img": -1}})),
+                                 "lr_img=-1 must be a positive learning rate"),
+    "negative expert lr": (lambda tmp: plan.check_config(config_with({}, experts={"overrides": {"lr": -0.01}})),
+                           "expert recipe 'sgd': lr must be > 0"),
+    "missing data directory": (lambda tmp: prepare("cifar10", tmp / "nowhere", tmp / "out"),
+                               "cifar10.*raw files are not in .*nowhere.*Put cifar-10-python.tar.gz"),
+    "Tiny ImageNet in the wrong layout": (tiny_imagenet_flat, "tiny-imagenet.*this layout exists"),
+    "experts shorter than the run needs (config)": (
+        lambda tmp: plan.check_config(config_with({}, distill={"overrides": {"max_start_epoch": 100}})),
+        "needs experts of at least 101 epochs .* but experts train 50"),
+    "experts shorter than the run needs (buffer files)": (short_buffers,
+                                                          "has 2 epochs but this run needs 3 .* train longer experts"),
+}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=list(ROWS))
+def test_bad_input_fails_early_with_a_clear_message(row, tmp_path):
+    check, message = ROWS[row]
+    with pytest.raises(Exception, match=message):
+        check(tmp_path)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), "nothing half-written"
+
+
+def test_every_row_is_in_the_readme_troubleshooting_table():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Troubleshooting"):]
+    for row in ROWS:
+        assert f"| {row} |" in table, row
