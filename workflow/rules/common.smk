@@ -3,6 +3,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from distillery.distill.config import DistillConfig
 from distillery.plan import (
     EXPERT_MEASURES,
     LOGGED_KINDS,
@@ -93,10 +94,19 @@ def distill_inputs(wildcards):
             "groups": group_files(wildcards.dataset, chosen)}
 
 
-def group_settings(wildcards):
-    """A group of a parallel distillation: the method's settings with the seed moved by the group number."""
+def distill_params(wildcards):
+    """The distillation's settings that differ from the defaults (DistillConfig.job_params)."""
+    return DistillConfig.from_dict(settings(wildcards)).job_params()
+
+
+def group_params(wildcards):
+    """A group of a parallel distillation: its params with the seed moved by the group number."""
     chosen = settings(wildcards)
-    return {**chosen, "seed": chosen["seed"] + int(wildcards.group)}
+    return DistillConfig.from_dict({**chosen, "seed": chosen["seed"] + int(wildcards.group)}).job_params()
+
+
+def stability_params(wildcards):
+    return DistillConfig.from_dict(stability_settings(config, wildcards.study, wildcards.method)).job_params()
 
 
 def stability_inputs(wildcards):

@@ -5,7 +5,7 @@ rule distill:
         synset=PATHS["synset"],
         log_csv=PATHS["distill_log"],
     params:
-        settings=settings,
+        settings=distill_params,
         device=config["device"],
     log:
         "results/logs/distill/{method}/{dataset}/ipc{ipc}.log",
@@ -29,7 +29,7 @@ rule distill_group:
         synset=PATHS["group_synset"],
         log_csv=PATHS["group_log"],
     params:
-        settings=group_settings,
+        settings=group_params,
         device=config["device"],
     log:
         "results/logs/distill_group/{method}/{dataset}/ipc{ipc}/group{group}.log",

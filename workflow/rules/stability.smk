@@ -8,7 +8,7 @@ rule stability_trial:
     output:
         PATHS["stability_trial"],
     params:
-        settings=lambda wildcards: stability_settings(config, wildcards.study, wildcards.method),
+        settings=stability_params,
         iterations=lambda wildcards: stability_spec(config, wildcards.study)["iterations"],
         device=config["device"],
     log:

@@ -143,3 +143,10 @@ class DistillConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def job_params(self) -> dict:
+        """The settings that differ from the defaults, plus method, kind and ipc: what a Snakemake job records as
+        its params, so a release that adds a setting (with a default) does not rerun finished jobs."""
+        defaults = {f.name: f.default for f in fields(self)}
+        kept = ("method", "kind", "ipc")
+        return {k: v for k, v in asdict(self).items() if k in kept or v != defaults.get(k)}
