@@ -194,16 +194,15 @@ def ratios(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
 
 
 def record(name: str, device: str, args: argparse.Namespace, rows: list[dict]) -> dict:
-    """Print the run as JSON and (unless --no-save) write it to benchmarks/results/<name>_<device>.json."""
+    """Print the run as one JSON line and (unless --no-save) write it to benchmarks/results/<name>_<device>.json."""
     out = {"benchmark": name, "command": shlex.join(["python", *sys.argv]), "torch": torch.__version__,
            "device": device, "device_name": device_name(device), "threads": torch.get_num_threads(),
            "python": platform.python_version(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "repeat": args.repeat, "warmup": args.warmup, "compare": args.compare, "rows": rows}
-    text = json.dumps(out, indent=1)
-    print(text)
+    print(json.dumps(out), flush=True)  # one line per device: JSON Lines on stdout
     if not args.no_save:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"{name}_{device}.json").write_text(text + "\n")
+        (RESULTS / f"{name}_{device}.json").write_text(json.dumps(out, indent=1) + "\n")
     return out
 
 
