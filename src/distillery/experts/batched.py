@@ -1,0 +1,96 @@
+"""Several plain-SGD experts trained at once: one vmapped forward/backward over their stacked parameters.
+
+Expert k sees exactly what `train_expert(..., seeds[k])` sees (its init, shuffle and DSA streams), so its
+trajectory is the same up to floating-point summation order; only the arithmetic is batched (torch.func).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import grad_and_value, vmap
+
+from distillery.augment import dsa
+from distillery.experts.recipes import Recipe
+from distillery.experts.smooth import epoch_lr
+from distillery.functional import FlatModel
+from distillery.models import build_model, parse_convnet_name
+from distillery.progress import Progress
+from distillery.seeds import generator, seeded
+
+
+def check_batchable(model_name: str, recipe: Recipe) -> None:
+    """Raise a ValueError naming what batched training cannot reproduce: only plain (momentum) SGD with CE
+    and a ConvNet without BatchNorm (running statistics are buffers that vmap cannot update per expert)."""
+    unsupported = []
+    if recipe.optimizer != "sgd":
+        unsupported.append(f"optimizer '{recipe.optimizer}'")
+    if recipe.gp_weight > 0:
+        unsupported.append(f"the gradient penalty (gp_weight {recipe.gp_weight})")
+    if recipe.clip_epochs > 0:
+        unsupported.append(f"the clipped loss (clip_epochs {recipe.clip_epochs})")
+    if unsupported:
+        raise ValueError(f"batched expert training supports plain SGD recipes (momentum, weight decay, lr "
+                         f"schedule) only; recipe '{recipe.name}' uses {', '.join(unsupported)}: train it with "
+                         f"train_expert, one expert per job")
+    convnet = parse_convnet_name(model_name)
+    if convnet is None or convnet.get("norm") == "batchnorm":
+        raise ValueError(f"batched expert training supports ConvNet models without BatchNorm (e.g. the default "
+                         f"instance-norm 'ConvNet'); got model '{model_name}': train it with train_expert")
+
+
+def train_experts_batched(images: Tensor, labels: Tensor, model_name: str, num_classes: int, recipe: Recipe,
+                          seeds: list[int], role: str = "expert") -> Tensor:
+    """Train one expert per seed together; returns their trajectories [K, epochs+1, P] on the CPU ([K, 2, P]
+    with `final_only`), row k equal to `train_expert(images, labels, model_name, num_classes, recipe,
+    seeds[k], role)[0]`: the same init, batches, augmentation, SGD (torch's momentum and weight-decay rule)
+    and lr schedule. Pays where one expert leaves the device idle (small models or batches)."""
+    check_batchable(model_name, recipe)
+    if not seeds:
+        raise ValueError("seeds is empty: give one seed per expert to train")
+    device = images.device
+    channels, size = images.shape[1], images.shape[-1]
+    starts = []
+    for seed in seeds:
+        with seeded(seed, f"{role}-init"):
+            model = build_model(model_name, channels, num_classes, size)
+        starts.append(FlatModel(model).flatten())
+    student = FlatModel(model.to(device))  # the last one's module: a skeleton whose parameters are replaced
+    if any(True for _ in student.module.buffers()):
+        raise ValueError(f"model '{model_name}' has buffers, which batched training cannot update per expert: "
+                         f"train it with train_expert")
+    theta = torch.stack(starts).to(device)  # [K, P]
+    shuffles = [generator(seed, f"{role}-shuffle") for seed in seeds]
+    augs = [generator(seed, f"{role}-dsa") for seed in seeds]
+
+    def loss_fn(flat: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(student(flat, x), y)
+
+    step = vmap(grad_and_value(loss_fn))
+    trajectory = torch.empty(len(seeds), 2 if recipe.final_only else recipe.epochs + 1, student.num_params,
+                             dtype=theta.dtype)
+    trajectory[:, 0] = theta.cpu()
+    momentum: Tensor | None = None
+    progress = Progress(recipe.epochs, f"{role} {seeds[0]}..{seeds[-1]} (x{len(seeds)})")
+    for epoch in range(recipe.epochs):
+        lr = epoch_lr(recipe, epoch)
+        orders = [torch.randperm(len(images), generator=g).to(device) for g in shuffles]
+        total = torch.zeros(len(seeds), device=device, dtype=theta.dtype)
+        for start in range(0, len(images), recipe.batch):
+            idx = [order[start:start + recipe.batch] for order in orders]
+            x = torch.stack([dsa(images[i], g) if recipe.dsa else images[i] for i, g in zip(idx, augs)])
+            y = torch.stack([labels[i] for i in idx])
+            grads, losses = step(theta, x, y)
+            # torch.optim.SGD (no dampening, no Nesterov): d = g + wd·θ; m = d first, then μ·m + d; θ −= lr·m
+            if recipe.weight_decay != 0:
+                grads = grads.add(theta, alpha=recipe.weight_decay)
+            if recipe.momentum != 0:
+                momentum = grads.clone() if momentum is None else momentum.mul_(recipe.momentum).add_(grads)
+                grads = momentum
+            theta = theta.add(grads, alpha=-lr)
+            total += losses.detach() * len(idx[0])
+        if not recipe.final_only or epoch + 1 == recipe.epochs:
+            trajectory[:, -1 if recipe.final_only else epoch + 1] = theta.cpu()
+        progress.update(epoch + 1, loss=float(total.mean()) / len(images))
+    progress.close()
+    return trajectory
