@@ -19,8 +19,9 @@ plus, at a kept point i, that point's own gradient added to a_i. Modes:
   procedure exact; it is exact only where the Hessians vanish: for inner SGD without momentum the image
   gradient misses the terms through which an earlier batch moves the later θ_j, and the lr gradient likewise
   (a_i ≡ a_N instead of a_i = ∏(I − lr·H_j) a_N). With N = 1 the image and lr gradients are exact; the start's
-  gradient is always a_1 (first order). Its relative error against `full` grows with lr·‖H‖·N
-  (tests/test_memory.py measures it on a tiny problem).
+  gradient is always a_1 (first order). Its error grows with lr·‖H‖ and N: on tests/test_memory.py's tiny
+  float64 problem (lr 0.1, DSA, batch 4 of 9) the image gradient's relative error against `full` is 6% at N = 2,
+  14% at N = 5 (lr gradient 0.4%) and 37% at N = 10; at lr 0.01, N = 5 it is 1.5%.
 
 Chunking (`chunk` images per piece) sums each step's gradient over chunks of the augmented minibatch, each
 chunk's CE weighted by its share of the batch, so results equal the unchunked ones up to rounding. The whole
