@@ -80,6 +80,12 @@ def test_recompute_gives_the_full_unroll_gradients(steps, points):
     assert_all_close(gradients("recompute", steps, points=points), full)
 
 
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_recompute_without_augmentation_gives_the_full_unroll_gradients(chunk):
+    assert_all_close(gradients("recompute", chunk=chunk, strategy="none"), gradients("full", strategy="none"))
+    assert_all_close(gradients("constant", chunk=chunk, strategy="none"), gradients("first_order", strategy="none"))
+
+
 @pytest.mark.parametrize("memory", ["full", "recompute", "constant"])
 @pytest.mark.parametrize("chunk", [1, 3])
 def test_chunked_steps_give_the_unchunked_gradients(memory, chunk):

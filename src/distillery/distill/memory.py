@@ -104,7 +104,7 @@ def _vjp_step(u: Unroll, theta: Tensor, images: Tensor, idx: Tensor, state: Tens
                 loss = loss * weight
             (g,) = torch.autograd.grad(loss, th, create_graph=True)
             wrt = (xa, th) if want_hvp else (xa,)
-            products = torch.autograd.grad(g, wrt, adjoint)
+            products = torch.autograd.grad(g, wrt, adjoint, materialize_grads=True)  # zeros where unused
             grad += g.detach()
             grad_x += products[0]
             if want_hvp:
