@@ -13,6 +13,7 @@ INTERMEDIATES = ("none", "equal", "varied")
 MATCHES = ("fixed", "adaptive")
 DISTANCES = ("l2", "l1")
 DISAGREEMENTS = ("l1", "l2", "cosine")
+MEMORIES = ("full", "recompute", "constant")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class DistillConfig:
     # ATT (Liu et al. 2024): match the target at the student step nearest to it instead of step N
     match: str = "fixed"             # fixed (θ̂_N) | adaptive (θ̂_k, k = argmin_k distance(θ̂_k, θ*_{t+M}))
     match_distance: str = "l2"       # the selection distance: l2 (squared, the paper) | l1 (the public code)
+    # memory of the unroll (distill/memory.py): full (create_graph, grows with N) | recompute (exact, keeps N
+    # parameter vectors, no graphs) | constant (TESLA: memory independent of N, first-order: drops Hessian terms)
+    memory: str = "full"
+    chunk: int | None = None         # images per forward/backward piece of an inner step (None: the whole batch)
     # APM (Chen et al. 2024, kind adversarial; defaults: Table A9's common row). Other kinds ignore these.
     student_epochs: int = 250        # E: epochs of each fresh student
     checkpoints: int = 5             # K: student checkpoints in the image loss, after epochs round(E·k/K)
@@ -106,6 +111,11 @@ class DistillConfig:
             bad("match_distance", f"is not one of {', '.join(DISTANCES)}")
         if self.match == "adaptive" and self.intermediate != "none":
             bad("match", "adaptive matching picks its own step; it does not combine with intermediate matching")
+        if self.memory not in MEMORIES:
+            bad("memory", f"is not one of {', '.join(MEMORIES)}")
+        if self.chunk is not None and (isinstance(self.chunk, bool) or not isinstance(self.chunk, int)
+                                       or self.chunk < 1):
+            bad("chunk", "must be an integer of at least 1 (or null for the whole synthetic minibatch)")
         if self.batch_syn is not None and self.batch_syn < 1:
             bad("batch_syn", "must be at least 1 (or null for all synthetic images)")
         for name in ("student_epochs", "checkpoints", "student_batch"):

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from distillery.augment import dsa
@@ -17,6 +16,7 @@ from distillery.distill.alignment import (balance_coefficient, filter_mask, filt
 from distillery.distill.config import DistillConfig
 from distillery.distill.coreset import select_coreset
 from distillery.distill.init import init_synthetic
+from distillery.distill.memory import memory_unroll, step_gradient
 from distillery.functional import FlatModel
 from distillery.progress import Progress
 from distillery.seeds import generator
@@ -53,19 +53,22 @@ class Batches:
 
 def unroll_path(student: FlatModel, start: Tensor, images: Tensor, labels: Tensor, lr: Tensor, steps: int,
                 batches: Batches, aug: torch.Generator, strategy: str, points: Sequence[int] = (),
-                scale: float = 1.0) -> list[Tensor]:
+                scale: float = 1.0, memory: str = "full", chunk: int | None = None) -> list[Tensor]:
     """N differentiable SGD steps θ_{n+1} = θ_n − lr·∇(scale·CE(A(x_b); θ_n)).
 
     Returns [θ_n for n in points] + [θ_N], each with its graph. Plain SGD: AST's code adds inner momentum 0.9,
-    which its paper (and MTT) do not; neither do we.
+    which its paper (and MTT) do not; neither do we. `memory` full keeps every step's graph; recompute (exact)
+    and constant (TESLA, first order) replay the steps in the backward (distill/memory.py). `chunk` splits each
+    step's minibatch into pieces of that many images without changing the result.
     """
+    if memory != "full":
+        return memory_unroll(student, start, images, labels, lr, steps, batches, aug, strategy, points, scale,
+                             chunk, memory)
     theta, kept = start, []
     for n in range(1, steps + 1):
         idx = batches.next()
-        loss = F.cross_entropy(student(theta, dsa(images[idx], aug, strategy)), labels[idx])
-        if scale != 1.0:
-            loss = scale * loss
-        (grad,) = torch.autograd.grad(loss, theta, create_graph=True)
+        grad = step_gradient(student, theta, dsa(images[idx], aug, strategy), labels[idx], scale, chunk,
+                             create_graph=True)
         theta = theta - lr * grad
         if n in points:
             kept.append(theta)
@@ -124,7 +127,7 @@ def trajectory_loss(cfg: DistillConfig, student: FlatModel, trajectory: Tensor, 
         points = []
     scale = balance_coefficient(t, cfg.max_start_epoch, cfg.balance_theta) if cfg.balance else 1.0
     path = unroll_path(student, student_start.requires_grad_(True), images, labels, lr, cfg.syn_steps, batches, aug,
-                       cfg.dsa, points, scale)
+                       cfg.dsa, points, scale, cfg.memory, cfg.chunk)
     target = trajectory[t + cfg.expert_epochs].to(device)
     if cfg.match == "adaptive":
         step = nearest_step(path, target, cfg.match_distance)
