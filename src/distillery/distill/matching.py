@@ -2,6 +2,7 @@
 match the expert M epochs later; the images and the student's learning rate descend that loss."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -219,6 +220,7 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
         batches.load_state(saved["batches"])
         experts.load_state(saved["experts"])
         history, first, bad = saved["history"], saved["step"] + 1, saved["bad"]
+    first_lr = float(syn_lr.detach())
     progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}")
     for it in range(first, cfg.iterations + 1):
         tic = time.perf_counter()
@@ -229,11 +231,12 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
         opt_img.zero_grad(set_to_none=True)
         opt_lr.zero_grad(set_to_none=True)
         loss.backward()
-        problem = update(syn_images, syn_lr, opt_img, opt_lr, loss)
+        problem, loss_value, lr_value = update(syn_images, syn_lr, opt_img, opt_lr, loss)
         skipped = problem is not None
-        if not skipped and ema is not None:
+        if skipped:
+            lr_value = history[-1]["lr"] if history else first_lr  # the lr step was undone
+        elif ema is not None:
             ema.mul_(cfg.ema_decay).add_(syn_images.detach(), alpha=1 - cfg.ema_decay)
-        loss_value, lr_value = torch.stack([loss.detach(), syn_lr.detach()]).tolist()
         bad = bad + 1 if skipped else 0
         history.append({"iteration": it, "loss": loss_value, "lr": lr_value, "start_epoch": t, "match_step": step,
                         "skipped": int(skipped), "seconds": time.perf_counter() - tic})
@@ -251,22 +254,25 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
 
 
 def update(syn_images: Tensor, syn_lr: Tensor, opt_img: torch.optim.Optimizer, opt_lr: torch.optim.Optimizer,
-           loss: Tensor) -> str | None:
+           loss: Tensor) -> tuple[str | None, float, float]:
     """Step the lr, then the images, unless the loss or a gradient is not finite or the new lr leaves (0, ∞):
-    then undo the lr step (value and momentum) and say why. Two host syncs for the checks."""
-    finite = torch.stack([loss.detach(), syn_lr.grad, syn_images.grad.sum()]).isfinite().all()
-    if not bool(finite):
-        return f"the matching loss ({float(loss.detach()):.4g}) or a gradient is not finite"
+    then undo the lr step (value and momentum) and say why. Returns (why or None, loss, new lr): the iteration's
+    one host read, which the log uses too."""
     before = syn_lr.detach().clone(), {k: v.clone() for k, v in opt_lr.state[syn_lr].items()
                                        if isinstance(v, Tensor)}
-    opt_lr.step()
-    new_lr = float(syn_lr.detach())
-    if not 0 < new_lr < float("inf"):
+    opt_lr.step()  # a non-finite lr gradient makes the new lr non-finite, caught below
+    loss_value, new_lr, grad_sum = torch.stack([loss.detach(), syn_lr.detach(), syn_images.grad.sum()]).tolist()
+    problem = None
+    if not (math.isfinite(loss_value) and math.isfinite(grad_sum)):
+        problem = f"the matching loss ({loss_value:.4g}) or a gradient is not finite"
+    elif not 0 < new_lr < math.inf:
+        problem = f"the learned learning rate would become {new_lr:.3g}"
+    if problem is not None:
         with torch.no_grad():
             syn_lr.copy_(before[0])
         opt_lr.state[syn_lr].update(before[1])
         if not before[1]:
             opt_lr.state.pop(syn_lr, None)
-        return f"the learned learning rate would become {new_lr:.3g}"
+        return problem, loss_value, new_lr
     opt_img.step()
-    return None
+    return None, loss_value, new_lr

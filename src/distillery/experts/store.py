@@ -2,6 +2,7 @@
 sha256), written atomically and checked on load."""
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -49,8 +50,10 @@ class ExpertSampler:
     """Yields expert trajectories in a shuffled order, reshuffled after each pass.
 
     Every file is checked once up front (readable, checksum, `expect`, at least `min_epochs` epochs), before any
-    compute; later reads are memory-mapped without re-hashing, and only the current expert is open, so memory
-    stays bounded by what a step reads. `state()`/`load_state()` carry the order for checkpoints.
+    compute; later reads are memory-mapped without re-hashing, and only the current and the next expert are open,
+    so memory stays bounded by what a step reads. The next file is opened in a background thread while the caller
+    works on the current one (the order is drawn on the caller's thread, so it does not depend on timing).
+    `state()`/`load_state()` carry the order for checkpoints.
     """
 
     def __init__(self, paths: Sequence[str | Path], generator: torch.Generator, expect: dict | None = None,
@@ -67,18 +70,28 @@ class ExpertSampler:
                                  f"(max_start_epoch + expert_epochs); train longer experts (experts.overrides "
                                  f"epochs) or lower max_start_epoch")
         self.order: list[int] = []
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.pending: tuple[int, Future] | None = None
 
     def __iter__(self) -> "ExpertSampler":
         return self
 
-    def __next__(self) -> Tensor:
+    def _open_next(self) -> tuple[int, Future]:
         if not self.order:
             self.order = torch.randperm(len(self.paths), generator=self.generator).tolist()
-        return load_expert(self.paths[self.order.pop()], self.expect, verify=False)[0]
+        k = self.order.pop()
+        return k, self.pool.submit(load_expert, self.paths[k], self.expect, False)
+
+    def __next__(self) -> Tensor:
+        _, future = self.pending or self._open_next()
+        self.pending = self._open_next()
+        return future.result()[0]
 
     def state(self) -> dict:
-        return {"order": list(self.order), "generator": self.generator.get_state()}
+        """The order still to come, the prefetched expert first."""
+        upcoming = self.order + ([self.pending[0]] if self.pending else [])
+        return {"order": upcoming, "generator": self.generator.get_state()}
 
     def load_state(self, state: dict) -> None:
-        self.order = list(state["order"])
+        self.order, self.pending = list(state["order"]), None
         self.generator.set_state(state["generator"])
