@@ -7,8 +7,8 @@ import torch
 from scipy import stats
 
 from distillery.data import prepare
-from distillery.evaluate import EvalConfig
-from distillery.io import save_json
+from distillery.evaluate import EvalConfig, evaluate_synset
+from distillery.io import save_json, save_torch
 from distillery.models import build_model, is_model_name
 from distillery.models.cell import OPS, arch_to_name, name_to_arch, parse_arch
 from distillery.models.convnet import parse_convnet_name
@@ -185,3 +185,18 @@ def test_train_architecture_on_the_real_split(tmp_path):
     result = train_architecture("real", None, tmp_path / "digits", "ConvNetD1W32NNARAP", 0, EvalConfig(epochs=2))
     assert result["images"] == 1347 and result["source"] == "real" and result["seconds"] > 0
     assert 0.2 < result["accuracy"] <= 1.0 and result["eval"]["epochs"] == 2
+
+
+def test_train_architecture_on_a_synset_is_its_evaluation_at_the_learned_lr(tmp_path):
+    torch.set_num_threads(2)
+    prepare("digits", tmp_path, tmp_path / "digits")
+    g = torch.Generator().manual_seed(0)
+    synset = {"images": torch.randn(20, 1, 8, 8, generator=g), "labels": torch.arange(10).repeat(2), "lr": 0.02,
+              "soft_labels": None, "meta": {"method": "mtt", "dataset": "digits", "ipc": 2, "num_classes": 10,
+                                            "zca": False}}
+    save_torch(synset, tmp_path / "synset.pt")
+    cfg = EvalConfig(epochs=3)
+    result = train_architecture("mtt", tmp_path / "synset.pt", tmp_path / "digits", "ConvNetD2W32BNALMP", 1, cfg)
+    expected = evaluate_synset(tmp_path / "synset.pt", tmp_path / "digits", "ConvNetD2W32BNALMP", 1, cfg)
+    assert result["accuracy"] == expected["accuracy"] and result["lr"] == 0.02
+    assert result["images"] == 20 and result["source"] == "mtt"
