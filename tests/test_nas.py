@@ -200,3 +200,25 @@ def test_train_architecture_on_a_synset_is_its_evaluation_at_the_learned_lr(tmp_
     expected = evaluate_synset(tmp_path / "synset.pt", tmp_path / "digits", "ConvNetD2W32BNALMP", 1, cfg)
     assert result["accuracy"] == expected["accuracy"] and result["lr"] == 0.02
     assert result["images"] == 20 and result["source"] == "mtt"
+
+
+def test_nas_config_errors_name_the_study_and_field():
+    from snakemake.utils import validate
+
+    from distillery.plan import check_config
+    from test_plan import SCHEMA
+
+    config = load_config(ROOT)
+    study = {"name": "s", "space": "bench201", "dataset": "digits", "ipc": 1, "sources": ["random"]}
+    with pytest.raises(Exception, match="ground_truth"):
+        validate({**config, "nas": [study]}, schema=str(SCHEMA))
+    with pytest.raises(Exception, match="'fancy' is not one of"):
+        validate({**config, "nas": [{**study, "space": "fancy", "ground_truth": "x.csv"}]}, schema=str(SCHEMA))
+    convnet = {**study, "space": "convnet"}
+    with pytest.raises(ValueError, match="NAS study 's': the convnet space ranks against .* add 'real'"):
+        check_config({**config, "nas": [convnet]})
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        check_config({**config, "nas": [{**convnet, "sources": ["real", "nope"]}]})
+    with pytest.raises(ValueError, match="`protocols` names 'mtt', which is not a source"):
+        check_config({**config, "nas": [{**convnet, "sources": ["real"], "protocols": {"mtt": "soft"}}]})
+    check_config({**config, "nas": [{**convnet, "sources": ["real", "random"]}]})
