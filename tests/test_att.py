@@ -63,7 +63,7 @@ def test_adaptive_distillation_records_its_match_steps():
 @pytest.mark.parametrize("changes,message", [
     ({"match": "nearest"}, "match='nearest' is not one of fixed, adaptive"),
     ({"match_distance": "cos"}, "match_distance='cos' is not one of l2, l1"),
-    ({"match": "adaptive", "intermediate": "equal"}, "does not combine with intermediate"),
+    ({"kind": "adversarial", "match": "adaptive"}, "kind='adversarial' does not combine with match='adaptive'"),
 ])
 def test_config_rejects_bad_att_values(changes, message):
     with pytest.raises(ValueError, match=message):

@@ -1,5 +1,6 @@
 """Integration tier: the Snakemake workflow through its CLI, in a temporary directory."""
 import json
+import math
 import re
 import subprocess
 import sys
@@ -123,7 +124,12 @@ def test_ftd_paper_config_dry_run_job_list(tmp_path):
         "table_figure": 2,
         "plot_images": 42,
         "plot_curves": 42,
+        "nas_train": 2160,       # Table 5: 720 ConvNets x (real, MTT, FTD at CIFAR-10 IPC 50, Table 3's sets)
+        "nas_table": 1,
     }
+    subset = snakemake(tmp_path, None, "-n", "--cores", "2", "--configfile", str(ROOT / "config/paper/ftd.yaml"),
+                       "--config", "nas_subset=7")
+    assert job_counts(subset.stdout)["nas_train"] == 21
 
 
 AST_TINY = {
@@ -256,6 +262,7 @@ def test_apm_paper_config_dry_run_job_list(tmp_path):
         "table_figure": 2,
         "plot_images": 70,
         "plot_curves": 43,       # trajectory and APM distillations (not coresets, not merges)
+        "nas_table": 1,          # Table 3 without its ground-truth file: no architectures, the table job fails
     }
 
 
@@ -291,3 +298,63 @@ def test_apm_with_a_two_group_parallel_run_through_the_workflow(tmp_path):
         assert torch.equal(merged["images"][2 * c + 1], groups[1]["images"][c])
     evaluation = json.loads(next((tmp_path / "results/evals/apm").rglob("seed0.json")).read_text())
     assert evaluation["protocol"] == "soft" and evaluation["eval"]["soft_labels"] is True
+
+
+CELLS = ["|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|",
+         "|skip_connect~0|+|none~0|nor_conv_3x3~1|+|nor_conv_1x1~0|none~1|avg_pool_3x3~2|",
+         "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|none~0|nor_conv_3x3~1|nor_conv_3x3~2|"]
+NAS_TINY = {
+    "evaluation": {"seeds": 1, "epochs": 2},
+    "nas_subset": 3,
+    "tables": [{"name": "t", "cells": [{"method": "random", "dataset": "digits", "ipc": 2}]}],
+    "nas": [{"name": "quick", "space": "convnet", "dataset": "digits", "ipc": 2, "sources": ["real", "random"],
+             "epochs": 3, "top": [2, 3]},
+            {"name": "cells", "space": "bench201", "dataset": "digits", "ipc": 2, "sources": ["random"], "epochs": 2,
+             "ground_truth": "nb201.csv"}],
+}
+
+
+def test_nas_bench_201_study_without_its_file_fails_saying_what_to_supply(tmp_path):
+    dry = snakemake(tmp_path, NAS_TINY, "-n", "--cores", "1", "results/nas/cells/correlation.csv")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert job_counts(dry.stdout) == {"nas_table": 1}
+    run = snakemake(tmp_path, NAS_TINY, "--cores", "1", "results/nas/cells/correlation.csv")
+    assert run.returncode != 0
+    output = run.stdout + run.stderr
+    assert "nb201.csv" in output and "'arch,accuracy'" in output and "`ground_truth`" in output
+
+
+@pytest.mark.slow
+def test_quick_nas_runs_through_the_workflow(tmp_path):
+    (tmp_path / "nb201.csv").write_text("arch,accuracy\n" + "".join(f"{a},{90 - i}\n" for i, a in enumerate(CELLS[:2])))
+    targets = ["results/nas/quick/correlation.md", "results/nas/cells/correlation.md"]
+    result = snakemake(tmp_path, NAS_TINY, "--cores", "2", *targets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result.stdout + result.stderr) == {"prepare_data": 1, "distill": 1, "nas_train": 3 * 2 + 2,
+                                                         "nas_table": 2}
+    table = pd.read_csv(tmp_path / "results/nas/quick/correlation.csv")
+    assert table["source"].tolist() == ["real", "random"]
+    assert table["architectures"].tolist() == [3, 3] and table["images"].tolist() == [1347, 20]
+    assert table.loc[0, "top2"] == 1.0 and table.loc[0, "top3"] == 1.0
+    assert table[["top2", "top3"]].abs().le(1).all().all() and (table["minutes"] > 0).all()
+    accuracies = pd.read_csv(tmp_path / "results/nas/quick/accuracies.csv")
+    assert len(accuracies) == 6 and accuracies["accuracy"].between(0, 100).all()
+    assert "## quick" in (tmp_path / "results/nas/quick/correlation.md").read_text()
+    cells = pd.read_csv(tmp_path / "results/nas/cells/correlation.csv")
+    assert cells.columns.tolist() == ["source", "images", "architectures", "spearman", "minutes"]
+    assert cells["architectures"].tolist() == [2]
+    assert abs(cells.loc[0, "spearman"]) == 1.0 or math.isnan(cells.loc[0, "spearman"])  # nan: a tie
+    one = json.loads(next((tmp_path / "results/nas/quick/random").glob("*.json")).read_text())
+    assert one["eval"]["epochs"] == 3 and one["lr"] == 0.01 and one["seconds"] > 0
+
+
+def test_combinations_example_dry_run(tmp_path):
+    """Three combinations of components from different papers plan like any method, sharing experts."""
+    result = snakemake(tmp_path, None, "-n", "--cores", "2", "--configfile",
+                       str(ROOT / "config/examples/combinations.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result.stdout) == {
+        "all": 1, "prepare_data": 1,
+        "train_expert": 15,      # sgd (mtt), gsam (att_ftd_intermediate, ftd_representative_balanced), smooth
+        "distill": 5, "evaluate": 15, "table": 1, "plot_images": 5, "plot_curves": 4,
+    }

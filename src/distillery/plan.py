@@ -15,6 +15,7 @@ from distillery.distill.config import DistillConfig
 from distillery.evaluate import EvalConfig
 from distillery.experts import get_recipe
 from distillery.models import is_model_name
+from distillery.nas import REAL, SPACES, convnet_space, read_ground_truth, sample
 
 PATHS = {
     "train": "results/data/{dataset}/train.pt",
@@ -38,6 +39,10 @@ PATHS = {
     "stability_md": "results/stability/{study}/counts.md",
     "stability_figure": "results/figures/stability/{study}/stability.png",
     "curves": "results/figures/{method}/{dataset}/ipc{ipc}/curves.png",
+    "nas_result": "results/nas/{study}/{source}/{arch}.json",
+    "nas_csv": "results/nas/{study}/correlation.csv",
+    "nas_md": "results/nas/{study}/correlation.md",
+    "nas_accuracies": "results/nas/{study}/accuracies.csv",
 }
 # Backbones other than ConvNet (depth 3): the reference's deeper ConvNets leave a 4x4 map before the head at
 # 64 and 128 px. digits (8 px): two blocks leave a 2x2 map (instance norm over the 2x2 map of a third block
@@ -289,6 +294,85 @@ def stability_settings(config: dict, study: str, method: str) -> dict:
     return settings
 
 
+def nas_spec(config: dict, study: str) -> dict:
+    for spec in config.get("nas") or []:
+        if spec["name"] == study:
+            return spec
+    raise ValueError(f"no NAS study named '{study}' in the config; studies: "
+                     f"{', '.join(s['name'] for s in config.get('nas') or []) or 'none'}")
+
+
+def nas_architectures(config: dict, study: str) -> list[str]:
+    """The model names a study trains: the 720 ConvNets, or the cells of its ground-truth file (none while the file
+    is missing: its table job then fails saying what to supply); `nas_subset` of them when set (seeded by `seed`)."""
+    spec = nas_spec(config, study)
+    if spec["space"] == "convnet":
+        names = convnet_space()
+    elif Path(spec["ground_truth"]).is_file():
+        names = list(read_ground_truth(spec["ground_truth"], study))
+    else:
+        return []
+    return sample(names, config.get("nas_subset"), int(config.get("seed", 0)))
+
+
+def nas_settings(config: dict, study: str, source: str) -> dict | None:
+    """The resolved method settings of a study's synthetic source (None for the real training split)."""
+    spec = nas_spec(config, study)
+    if source not in spec["sources"]:
+        raise ValueError(f"NAS study '{study}' has no source '{source}'; sources: {', '.join(spec['sources'])}")
+    if source == REAL:
+        return None
+    if "ipc" not in spec:
+        raise ValueError(f"NAS study '{study}': source '{source}' is a synthetic set; give the study an `ipc`")
+    return resolve_method(config, source, spec["dataset"], spec["ipc"])
+
+
+def nas_synset(config: dict, study: str, source: str) -> str | None:
+    """The synset file a source's architectures train on (None: the real training split)."""
+    if nas_settings(config, study, source) is None:
+        return None
+    spec = nas_spec(config, study)
+    return PATHS["synset"].format(method=source, dataset=spec["dataset"], ipc=spec["ipc"])
+
+
+def nas_eval_config(config: dict, study: str, source: str) -> EvalConfig:
+    """The protocol an architecture trains under: the source's protocol (study `protocols`) with the study's
+    `epochs` (FTD and APM: 200)."""
+    spec = nas_spec(config, study)
+    cfg = eval_config(config, (spec.get("protocols") or {}).get(source, "default"))
+    return EvalConfig(**{**vars(cfg), "epochs": spec.get("epochs", cfg.epochs)})
+
+
+def nas_results(config: dict, study: str) -> list[dict]:
+    """Every (source, architecture) job of a study with its result path, sources in config order."""
+    spec = nas_spec(config, study)
+    return [{"source": source, "arch": arch, "path": PATHS["nas_result"].format(study=study, source=source, arch=arch)}
+            for source in spec["sources"] for arch in nas_architectures(config, study)]
+
+
+def check_nas(config: dict) -> None:
+    """A study's space, sources, protocols and reference are usable, before any job."""
+    for spec in config.get("nas") or []:
+        study = spec["name"]
+        if spec["space"] not in SPACES:
+            raise ValueError(f"NAS study '{study}': unknown space '{spec['space']}'; choose one of: "
+                             f"{', '.join(SPACES)}")
+        if spec["space"] == "convnet" and REAL not in spec["sources"]:
+            raise ValueError(f"NAS study '{study}': the convnet space ranks against training on the real data; add "
+                             f"'{REAL}' to its sources (or use space bench201 with a ground_truth file)")
+        if spec["space"] == "bench201" and not spec.get("ground_truth"):
+            raise ValueError(f"NAS study '{study}': space bench201 needs `ground_truth`, a CSV of arch,accuracy")
+        for source in spec.get("protocols") or {}:
+            if source not in spec["sources"]:
+                raise ValueError(f"NAS study '{study}': `protocols` names '{source}', which is not a source")
+        for source in spec["sources"]:
+            settings = nas_settings(config, study, source)
+            if settings is not None:
+                expert_files(config, spec["dataset"], settings)
+            nas_eval_config(config, study, source)
+        nas_architectures(config, study)
+
+
 # Dataset scales for per-rule resources (config `resources.<rule>.<scale>`).
 SCALES = {"small": ("digits", "mnist", "fashion-mnist"), "cifar": ("cifar10", "cifar100", "svhn"),
           "tiny": ("tiny-imagenet",), "imagenet": ("imagenet-64", "imagenette", "imagewoof", "imagemeow",
@@ -319,25 +403,35 @@ def check_config(config: dict) -> None:
     for spec in config.get("stability") or []:
         for method in spec["methods"]:
             expert_files(config, spec["dataset"], stability_settings(config, spec["name"], method))
-    for cell in table_cells(config):
-        settings = resolve_method(config, cell.method, cell.dataset, cell.ipc)
-        smallest = get_spec(cell.dataset).min_class
-        if smallest is not None and cell.ipc > smallest:
-            raise ValueError(f"{cell.dataset} ipc{cell.ipc} (method '{cell.method}'): IPC is larger than the "
+    check_nas(config)
+    for dataset, settings in distillations(config):
+        smallest = get_spec(dataset).min_class
+        if smallest is not None and settings["ipc"] > smallest:
+            raise ValueError(f"{dataset} ipc{settings['ipc']} (method '{settings['method']}'): IPC is larger than the "
                              f"smallest class ({smallest} training images); choose ipc <= {smallest}")
-        expert_files(config, cell.dataset, settings)
+        expert_files(config, dataset, settings)
         overrides = config.get("experts", {}).get("overrides") or {}
         epochs = get_recipe(settings["recipe"], **overrides).epochs
         needed = settings["max_start_epoch"] - 1 + settings["expert_epochs"]
         if settings["kind"] == "trajectory" and epochs < needed:
-            raise ValueError(f"method '{cell.method}' on {cell.dataset} ipc{cell.ipc} needs experts of at least "
-                             f"{needed} epochs (max_start_epoch {settings['max_start_epoch']} + expert_epochs "
+            raise ValueError(f"method '{settings['method']}' on {dataset} ipc{settings['ipc']} needs experts of at "
+                             f"least {needed} epochs (max_start_epoch {settings['max_start_epoch']} + expert_epochs "
                              f"{settings['expert_epochs']} - 1) but experts train {epochs}")
+
+
+def distillations(config: dict) -> list[tuple[str, dict]]:
+    """(dataset, resolved settings) of every synthetic set the tables and NAS studies read."""
+    found = [(cell.dataset, resolve_method(config, cell.method, cell.dataset, cell.ipc))
+             for cell in table_cells(config)]
+    for spec in config.get("nas") or []:
+        found += [(spec["dataset"], settings) for source in spec["sources"]
+                  if (settings := nas_settings(config, spec["name"], source)) is not None]
+    return found
 
 
 # DVC (dvc.yaml): one stage per entry of `dvc_experts` in config/config.yaml, keyed <dataset>-<norm>-<model>-<recipe>.
 def expert_sets(config: dict) -> list[dict]:
-    """The expert sets (dataset, norm, model, recipe) the config's tables and stability studies read, in order;
+    """The expert sets (dataset, norm, model, recipe) the config's tables, NAS and stability studies read, in order;
     a merged method's are those of its groups."""
     sets: list[dict] = []
 
@@ -347,8 +441,8 @@ def expert_sets(config: dict) -> list[dict]:
         if expert_files(config, dataset, settings) and expert_dir(dataset, settings) not in sets:
             sets.append(expert_dir(dataset, settings))
 
-    for cell in table_cells(config):
-        add(cell.dataset, resolve_method(config, cell.method, cell.dataset, cell.ipc))
+    for dataset, settings in distillations(config):
+        add(dataset, settings)
     for spec in config.get("stability") or []:
         for method in spec["methods"]:
             add(spec["dataset"], stability_settings(config, spec["name"], method))

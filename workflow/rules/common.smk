@@ -14,6 +14,11 @@ from distillery.plan import (
     expert_seeds,
     figure_sources,
     group_files,
+    nas_eval_config,
+    nas_results,
+    nas_settings,
+    nas_spec,
+    nas_synset,
     resolve_method,
     rule_resources,
     stability_settings,
@@ -41,18 +46,20 @@ wildcard_constraints:
     norm="zca|std",
     table="[A-Za-z0-9_/-]+",
     study="[A-Za-z0-9_/-]+",
+    source="[A-Za-z0-9_]+",
     parameter="lr_img|lr_lr",
     multiplier="[0-9.e+-]+",
     figure="accuracy_vs_ipc|cross_arch|smoothness|match_steps",
 
 
-def res(rule_name, key):
-    """A resource of a rule's job (distillery.plan.rule_resources): by rule, dataset scale and attempt."""
+def res(rule_name, key, study_spec=stability_spec):
+    """A resource of a rule's job (distillery.plan.rule_resources): by rule, dataset scale and attempt; a job
+    with a {study} takes its dataset from `study_spec` (stability_spec, or nas_spec for NAS rules)."""
 
     def value(wildcards, attempt):
         dataset = wildcards.get("dataset")
         if dataset is None and "study" in wildcards.keys():
-            dataset = stability_spec(config, wildcards.study)["dataset"]
+            dataset = study_spec(config, wildcards.study)["dataset"]
         return rule_resources(config, rule_name, dataset, attempt)[key]
 
     return value
@@ -121,6 +128,23 @@ def evaluate_inputs(wildcards):
     return {**data_files(wildcards.dataset, settings(wildcards)["zca"]), "synset": synset}
 
 
+def nas_train_inputs(wildcards):
+    """The study's data (ZCA when the source was distilled in that domain) and the source's synset, if any."""
+    chosen = nas_settings(config, wildcards.study, wildcards.source)
+    files = data_files(nas_spec(config, wildcards.study)["dataset"], chosen is not None and chosen["zca"])
+    synset = nas_synset(config, wildcards.study, wildcards.source)
+    return {**files, "synset": [synset] if synset else []}
+
+
+def nas_table_inputs(wildcards):
+    """Every architecture's result, and the ground-truth file when the study has one and it exists (when it does
+    not, the table job runs alone and fails saying what to supply)."""
+    spec = nas_spec(config, wildcards.study)
+    truth = spec.get("ground_truth")
+    return {"results": [r["path"] for r in nas_results(config, wildcards.study)],
+            "ground_truth": [truth] if truth and Path(truth).is_file() else []}
+
+
 def table_inputs(wildcards):
     return list(dict.fromkeys(source["path"] for source in table_sources(config, wildcards.table)))
 
@@ -166,4 +190,6 @@ def all_targets():
     for study in config.get("stability") or []:
         targets += [PATHS[kind].format(study=study["name"]) for kind in ("stability_csv", "stability_md",
                                                                           "stability_figure")]
+    for study in config.get("nas") or []:
+        targets += [PATHS[kind].format(study=study["name"]) for kind in ("nas_csv", "nas_md", "nas_accuracies")]
     return list(dict.fromkeys(targets))

@@ -14,6 +14,9 @@ MATCHES = ("fixed", "adaptive")
 DISTANCES = ("l2", "l1")
 DISAGREEMENTS = ("l1", "l2", "cosine")
 MEMORIES = ("full", "recompute", "constant")
+# Components only trajectory matching uses, with their "off" value.
+TRAJECTORY_COMPONENTS = (("match", "fixed"), ("intermediate", "none"), ("balance", False), ("perturb", "none"),
+                         ("ema_decay", None), ("memory", "full"), ("chunk", None))
 
 
 @dataclass(frozen=True)
@@ -102,20 +105,19 @@ class DistillConfig:
             bad("balance_theta", "must be greater than 1 (ν takes its natural log)")
         if self.intermediate not in INTERMEDIATES:
             bad("intermediate", f"is not one of {', '.join(INTERMEDIATES)}")
-        if self.intermediate != "none" and self.syn_steps < self.expert_epochs:
-            bad("intermediate", f"needs syn_steps ({self.syn_steps}) >= expert_epochs ({self.expert_epochs}), "
-                                f"else a matching point falls on student step 0")
         if self.match not in MATCHES:
             bad("match", f"is not one of {', '.join(MATCHES)}")
         if self.match_distance not in DISTANCES:
             bad("match_distance", f"is not one of {', '.join(DISTANCES)}")
-        if self.match == "adaptive" and self.intermediate != "none":
-            bad("match", "adaptive matching picks its own step; it does not combine with intermediate matching")
+        if self.intermediate != "none" and self.match == "fixed" and self.syn_steps < self.expert_epochs:
+            bad("intermediate", f"needs syn_steps ({self.syn_steps}) >= expert_epochs ({self.expert_epochs}), "
+                                f"else a matching point falls on student step 0")
         if self.memory not in MEMORIES:
             bad("memory", f"is not one of {', '.join(MEMORIES)}")
         if self.chunk is not None and (isinstance(self.chunk, bool) or not isinstance(self.chunk, int)
                                        or self.chunk < 1):
             bad("chunk", "must be an integer of at least 1 (or null for the whole synthetic minibatch)")
+        self._check_combination()
         if self.batch_syn is not None and self.batch_syn < 1:
             bad("batch_syn", "must be at least 1 (or null for all synthetic images)")
         for name in ("student_epochs", "checkpoints", "student_batch"):
@@ -140,6 +142,23 @@ class DistillConfig:
             bad("update_syn", "must be at least 1 (or null for all selected images at once)")
         if not self.lr_img_decay > 0:
             bad("lr_img_decay", "must be positive")
+
+    def _check_combination(self) -> None:
+        """Components combine freely within trajectory matching (any experts, init, perturbation, loss weighting,
+        match target, EMA); the other kinds do not unroll a student against expert trajectories, so a trajectory
+        component set on them would be silently ignored: rejected, naming both settings."""
+        if self.kind == "trajectory":
+            return
+        used = [f"{name}={getattr(self, name)!r}" for name, off in TRAJECTORY_COMPONENTS
+                if getattr(self, name) != off]
+        if self.init == "representative" and self.kind in ("adversarial", "coreset"):
+            used.append("init='representative'")
+        if used:
+            hint = {"coreset": "select picks the images; use select kmeans for representative picks",
+                    "adversarial": "APM starts from real or noise images and matches teacher predictions",
+                    "merged": "set them on the groups' method (groups_of)"}[self.kind]
+            raise ValueError(f"method '{self.method}': kind={self.kind!r} does not combine with {', '.join(used)} "
+                             f"(trajectory-matching components; {hint}): drop them or use kind 'trajectory'")
 
     @classmethod
     def from_dict(cls, settings: dict) -> "DistillConfig":

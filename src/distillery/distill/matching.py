@@ -113,7 +113,8 @@ def trajectory_loss(cfg: DistillConfig, student: FlatModel, trajectory: Tensor, 
     MTT's loss, plus AST's switches when on: perturb=filter moves the expert start itself (student start and
     every denominator); gaussian moves only the student start. With intermediate matching the loss is
     L_main + Σ β_i L_i, L_i matching θ̂_{ξ_i} to θ*_{t+i}. With match=adaptive (ATT) the target is matched at
-    the nearest of the N steps, so images and lr learn only through the steps up to it.
+    the nearest of the N steps, so images and lr learn only through the steps up to it; combined with intermediate
+    matching, the points divide that shorter path: ξ_i = ⌊i·k/M⌋ for the match step k (points on step 0 skipped).
     """
     device = images.device
     start = trajectory[t].to(device)
@@ -130,13 +131,16 @@ def trajectory_loss(cfg: DistillConfig, student: FlatModel, trajectory: Tensor, 
     path = unroll_path(student, student_start.requires_grad_(True), images, labels, lr, cfg.syn_steps, batches, aug,
                        cfg.dsa, points, scale, cfg.memory, cfg.chunk)
     target = trajectory[t + cfg.expert_epochs].to(device)
-    if cfg.match == "adaptive":
+    step, final, matched = cfg.syn_steps, path[-1], path[:-1]
+    if cfg.match == "adaptive":  # path is θ̂_1 … θ̂_N
         step = nearest_step(path, target, cfg.match_distance)
-        return matching_loss(path[step - 1], start, target), step
-    loss = matching_loss(path[-1], start, target)
-    for i, (theta, beta) in enumerate(zip(path[:-1], intermediate_weights(cfg.intermediate, cfg.expert_epochs)), 1):
-        loss = loss + beta * matching_loss(theta, start, trajectory[t + i].to(device))
-    return loss, cfg.syn_steps
+        final = path[step - 1]
+        matched = [path[xi - 1] if xi > 0 else None for xi in intermediate_points(step, cfg.expert_epochs)]
+    loss = matching_loss(final, start, target)
+    for i, (theta, beta) in enumerate(zip(matched, intermediate_weights(cfg.intermediate, cfg.expert_epochs)), 1):
+        if theta is not None:
+            loss = loss + beta * matching_loss(theta, start, trajectory[t + i].to(device))
+    return loss, step
 
 
 def initial_images(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
