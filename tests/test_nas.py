@@ -6,9 +6,10 @@ import pytest
 import torch
 from scipy import stats
 
-from distillery.data import prepare
+from distillery.data import load_meta, prepare
+from distillery.distill.run import save_synset
 from distillery.evaluate import EvalConfig, evaluate_synset
-from distillery.io import save_json, save_torch
+from distillery.io import save_json
 from distillery.models import build_model, is_model_name
 from distillery.models.cell import OPS, arch_to_name, name_to_arch, parse_arch
 from distillery.models.convnet import parse_convnet_name
@@ -191,10 +192,10 @@ def test_train_architecture_on_a_synset_is_its_evaluation_at_the_learned_lr(tmp_
     torch.set_num_threads(2)
     prepare("digits", tmp_path, tmp_path / "digits")
     g = torch.Generator().manual_seed(0)
-    synset = {"images": torch.randn(20, 1, 8, 8, generator=g), "labels": torch.arange(10).repeat(2), "lr": 0.02,
-              "soft_labels": None, "meta": {"method": "mtt", "dataset": "digits", "ipc": 2, "num_classes": 10,
-                                            "zca": False}}
-    save_torch(synset, tmp_path / "synset.pt")
+    meta = {"method": "mtt", "dataset": "digits", "ipc": 2, "num_classes": 10, "zca": False,
+            "dataset_sha256": load_meta(tmp_path / "digits")["sha256"]["train.pt"]}
+    save_synset(tmp_path / "synset.pt", torch.randn(20, 1, 8, 8, generator=g), torch.arange(10).repeat(2), 0.02,
+                None, meta)
     cfg = EvalConfig(epochs=3)
     result = train_architecture("mtt", tmp_path / "synset.pt", tmp_path / "digits", "ConvNetD2W32BNALMP", 1, cfg)
     expected = evaluate_synset(tmp_path / "synset.pt", tmp_path / "digits", "ConvNetD2W32BNALMP", 1, cfg)

@@ -147,16 +147,21 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
         synset_meta = {**cfg.to_dict(), "dataset": meta["name"], "dataset_sha256": meta["sha256"]["train.pt"],
                        "num_classes": meta["num_classes"], "experts": len(expert_paths), "seconds": seconds,
                        "seeds": role_seeds(cfg.seed, SEED_ROLES),
-                       "skipped": sum(row.get("skipped", 0) for row in result.history),
-                       "sha256": sha256_tensor(images_out, labels_out, soft)}
+                       "skipped": sum(row.get("skipped", 0) for row in result.history)}
         with atomic_path(log_path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)  # columns a kind does not log stay empty
             writer.writeheader()
             writer.writerows(result.history)
-        save_torch({"images": images_out, "labels": labels_out, "lr": result.lr, "soft_labels": soft,
-                    "meta": synset_meta}, synset_path)
+        save_synset(synset_path, images_out, labels_out, result.lr, soft, synset_meta)
         checkpoint.clear()
     return synset_meta
+
+
+def save_synset(path: str | Path, images: Tensor, labels: Tensor, lr: float | None, soft_labels: Tensor | None,
+                meta: dict) -> None:
+    """Write a synthetic set (CPU tensors) atomically, its tensors' sha256 added to `meta`."""
+    meta = {**meta, "sha256": sha256_tensor(images, labels, soft_labels)}
+    save_torch({"images": images, "labels": labels, "lr": lr, "soft_labels": soft_labels, "meta": meta}, path)
 
 
 def load_synset(path: str | Path, expect: dict | None = None) -> dict:
