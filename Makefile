@@ -11,7 +11,7 @@ run: $(VENV)/.installed
 	$(VENV)/bin/snakemake --cores 1 --report results/report.html
 
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

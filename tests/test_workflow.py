@@ -127,9 +127,6 @@ def test_ftd_paper_config_dry_run_job_list(tmp_path):
         "nas_train": 2160,       # Table 5: 720 ConvNets x (real, MTT, FTD at CIFAR-10 IPC 50, Table 3's sets)
         "nas_table": 1,
     }
-    subset = snakemake(tmp_path, None, "-n", "--cores", "2", "--configfile", str(ROOT / "config/paper/ftd.yaml"),
-                       "--config", "nas_subset=7")
-    assert job_counts(subset.stdout)["nas_train"] == 21
 
 
 AST_TINY = {
@@ -315,12 +312,10 @@ NAS_TINY = {
 
 
 def test_nas_bench_201_study_without_its_file_fails_saying_what_to_supply(tmp_path):
-    dry = snakemake(tmp_path, NAS_TINY, "-n", "--cores", "1", "results/nas/cells/correlation.csv")
-    assert dry.returncode == 0, dry.stderr[-3000:]
-    assert job_counts(dry.stdout) == {"nas_table": 1}
     run = snakemake(tmp_path, NAS_TINY, "--cores", "1", "results/nas/cells/correlation.csv")
     assert run.returncode != 0
     output = run.stdout + run.stderr
+    assert job_counts(output) == {"nas_table": 1}, "no architecture is planned without the file"
     assert "nb201.csv" in output and "'arch,accuracy'" in output and "`ground_truth`" in output
 
 

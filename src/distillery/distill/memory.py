@@ -41,7 +41,6 @@ from distillery.augment import dsa
 from distillery.functional import FlatModel
 
 
-
 def step_gradient(student: FlatModel, theta: Tensor, x: Tensor, y: Tensor, scale: float, chunk: int | None,
                   create_graph: bool) -> Tensor:
     """∇_θ scale·CE(student(θ, x), y) over the whole batch, summed over chunks of `chunk` images when set.

@@ -132,28 +132,28 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
     identity = {"settings": cfg.to_dict(), "dataset_sha256": meta["sha256"]["train.pt"],
                 "experts": [load_expert(path, verify=False)[1].get("sha256") for path in expert_paths]}
     tic = time.perf_counter()
-    with Checkpoint(checkpoint_path(synset_path), checkpoint_every, identity) as checkpoint:
-        if cfg.kind == "coreset":
-            result = DistillResult(*coreset(cfg, meta, images, labels, expert_paths), lr=None)
-        elif cfg.kind == "merged":
-            result = merge_groups(cfg, group_paths)
-        elif cfg.kind == "adversarial":
-            result = adversarial(cfg, meta, images, labels, expert_paths, checkpoint, max_bad)
-        else:
-            result = match_trajectories(cfg, meta, images, labels, expert_paths, checkpoint, max_bad)
-        seconds = time.perf_counter() - tic
-        images_out, labels_out = result.images.detach().cpu(), result.labels.cpu()
-        soft = None if result.soft_labels is None else result.soft_labels.detach().cpu()
-        synset_meta = {**cfg.to_dict(), "dataset": meta["name"], "dataset_sha256": meta["sha256"]["train.pt"],
-                       "num_classes": meta["num_classes"], "experts": len(expert_paths), "seconds": seconds,
-                       "seeds": role_seeds(cfg.seed, SEED_ROLES),
-                       "skipped": sum(row.get("skipped", 0) for row in result.history)}
-        with atomic_path(log_path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)  # columns a kind does not log stay empty
-            writer.writeheader()
-            writer.writerows(result.history)
-        save_synset(synset_path, images_out, labels_out, result.lr, soft, synset_meta)
-        checkpoint.clear()
+    checkpoint = Checkpoint(checkpoint_path(synset_path), checkpoint_every, identity)
+    if cfg.kind == "coreset":
+        result = DistillResult(*coreset(cfg, meta, images, labels, expert_paths), lr=None)
+    elif cfg.kind == "merged":
+        result = merge_groups(cfg, group_paths)
+    else:
+        with checkpoint:  # SIGTERM checkpoints (only these loops poll it; elsewhere it keeps its default)
+            run = adversarial if cfg.kind == "adversarial" else match_trajectories
+            result = run(cfg, meta, images, labels, expert_paths, checkpoint, max_bad)
+    seconds = time.perf_counter() - tic
+    images_out, labels_out = result.images.detach().cpu(), result.labels.cpu()
+    soft = None if result.soft_labels is None else result.soft_labels.detach().cpu()
+    synset_meta = {**cfg.to_dict(), "dataset": meta["name"], "dataset_sha256": meta["sha256"]["train.pt"],
+                   "num_classes": meta["num_classes"], "experts": len(expert_paths), "seconds": seconds,
+                   "seeds": role_seeds(cfg.seed, SEED_ROLES),
+                   "skipped": sum(row.get("skipped", 0) for row in result.history)}
+    with atomic_path(log_path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)  # columns a kind does not log stay empty
+        writer.writeheader()
+        writer.writerows(result.history)
+    save_synset(synset_path, images_out, labels_out, result.lr, soft, synset_meta)
+    checkpoint.clear()
     return synset_meta
 
 
