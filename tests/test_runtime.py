@@ -30,3 +30,20 @@ def test_cuda_speedups_toggle_tf32_and_channels_last_keeps_values():
     x = torch.randn(2, 3, 4, 4, device="cuda")
     y = channels_last(x)
     assert y.is_contiguous(memory_format=torch.channels_last) and torch.equal(x, y)
+
+
+def test_to_device_moves_and_casts_like_to_on_the_cpu():
+    from distillery.runtime import to_device
+
+    v = torch.tensor([1.5, 2.5])
+    assert to_device(v, "cpu") is v
+    assert torch.equal(to_device(v, "cpu", torch.long), v.to(torch.long))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_to_device_to_cuda_is_asynchronous_and_exact():
+    from distillery.runtime import to_device
+
+    v = torch.randn(1000)
+    moved = to_device(v, "cuda", torch.float64)
+    assert moved.is_cuda and torch.equal(moved.cpu(), v.double())

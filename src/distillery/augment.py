@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from distillery.runtime import to_device
+
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 
 
@@ -35,7 +37,7 @@ class DSAParams:
 # ---- deterministic ops: explicit per-sample parameters (1-D tensors of length B), differentiable in x ----
 
 def _per_sample(v: Tensor, x: Tensor) -> Tensor:
-    return v.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
+    return to_device(v, x.device, x.dtype).view(-1, 1, 1, 1)
 
 
 def brightness(x: Tensor, u: Tensor, strength: float = 1.0) -> Tensor:
@@ -58,7 +60,7 @@ def contrast(x: Tensor, u: Tensor, strength: float = 0.5) -> Tensor:
 def translate(x: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
     """out[b, :, i, j] = x[b, :, i + dy[b], j + dx[b]], zero outside the image (integer shifts, one gather)."""
     b, _, h, w = x.shape
-    dy, dx = dy.to(x.device, torch.long).view(b, 1, 1), dx.to(x.device, torch.long).view(b, 1, 1)
+    dy, dx = to_device(dy, x.device, torch.long).view(b, 1, 1), to_device(dx, x.device, torch.long).view(b, 1, 1)
     # a 1-px zero border; indices that leave the image are clamped onto it
     padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # [B, H+2, W+2, C]
     rows = (torch.arange(1, h + 1, device=x.device).view(1, h, 1) + dy).clamp(0, h + 1)
@@ -70,8 +72,8 @@ def translate(x: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
 def cutout(x: Tensor, cy: Tensor, cx: Tensor, side: int) -> Tensor:
     """Zero a side x side square per image: rows cy - side//2 onwards (likewise cols), clipped at the borders."""
     _, _, h, w = x.shape
-    top = (cy.to(x.device, torch.long) - side // 2).view(-1, 1)
-    left = (cx.to(x.device, torch.long) - side // 2).view(-1, 1)
+    top = (to_device(cy, x.device, torch.long) - side // 2).view(-1, 1)
+    left = (to_device(cx, x.device, torch.long) - side // 2).view(-1, 1)
     rows = torch.arange(h, device=x.device).view(1, h)
     cols = torch.arange(w, device=x.device).view(1, w)
     in_rows = (rows >= top) & (rows < top + side)  # [B, H]
@@ -82,12 +84,12 @@ def cutout(x: Tensor, cy: Tensor, cx: Tensor, side: int) -> Tensor:
 
 def flip(x: Tensor, mask: Tensor) -> Tensor:
     """Horizontally flip the images where `mask` (bool, [B]) is true."""
-    return torch.where(mask.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
+    return torch.where(to_device(mask, x.device).view(-1, 1, 1, 1), x.flip(3), x)
 
 
 def affine(x: Tensor, theta: Tensor) -> Tensor:
     """Resample each image through its 2x3 affine matrix (bilinear, zero padding, align_corners=True)."""
-    theta = theta.to(device=x.device, dtype=x.dtype)
+    theta = to_device(theta, x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=True)
     return F.grid_sample(x, grid, align_corners=True)
 

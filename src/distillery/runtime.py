@@ -41,3 +41,12 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     if x.is_cuda and x.dim() == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def to_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`t` on `device` (and `dtype`): from the CPU to CUDA through pinned memory, asynchronously, so the host
+    does not wait for the GPU's queue (a pageable copy would); elsewhere a plain `.to`."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, dtype, non_blocking=True)
+    return t.to(device, dtype)

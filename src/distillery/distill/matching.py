@@ -20,6 +20,7 @@ from distillery.distill.init import init_synthetic
 from distillery.distill.memory import memory_unroll, step_gradient
 from distillery.functional import FlatModel
 from distillery.progress import Progress
+from distillery.runtime import to_device
 from distillery.seeds import generator
 
 
@@ -40,7 +41,7 @@ class Batches:
 
     def next(self) -> Tensor:
         if not self.chunks:
-            perm = torch.randperm(self.n, generator=self.generator).to(self.device)
+            perm = to_device(torch.randperm(self.n, generator=self.generator), self.device)
             self.chunks = list(perm.split(self.size))[::-1]
         return self.chunks.pop()
 
@@ -48,7 +49,7 @@ class Batches:
         return {"chunks": [chunk.cpu() for chunk in self.chunks], "generator": self.generator.get_state()}
 
     def load_state(self, state: dict) -> None:
-        self.chunks = [chunk.to(self.device) for chunk in state["chunks"]]
+        self.chunks = [to_device(chunk, self.device) for chunk in state["chunks"]]
         self.generator.set_state(state["generator"])
 
 
@@ -117,7 +118,7 @@ def trajectory_loss(cfg: DistillConfig, student: FlatModel, trajectory: Tensor, 
     matching, the points divide that shorter path: ξ_i = ⌊i·k/M⌋ for the match step k (points on step 0 skipped).
     """
     device = images.device
-    start = trajectory[t].to(device)
+    start = to_device(trajectory[t], device)
     if cfg.perturb == "filter":
         start = filter_perturbation(start, student.shapes, cfg.perturb_scale, noise, filter_mask(student))
     student_start = perturb_start(start, cfg, noise) if cfg.perturb == "gaussian" else start
@@ -130,7 +131,7 @@ def trajectory_loss(cfg: DistillConfig, student: FlatModel, trajectory: Tensor, 
     scale = balance_coefficient(t, cfg.max_start_epoch, cfg.balance_theta) if cfg.balance else 1.0
     path = unroll_path(student, student_start.requires_grad_(True), images, labels, lr, cfg.syn_steps, batches, aug,
                        cfg.dsa, points, scale, cfg.memory, cfg.chunk)
-    target = trajectory[t + cfg.expert_epochs].to(device)
+    target = to_device(trajectory[t + cfg.expert_epochs], device)
     step, final, matched = cfg.syn_steps, path[-1], path[:-1]
     if cfg.match == "adaptive":  # path is θ̂_1 … θ̂_N
         step = nearest_step(path, target, cfg.match_distance)
@@ -139,7 +140,7 @@ def trajectory_loss(cfg: DistillConfig, student: FlatModel, trajectory: Tensor, 
     loss = matching_loss(final, start, target)
     for i, (theta, beta) in enumerate(zip(matched, intermediate_weights(cfg.intermediate, cfg.expert_epochs)), 1):
         if theta is not None:
-            loss = loss + beta * matching_loss(theta, start, trajectory[t + i].to(device))
+            loss = loss + beta * matching_loss(theta, start, to_device(trajectory[t + i], device))
     return loss, step
 
 
