@@ -63,8 +63,9 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
     trajectory[0] = flat.flatten().cpu()
     first_epoch, position, order, total = 0, 0, None, torch.zeros((), device=device)
 
-    def state() -> dict:
-        return {"epoch": epoch, "position": position, "order": None if order is None else order.cpu(),
+    def state(resume_at: int) -> dict:
+        """What a restart needs to continue at epoch `resume_at` (at `position` within it, when `order` is set)."""
+        return {"epoch": resume_at, "position": position, "order": None if order is None else order.cpu(),
                 "total": total.cpu(), "model": model.state_dict(), "optimizer": base.state_dict(),
                 "trajectory": trajectory, "shuffle": shuffle.get_state(), "aug": aug.get_state()}
 
@@ -104,14 +105,13 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
             total += loss.detach() * len(idx)
             position += recipe.batch
             if checkpoint is not None and position < len(images):
-                checkpoint.poll(state)
+                checkpoint.poll(lambda: state(epoch))
         if not recipe.final_only or epoch + 1 == recipe.epochs:
             trajectory[-1 if recipe.final_only else epoch + 1] = flat.flatten().cpu()
         progress.update(epoch + 1, loss=float(total) / len(images))
         order = None
         if checkpoint is not None:
-            epoch += 1  # the state of a finished epoch resumes at the next one
-            checkpoint.step(epoch, state)
+            checkpoint.step(epoch + 1, lambda: state(epoch + 1))
     progress.close()
     return trajectory, model
 
