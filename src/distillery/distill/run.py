@@ -9,6 +9,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from distillery.checkpoint import Checkpoint, checkpoint_path
 from distillery.data import load_meta, load_split, load_zca
 from distillery.distill.config import DistillConfig
 from distillery.distill.coreset import check_ipc, embed, forgetting_counts, select_coreset
@@ -16,7 +17,6 @@ from distillery.distill.apm import distill_adversarial
 from distillery.distill.matching import DistillResult, distill_trajectory
 from distillery.experts import ExpertSampler, get_recipe, load_expert
 from distillery.functional import FlatModel
-from distillery.checkpoint import Checkpoint, checkpoint_path
 from distillery.io import atomic_path, save_torch, sha256_tensor
 from distillery.models import build_model
 from distillery.seeds import SEED_ROLES, generator, role_seeds
