@@ -51,8 +51,7 @@ class Checkpoint:
             self.previous = None
 
     def _on_sigterm(self, signum, frame) -> None:
-        log.info("SIGTERM: saving a checkpoint at the end of this step")
-        self.terminated = True
+        self.terminated = True  # only a flag: the next step or poll saves (no I/O or logging inside a handler)
 
     def resume(self) -> dict | None:
         """The saved state of this job, or None (no checkpoint, another job's, or unreadable)."""
@@ -84,6 +83,7 @@ class Checkpoint:
         """If SIGTERM arrived: save `state()` (tensors and plain data only) and raise Preempted."""
         if not self.terminated:
             return
+        log.info("SIGTERM: saving a checkpoint and stopping")
         if self.path is not None:
             save_torch({"identity": self.identity, "state": state()}, self.path)
         where = f"checkpoint {self.path}" if self.path else "no checkpoint (none configured)"
