@@ -135,3 +135,14 @@ def test_model_names_are_all_buildable() -> None:
     assert len(MODEL_NAMES) == len(set(MODEL_NAMES))
     assert all(is_model_name(n) for n in MODEL_NAMES)
     assert {"ConvNet", "ConvNetD3", "ResNet18BN_AP", "VGG11BN", "ConvNetKIP"} <= set(MODEL_NAMES)
+
+
+def test_convnet_at_28px_one_channel_is_the_reference_network():
+    # networks.py (MTT lineage) _make_layers: padding 3 on the first conv for 1 channel, im_size 28 read as 32,
+    # so maps are 32/16/8 and the classifier is 10 x (128*4*4); shapes in parameters() order.
+    shapes = [tuple(p.shape) for p in build_model("ConvNet", 1, 10, 28).parameters()]
+    block = [(128,), (128,), (128,)]  # conv bias, GroupNorm weight and bias
+    assert shapes == [(128, 1, 3, 3), *block, (128, 128, 3, 3), *block, (128, 128, 3, 3), *block, (10, 2048), (10,)]
+    assert build_model("ConvNet", 1, 10, 28).features[0].padding == (3, 3)
+    assert build_model("ConvNet", 3, 10, 32).features[0].padding == (1, 1)
+    assert build_model("ConvNetD2W32", 1, 10, 8).classifier.in_features == 32 * 2 * 2  # digits unchanged

@@ -50,6 +50,10 @@ class ConvNet(FeatureClassifier):
     """ConvNet(width, depth, norm, act, pool) whose linear head is sized from the input resolution `size`.
 
     A 2x2 pool that would act on a 1x1 map is skipped, so deep variants still build on small images.
+    A 1-channel 28 px input (MNIST, Fashion-MNIST) gets padding 3 in the first conv, so its maps are 32/16/8
+    and the classifier is the reference's (networks.py `_make_layers`: `padding=3 if channel == 1 and d == 0`,
+    with im_size 28 read as 32). The reference pads any 1-channel input by 3 but sizes its head for 28 px only
+    (other sizes do not build there), so other 1-channel sizes (8 px digits) keep padding 1.
     """
 
     def __init__(self, channels: int, num_classes: int, size: int, width: int = 128, depth: int = 3,
@@ -60,8 +64,11 @@ class ConvNet(FeatureClassifier):
             raise ValueError(f"ConvNet needs depth >= 1 and width >= 1, got depth={depth}, width={width}")
         layers: list[nn.Module] = []
         in_ch, side = channels, size
-        for _ in range(depth):
-            layers += [nn.Conv2d(in_ch, width, kernel_size=3, padding=1), norm_layer(norm, width, side), act_layer(act)]
+        for d in range(depth):
+            pad = 3 if d == 0 and channels == 1 and size == 28 else 1
+            side += 2 * pad - 2
+            layers += [nn.Conv2d(in_ch, width, kernel_size=3, padding=pad), norm_layer(norm, width, side),
+                       act_layer(act)]
             if pool != "none" and side > 1:
                 layers.append(nn.MaxPool2d(2, 2) if pool == "maxpool" else nn.AvgPool2d(2, 2))
                 side //= 2
