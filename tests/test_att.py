@@ -1,19 +1,33 @@
 """ATT's adaptive match step: the nearest student step is matched, and only the steps up to it carry gradient."""
+from pathlib import Path
+
 import pytest
 import torch
 
 from distillery.distill import distill_trajectory
 from distillery.distill.matching import Batches, matching_loss, nearest_step, trajectory_loss, unroll_path
+from distillery.plan import load_config, resolve_method
 from distillery.seeds import generator
 from test_distill import config, make_problem, tiny_student
 
 
-def test_nearest_step_by_l2_or_l1_and_ties_to_the_earliest():
+def test_nearest_step_l1_ties_to_the_later_as_the_code_l2_to_the_earliest_as_the_paper():
     target = torch.zeros(2)
     path = [torch.tensor([3.0, 0.0]), torch.tensor([1.0, 1.0]), torch.tensor([1.5, 0.0]), torch.tensor([0.0, 1.5])]
     assert nearest_step(path, target, "l2") == 2          # squared L2: 9, 2, 2.25, 2.25
-    assert nearest_step(path, target, "l1") == 3          # L1: 3, 2, 1.5, 1.5 -> the earlier of the tie
+    assert nearest_step(path, target, "l1") == 4          # L1: 3, 2, 1.5, 1.5 -> the later of the tie (`>=`)
     assert nearest_step([torch.ones(2)] * 3, target, "l2") == 1
+    assert nearest_step([torch.ones(2)] * 3, target, "l1") == 3
+
+
+def test_att_preset_selects_by_l1_and_att_paper_by_squared_l2():
+    config = load_config(Path(__file__).resolve().parents[1])
+    assert resolve_method(config, "att", "cifar10", 10)["match_distance"] == "l1"
+    assert resolve_method(config, "att_paper", "cifar10", 10)["match_distance"] == "l2"
+    # a path where the two criteria disagree: L1 1.4 vs 1.2 picks step 2, squared L2 0.98 vs 1.44 step 1
+    target = torch.zeros(2)
+    path = [torch.tensor([0.7, 0.7]), torch.tensor([0.0, 1.2])]
+    assert nearest_step(path, target, "l1") == 2 and nearest_step(path, target, "l2") == 1
 
 
 def loss_and_step(cfg, student, trajectory, images, labels, lr):

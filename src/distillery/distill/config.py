@@ -50,7 +50,7 @@ class DistillConfig:
     intermediate: str = "none"       # intermediate matching: none | equal (β_i = 1) | varied (β_i = i/M)
     # ATT (Liu et al. 2024): match the target at the student step nearest to it instead of step N
     match: str = "fixed"             # fixed (θ̂_N) | adaptive (θ̂_k, k = argmin_k distance(θ̂_k, θ*_{t+M}))
-    match_distance: str = "l2"       # the selection distance: l2 (squared, the paper) | l1 (the public code)
+    match_distance: str = "l2"       # the selection distance: l1 (ATT's code, its preset) | l2 (squared, paper)
     # memory of the unroll (distill/memory.py): full (create_graph, grows with N) | recompute (exact, keeps N
     # parameter vectors, no graphs) | constant (TESLA: memory independent of N, first-order: drops Hessian terms)
     memory: str = "full"

@@ -97,12 +97,18 @@ def perturb_start(start: Tensor, cfg: DistillConfig, noise: torch.Generator) -> 
 
 
 def nearest_step(path: Sequence[Tensor], target: Tensor, distance: str) -> int:
-    """ATT's match step: the 1-based k whose θ̂_k in `path` (θ̂_1 … θ̂_N) is nearest `target`, by squared L2 or
-    L1; ties go to the earliest step (the shortest trajectory that gets as close). No gradient flows through the
-    choice; a non-finite distance is picked like any other, so the loss shows it."""
+    """ATT's match step: the 1-based k whose θ̂_k in `path` (θ̂_1 … θ̂_N) is nearest `target`.
+
+    l1 is ATT's code (distill_ATT.py: L1 distance, running minimum with `>=`, so ties go to the later step);
+    l2 is its paper's squared L2, ties to the earliest step (the shortest trajectory that gets as close). The
+    code's initial bound of 10000 (no step below it leaves the index unset) is not kept: the minimum is taken
+    over all N steps. No gradient flows through the choice; a non-finite distance is picked like any other,
+    so the loss shows it."""
     with torch.no_grad():
         gaps = torch.stack([(theta - target).pow(2).sum() if distance == "l2" else (theta - target).abs().sum()
                             for theta in path])
+        if distance == "l1":  # the last minimum: the first of the reversed distances
+            return len(gaps) - int(torch.argmin(gaps.flip(0)))
         return int(torch.argmin(gaps)) + 1
 
 
