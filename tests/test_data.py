@@ -260,7 +260,7 @@ def test_tiny_imagenet_wrong_layout_explains_expected_layout(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_imagenet_subset_maps_imagenet_indices_and_crops_to_128(tmp_path):
+def test_imagenet_subset_maps_imagenet_indices_and_resizes_to_128(tmp_path):
     root = tmp_path / "raw" / "imagenet"
     wnids = [f"n{i:08d}" for i in range(1000)]
     for wnid in wnids:
@@ -278,3 +278,20 @@ def test_imagenet_subset_maps_imagenet_indices_and_crops_to_128(tmp_path):
     (root / "train" / wnids[999]).rmdir()
     with pytest.raises(DataMissingError, match="999 class folders, expected 1000"):
         prepare("imagenette", tmp_path / "raw", tmp_path / "out2")
+
+
+def test_imagenet_subset_images_are_squashed_whole_to_128_not_cropped(tmp_path):
+    # the references resize the whole image to (128, 128) (tuple Resize on the tensor): a 200x100 image whose
+    # left quarter is red keeps a red left quarter; Resize(128) + CenterCrop would have cut the red away
+    from distillery.data.folders import decode_images
+
+    pixels = np.zeros((100, 200, 3), dtype=np.uint8)
+    pixels[:, :50] = (255, 0, 0)
+    pixels[:, 50:] = (0, 0, 255)
+    path = tmp_path / "wide.png"
+    Image.fromarray(pixels).save(path)
+    out = decode_images([path], 128)[0].float()
+    assert out.shape == (3, 128, 128)
+    assert torch.all(out[0, :, :31] == 255) and torch.all(out[2, :, :31] == 0)   # red: x < 32 of 128
+    assert torch.all(out[0, :, 33:] == 0) and torch.all(out[2, :, 33:] == 255)   # blue beyond
+    assert torch.equal(out[:, 0], out[:, 127])  # no vertical structure: rows all alike

@@ -17,14 +17,22 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 
 
 def _decode_one(path: Path, size: int) -> np.ndarray:
-    """One image as uint8 [3,size,size]: RGB, and if not already size x size, Resize(size) + CenterCrop(size)."""
+    """One image as uint8 [3,size,size]: RGB; if not already size x size, the whole image is resized to exactly
+    size x size (aspect not kept, nothing cropped), bilinear on the [0,1] tensor without antialiasing.
+
+    That is the references' ImageNet transform (MTT utils.py get_dataset: ToTensor, Normalize, then
+    Resize(im_size) with the tuple im_size = (128, 128), a tensor resize that squashes, so its CenterCrop
+    is a no-op; torchvision 0.12 did not antialias tensors). Normalising first commutes with the resize.
+    """
     import torchvision.transforms.functional as TF
 
     with Image.open(path) as img:
-        img = img.convert("RGB")
-        if img.size != (size, size):
-            img = TF.center_crop(TF.resize(img, size), size)
-        return np.asarray(img).transpose(2, 0, 1)
+        pixels = np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+    if pixels.shape[1:] == (size, size):
+        return pixels
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels)).float().div_(255)
+    tensor = TF.resize(tensor, [size, size], interpolation=TF.InterpolationMode.BILINEAR, antialias=False)
+    return tensor.mul_(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
 
 
 def decode_images(paths: list[Path], size: int) -> Tensor:
@@ -131,7 +139,7 @@ def _imagenet_missing(name: str, root: Path, problem: str, layout: str) -> DataM
 
 
 def load_imagenet_subset_splits(name: str, data_dir: Path) -> RawSplits:
-    """A 10-class ImageNet subset from ImageFolder trees of full ImageNet, Resize(128) + CenterCrop(128)."""
+    """A 10-class ImageNet subset from ImageFolder trees of full ImageNet, each image resized whole to 128x128."""
     root = data_dir / "imagenet"
     layout = (f"  {root}/train/<wnid>/*.JPEG   all 1000 ImageNet-1k class folders (class i = i-th wnid in sorted order)\n"
               f"  {root}/val/<wnid>/*.JPEG     the val images sorted into the same class folders")
