@@ -6,8 +6,8 @@ from snakemake.utils import validate
 
 from distillery.data import DATASETS
 from distillery.experts import get_recipe
-from distillery.plan import (CONFIG_FILES, check_config, eval_config, expert_files, figure_sources, load_config, merge,
-                             resolve_method, table_cells, table_sources)
+from distillery.plan import (CONFIG_FILES, check_config, eval_config, expert_files, expert_overrides, figure_sources,
+                             load_config, merge, resolve_method, table_cells, table_sources)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -157,7 +157,23 @@ def test_bad_measures_fail_before_any_job(measure, cell, needle):
 
 
 def test_paper_configs_train_experts_at_their_recipes_batch():
-    """The default config's digits batch override (32) must not leak into the paper configs (deep merge)."""
+    """The default config's digits batch (32) must not leak into the paper configs (deep merge)."""
     for paper in sorted((ROOT / "config/paper").glob("*.yaml")):
-        overrides = load_config(ROOT, paper)["experts"]["overrides"]
-        assert get_recipe("sgd", **overrides).batch == 256 and get_recipe("sgd_b512", **overrides).batch == 512
+        config = load_config(ROOT, paper)
+        for dataset in ("cifar10", "cifar100", "tiny-imagenet", "fashion-mnist"):
+            overrides = expert_overrides(config, dataset)
+            assert get_recipe("sgd", **overrides).batch == 256 and get_recipe("sgd_b512", **overrides).batch == 512
+
+
+def test_digits_expert_batch_stays_with_digits_in_a_users_own_config(tmp_path):
+    """A user's config with a CIFAR-10 (or Fashion-MNIST) table over the default trains batch-256 experts;
+    digits keeps its batch 32; experts.overrides still reach every dataset."""
+    user = tmp_path / "user.yaml"
+    user.write_text("tables:\n  - name: mine\n    cells:\n      - {method: mtt, dataset: cifar10, ipc: 1}\n")
+    config = load_config(ROOT, user)
+    assert get_recipe("sgd", **expert_overrides(config, "cifar10")).batch == 256
+    assert get_recipe("sgd", **expert_overrides(config, "fashion-mnist")).batch == 256
+    assert get_recipe("sgd", **expert_overrides(config, "digits")).batch == 32
+    config["experts"]["overrides"] = {"epochs": 5}
+    assert get_recipe("sgd", **expert_overrides(config, "cifar10")).epochs == 5
+    assert get_recipe("sgd", **expert_overrides(config, "digits")) == get_recipe("sgd", batch=32, epochs=5)

@@ -177,6 +177,13 @@ def table_cells(config: dict, table: str | None = None) -> list[Cell]:
     return cells
 
 
+def expert_overrides(config: dict, dataset: str) -> dict:
+    """Recipe settings forced on `dataset`'s experts: `experts.datasets[dataset]`, then `experts.overrides` (every
+    dataset) over it; so a setting made for one small dataset never reaches another's experts."""
+    experts = config.get("experts", {})
+    return merge((experts.get("datasets") or {}).get(dataset) or {}, experts.get("overrides") or {})
+
+
 def expert_seeds(config: dict) -> list[int]:
     return list(range(int(config.get("experts", {}).get("count", 10))))
 
@@ -410,8 +417,7 @@ def check_config(config: dict) -> None:
             raise ValueError(f"{dataset} ipc{settings['ipc']} (method '{settings['method']}'): IPC is larger than the "
                              f"smallest class ({smallest} training images); choose ipc <= {smallest}")
         expert_files(config, dataset, settings)
-        overrides = config.get("experts", {}).get("overrides") or {}
-        epochs = get_recipe(settings["recipe"], **overrides).epochs
+        epochs = get_recipe(settings["recipe"], **expert_overrides(config, dataset)).epochs
         needed = settings["max_start_epoch"] - 1 + settings["expert_epochs"]
         if settings["kind"] == "trajectory" and epochs < needed:
             raise ValueError(f"method '{settings['method']}' on {dataset} ipc{settings['ipc']} needs experts of at "

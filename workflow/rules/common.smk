@@ -11,6 +11,7 @@ from distillery.plan import (
     check_config,
     eval_config,
     expert_files,
+    expert_overrides,
     expert_seeds,
     figure_sources,
     group_files,

@@ -4,7 +4,7 @@ rule train_expert:
     output:
         PATHS["expert"],
     params:
-        overrides=config["experts"]["overrides"],
+        overrides=lambda wildcards: expert_overrides(config, wildcards.dataset),
         device=config["device"],
     log:
         "results/logs/train_expert/{dataset}/{norm}/{model}/{recipe}/{k}.log",
