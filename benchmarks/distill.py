@@ -31,7 +31,7 @@ from distillery.distill.matching import Batches, trajectory_loss
 from distillery.functional import FlatModel
 from distillery.models import build_model
 from distillery.plan import load_config, resolve_method
-from distillery.runtime import channels_last, cuda_speedups
+from distillery.runtime import channels_last, set_tf32
 from distillery.seeds import generator, seeded
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ class Case:
     syn_steps: int = 20            # N
     batch_syn: int | None = None   # None: all synthetic images per inner step
     model: str = "ConvNet"
-    tf32: bool = False             # runtime.cuda_speedups (CUDA only)
+    tf32: bool = False             # TF32 for convolutions and matmuls (CUDA only; runtime.tf32 all vs none)
     channels_last: bool = False    # runtime.channels_last on the synthetic images (CUDA only)
 
 
@@ -92,7 +92,7 @@ class Problem:
 
     def step(self) -> None:
         """One distillation iteration, as distill_trajectory's loop body."""
-        cuda_speedups(self.device, self.case.tf32)
+        set_tf32(self.device, "all" if self.case.tf32 else "none")
         cfg = self.cfg
         t = int(torch.randint(cfg.max_start_epoch, (1,), generator=self.starts))
         loss, _ = trajectory_loss(cfg, self.student, self.trajectory, t, self.images, self.labels, self.lr,
@@ -108,7 +108,7 @@ class Problem:
 
     def floor(self) -> None:
         """N+1 plain forward/backward passes of one batch (same size, augmentation and student)."""
-        cuda_speedups(self.device, self.case.tf32)
+        set_tf32(self.device, "all" if self.case.tf32 else "none")
         theta = self.trajectory[0].to(self.device).requires_grad_(True)
         x, y = self.images.detach()[:self.batch], self.labels[:self.batch]
         for _ in range(self.cfg.syn_steps + 1):

@@ -17,7 +17,7 @@ import harness
 from distillery.augment import DEFAULT_STRATEGY
 from distillery.data import get_spec
 from distillery.evaluate import EvalConfig, train_network
-from distillery.runtime import channels_last, cuda_speedups
+from distillery.runtime import channels_last, set_tf32
 from distillery.seeds import generator
 
 
@@ -31,7 +31,7 @@ class Case:
     dsa: str = DEFAULT_STRATEGY    # 'none': no augmentation
     sam_rho: float = 0.0
     soft_labels: bool = False      # L1 regression on random logits instead of CE on hard labels
-    tf32: bool = False             # runtime.cuda_speedups (CUDA only)
+    tf32: bool = False             # TF32 for convolutions and matmuls (CUDA only; runtime.tf32 all vs none)
     channels_last: bool = False    # runtime.channels_last on the set (CUDA only)
 
 
@@ -51,7 +51,7 @@ class Problem:
 
     def train(self) -> None:
         """Train one fresh network on the set with the protocol."""
-        cuda_speedups(self.device, self.case.tf32)
+        set_tf32(self.device, "all" if self.case.tf32 else "none")
         train_network(self.images, self.labels, 0.01, self.case.arch, self.num_classes, 0, self.cfg)
 
 

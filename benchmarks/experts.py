@@ -17,7 +17,7 @@ import torch
 import harness
 from distillery.data import get_spec
 from distillery.experts import get_recipe, train_expert, train_experts_batched
-from distillery.runtime import channels_last, cuda_speedups
+from distillery.runtime import channels_last, set_tf32
 from distillery.seeds import generator
 
 MODES = ("serial", "batched")
@@ -33,7 +33,7 @@ class Case:
     recipe: str = "sgd"
     epochs: int = 1
     batch: int = 256
-    tf32: bool = False             # runtime.cuda_speedups (CUDA only)
+    tf32: bool = False             # TF32 for convolutions and matmuls (CUDA only; runtime.tf32 all vs none)
     channels_last: bool = False    # runtime.channels_last on the training images (CUDA only)
 
 
@@ -51,7 +51,7 @@ class Problem:
 
     def train(self) -> None:
         """Train K fresh experts."""
-        cuda_speedups(self.device, self.case.tf32)
+        set_tf32(self.device, "all" if self.case.tf32 else "none")
         c, seeds = self.case, list(range(self.case.experts))
         if c.mode == "batched":
             train_experts_batched(self.images, self.labels, c.model, self.num_classes, self.recipe, seeds)

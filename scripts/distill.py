@@ -6,7 +6,7 @@ from pathlib import Path
 from distillery.distill import run_distillation
 from distillery.runtime import job_setup
 
-device = job_setup(snakemake.log[0], snakemake.threads, snakemake.params.device)
+device = job_setup(snakemake.log[0], snakemake.threads, snakemake.params.device, snakemake.config["runtime"]["tf32"])
 run_distillation(snakemake.params.settings, Path(snakemake.input.meta).parent, snakemake.output.synset,
                  snakemake.output.log_csv, expert_paths=snakemake.input.experts,
                  group_paths=snakemake.input.get("groups", []), zca_path=snakemake.input.get("zca"), device=device,

@@ -6,7 +6,7 @@ from distillery.evaluate import EvalConfig, evaluate_synset
 from distillery.io import save_json
 from distillery.runtime import job_setup
 
-device = job_setup(snakemake.log[0], snakemake.threads, snakemake.params.device)
+device = job_setup(snakemake.log[0], snakemake.threads, snakemake.params.device, snakemake.config["runtime"]["tf32"])
 result = evaluate_synset(snakemake.input.synset, Path(snakemake.input.meta).parent, snakemake.wildcards.arch,
                          int(snakemake.wildcards.seed), EvalConfig(**snakemake.params.evaluation),
                          zca_path=snakemake.input.get("zca"), device=device, protocol=snakemake.wildcards.protocol)

@@ -5,6 +5,6 @@ from pathlib import Path
 from distillery.experts import run_expert_stats
 from distillery.runtime import job_setup
 
-device = job_setup(snakemake.log[0], snakemake.threads, snakemake.params.device)
+device = job_setup(snakemake.log[0], snakemake.threads, snakemake.params.device, snakemake.config["runtime"]["tf32"])
 run_expert_stats(snakemake.input.experts, Path(snakemake.input.meta).parent, snakemake.output[0],
                  zca_path=snakemake.input.get("zca"), device=device)

@@ -7,7 +7,7 @@ from distillery.io import save_json
 from distillery.nas import train_architecture
 from distillery.runtime import job_setup
 
-device = job_setup(snakemake.log[0], snakemake.threads, snakemake.params.device)
+device = job_setup(snakemake.log[0], snakemake.threads, snakemake.params.device, snakemake.config["runtime"]["tf32"])
 synsets = snakemake.input.synset
 result = train_architecture(snakemake.wildcards.source, synsets[0] if synsets else None,
                             Path(snakemake.input.meta).parent, snakemake.wildcards.arch, int(snakemake.params.seed),

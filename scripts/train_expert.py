@@ -5,7 +5,7 @@ from pathlib import Path
 from distillery.experts import run_expert_training
 from distillery.runtime import job_setup
 
-device = job_setup(snakemake.log[0], snakemake.threads, snakemake.params.device)
+device = job_setup(snakemake.log[0], snakemake.threads, snakemake.params.device, snakemake.config["runtime"]["tf32"])
 w = snakemake.wildcards
 run_expert_training(Path(snakemake.input.meta).parent, snakemake.output[0], w.model, w.recipe, int(w.k),
                     zca_path=snakemake.input.get("zca"), overrides=snakemake.params.overrides, device=device,

@@ -1,32 +1,42 @@
 import pytest
 import torch
 
-from distillery.runtime import channels_last, cuda_speedups
+from distillery.runtime import TF32_MODES, channels_last, set_tf32
 
 
 def _flags():
-    return (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
 
 
-def test_cuda_speedups_are_a_no_op_on_the_cpu():
+def test_tf32_is_a_no_op_on_the_cpu_and_bad_modes_are_named():
     before = _flags()
-    assert cuda_speedups("cpu") is False
-    assert cuda_speedups("cpu", tf32=False) is False
+    for mode in TF32_MODES:
+        assert set_tf32("cpu", mode) is False
     assert _flags() == before
+    with pytest.raises(ValueError, match="runtime.tf32='fast' is not one of conv, all, none"):
+        set_tf32("cpu", "fast")
     x = torch.randn(2, 3, 4, 4)
     assert channels_last(x) is x
 
 
+def test_the_default_config_sets_tf32_for_convolutions_only():
+    from pathlib import Path
+
+    from distillery.plan import load_config
+
+    assert load_config(Path(__file__).resolve().parents[1])["runtime"]["tf32"] == "conv"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_speedups_toggle_tf32_and_channels_last_keeps_values():
+def test_tf32_modes_set_both_flags_explicitly_and_channels_last_keeps_values():
     before = _flags()
     try:
-        assert cuda_speedups("cuda", tf32=True) is True
-        assert _flags() == (True, True, True)
-        assert cuda_speedups("cuda:0", tf32=False) is True
-        assert _flags() == (False, False, False)
+        for mode, flags in (("conv", (True, False)), ("all", (True, True)), ("none", (False, False))):
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = not flags[0], not flags[1]
+            assert set_tf32("cuda:0", mode) is True
+            assert _flags() == flags
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = before
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
     x = torch.randn(2, 3, 4, 4, device="cuda")
     y = channels_last(x)
     assert y.is_contiguous(memory_format=torch.channels_last) and torch.equal(x, y)

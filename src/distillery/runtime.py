@@ -1,9 +1,13 @@
 """What every workflow job does first: log to its log file, size its thread pool, pick its device."""
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from distillery.progress import setup_logging
+
+log = logging.getLogger("distillery")
 
 
 def resolve_device(name: str = "auto") -> str:
@@ -15,23 +19,32 @@ def resolve_device(name: str = "auto") -> str:
     return name
 
 
-def job_setup(log_path: str | None, threads: int, device: str = "auto") -> str:
+# runtime.tf32: which CUDA kernels may use TF32 (about 10 mantissa bits instead of 23, several times faster on
+# Ampere and later). "conv" is PyTorch's default since 1.12 (cuDNN convolutions TF32, matmuls strict float32),
+# what the references' convolutions ran with (docs/fidelity.md); "all" adds matmuls (torch 1.7-1.11's default);
+# "none" is strict float32 everywhere.
+TF32_MODES = ("conv", "all", "none")
+
+
+def job_setup(log_path: str | None, threads: int, device: str = "auto", tf32: str = "conv") -> str:
+    """Log to the job's log file, size the thread pool, resolve the device and set its TF32 mode explicitly."""
     setup_logging(log_path)
     torch.set_num_threads(max(1, threads))
-    return resolve_device(device)
+    resolved = resolve_device(device)
+    if set_tf32(resolved, tf32):
+        log.info("device %s, TF32 mode %s (runtime.tf32)", resolved, tf32)
+    return resolved
 
 
-def cuda_speedups(device: str, tf32: bool = True) -> bool:
-    """Let matmuls and cuDNN convolutions use TF32 on Ampere+ GPUs (about 10 mantissa bits instead of 23,
-    several times faster) and let cuDNN pick its fastest kernels for fixed shapes. Optional: results change
-    in the last bits, so runs that must match a CPU reference leave it off. No-op (returns False) on the CPU;
-    returns whether the CUDA settings were applied. `tf32=False` turns TF32 and cuDNN autotuning off (strict
-    float32 everywhere), the 'off' side of a benchmark comparison."""
+def set_tf32(device: str, mode: str) -> bool:
+    """Set TF32 for cuDNN convolutions and CUDA matmuls from `mode` (TF32_MODES), whatever torch's defaults;
+    a no-op returning False off CUDA (the CPU has no TF32), True where the flags were set."""
+    if mode not in TF32_MODES:
+        raise ValueError(f"runtime.tf32={mode!r} is not one of {', '.join(TF32_MODES)}")
     if not str(device).startswith("cuda"):
         return False
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    torch.backends.cudnn.benchmark = tf32
+    torch.backends.cudnn.allow_tf32 = mode in ("conv", "all")
+    torch.backends.cuda.matmul.allow_tf32 = mode == "all"
     return True
 
 
