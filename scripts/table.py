@@ -8,4 +8,4 @@ job_setup(snakemake.log[0], snakemake.threads, "cpu")
 reported = snakemake.params.reported
 write_table(snakemake.params.sources, snakemake.output.csv, snakemake.output.md, snakemake.params.title,
             reported_paths=snakemake.input.reported, paper=reported.get("paper"), table_name=reported.get("table"),
-            tex_path=snakemake.output.tex, measure=snakemake.params.measure)
+            tex_path=snakemake.output.tex, measure=snakemake.params.measure, notes=snakemake.params.notes)

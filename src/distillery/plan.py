@@ -425,6 +425,45 @@ def check_config(config: dict) -> None:
                              f"{settings['expert_epochs']} - 1) but experts train {epochs}")
 
 
+INITIAL_SHARE_WARNING = 0.10  # warn before any job where an EMA result keeps more of its initial images
+
+
+def initial_share_line(dataset: str, settings: dict) -> str | None:
+    """'ftd cifar10 IPC 10: decay 0.9995 ^ 5000 iterations keeps 8.2% initial images', or None without an EMA."""
+    share = DistillConfig.from_dict(settings).initial_share() if settings["kind"] == "trajectory" else None
+    if share is None:
+        return None
+    return (f"{settings['method']} {dataset} IPC {settings['ipc']}: EMA decay {settings['ema_decay']} ^ "
+            f"{settings['iterations']} iterations keeps {100 * share:.1f}% of the initial images")
+
+
+def initial_share_warnings(config: dict) -> list[str]:
+    """One warning per distillation whose EMA result would keep more than INITIAL_SHARE_WARNING of its initial
+    images (decay^iterations), naming the cell, the decay and the iterations."""
+    warnings = []
+    for dataset, settings in distillations(config):
+        line = initial_share_line(dataset, settings)
+        if line and DistillConfig.from_dict(settings).initial_share() > INITIAL_SHARE_WARNING:
+            warnings.append(f"{line} (more than {100 * INITIAL_SHARE_WARNING:.0f}%): the result is largely its "
+                            f"initialisation; raise iterations or lower ema_decay unless that is the run to reproduce")
+    return list(dict.fromkeys(warnings))
+
+
+def table_notes(config: dict, table: str) -> list[str]:
+    """Notes printed under a table: its config `note`, then the share of initial images each EMA cell keeps."""
+    spec = table_spec(config, table)
+    notes = [spec["note"]] if spec.get("note") else []
+    shares = []
+    for cell in table_cells(config, table):
+        line = initial_share_line(cell.dataset, resolve_method(config, cell.method, cell.dataset, cell.ipc))
+        if line and line not in shares:
+            shares.append(line)
+    if shares:
+        notes.append("EMA results (FTD, ATT: no bias correction, so decay^iterations of the result is still the "
+                     "initial images): " + "; ".join(shares) + ".")
+    return notes
+
+
 def distillations(config: dict) -> list[tuple[str, dict]]:
     """(dataset, resolved settings) of every synthetic set the tables and NAS studies read."""
     found = [(cell.dataset, resolve_method(config, cell.method, cell.dataset, cell.ipc))

@@ -15,6 +15,7 @@ from distillery.plan import (
     expert_seeds,
     figure_sources,
     group_files,
+    initial_share_warnings,
     nas_eval_config,
     nas_results,
     nas_settings,
@@ -26,13 +27,17 @@ from distillery.plan import (
     stability_spec,
     stability_trials,
     table_cells,
+    table_notes,
     table_sources,
     table_spec,
 )
+from snakemake.logging import logger
 
 
 validate(config, schema="../schemas/config.schema.yaml")
 check_config(config)
+for warning in initial_share_warnings(config):
+    logger.warning(f"Warning: {warning}")
 
 
 wildcard_constraints:

@@ -18,6 +18,7 @@ rule table:
         reported=table_option("reported", {}),
         measure=table_option("measure", "accuracy"),
         sources=lambda wildcards: table_sources(config, wildcards.table),
+        notes=lambda wildcards: table_notes(config, wildcards.table),
     log:
         "results/logs/table/{table}.log",
     benchmark:

@@ -170,6 +170,14 @@ class DistillConfig:
                              f"allowed: {', '.join(sorted(known))}")
         return cls(**settings)
 
+    def initial_share(self, updates: int | None = None) -> float | None:
+        """The weight of the initial images in the EMA result after `updates` EMA steps (default: one per
+        iteration): decay^updates, since e ← d·e + (1−d)·x starts at the initial images with no bias correction
+        (FTD's and ATT's ModelEmaV2). None without an EMA."""
+        if self.ema_decay is None:
+            return None
+        return self.ema_decay ** (self.iterations if updates is None else updates)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

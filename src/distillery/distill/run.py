@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import time
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +22,7 @@ from distillery.io import atomic_path, save_torch, sha256_tensor
 from distillery.models import build_model
 from distillery.seeds import SEED_ROLES, generator, role_seeds
 
+log = logging.getLogger("distillery")
 LOG_COLUMNS = ("iteration", "loss", "lr", "start_epoch", "match_step", "skipped", "seconds")
 
 
@@ -144,10 +146,15 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
     seconds = time.perf_counter() - tic
     images_out, labels_out = result.images.detach().cpu(), result.labels.cpu()
     soft = None if result.soft_labels is None else result.soft_labels.detach().cpu()
+    skipped = sum(row.get("skipped", 0) for row in result.history)
     synset_meta = {**cfg.to_dict(), "dataset": meta["name"], "dataset_sha256": meta["sha256"]["train.pt"],
                    "num_classes": meta["num_classes"], "experts": len(expert_paths), "seconds": seconds,
-                   "seeds": role_seeds(cfg.seed, SEED_ROLES),
-                   "skipped": sum(row.get("skipped", 0) for row in result.history)}
+                   "seeds": role_seeds(cfg.seed, SEED_ROLES), "skipped": skipped}
+    if cfg.ema_decay is not None and cfg.kind == "trajectory":
+        share = cfg.initial_share(cfg.iterations - skipped)  # skipped iterations do not update the EMA
+        synset_meta["initial_share"] = share
+        log.info("%s ipc%d: the EMA result keeps %.1f%% of the initial images (decay %s ^ %d updates)", cfg.method,
+                 cfg.ipc, 100 * share, cfg.ema_decay, cfg.iterations - skipped)
     with atomic_path(log_path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)  # columns a kind does not log stay empty
         writer.writeheader()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -191,11 +191,12 @@ def cells(table: pd.DataFrame, pm: str, minus: str, measure: str = "accuracy") -
             for r in shown.itertuples(index=False)]
 
 
-def to_markdown(table: pd.DataFrame, title: str, measure: str = "accuracy") -> str:
-    """`## title`, the table (ours, paper, Δ) and the note on what the numbers are."""
+def to_markdown(table: pd.DataFrame, title: str, measure: str = "accuracy", notes: Sequence[str] = ()) -> str:
+    """`## title`, the table (ours, paper, Δ), the note on what the numbers are, then the table's own notes."""
     body = pd.DataFrame(cells(table, " ± ", MINUS, measure), columns=HEADER)
     markdown = body.to_markdown(index=False, disable_numparse=True, colalign=ALIGN)
-    return f"## {title}\n\n{markdown}\n\n{MEASURE_NOTES.get(measure, PROTOCOL)}\n"
+    text = "\n\n".join([MEASURE_NOTES.get(measure, PROTOCOL), *notes])
+    return f"## {title}\n\n{markdown}\n\n{text}\n"
 
 
 def latex_escape(text: str) -> str:
@@ -231,13 +232,14 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_table(sources: Iterable[str | Path | dict], csv_path: str | Path, md_path: str | Path, title: str,
                 reported_paths: Iterable[str | Path] = (), paper: str | None = None, table_name: str | None = None,
-                tex_path: str | Path | None = None, measure: str = "accuracy") -> pd.DataFrame:
-    """Read the sources (see load_records), set them beside the paper's numbers, write CSV, Markdown and optional
-    LaTeX atomically."""
+                tex_path: str | Path | None = None, measure: str = "accuracy",
+                notes: Sequence[str] = ()) -> pd.DataFrame:
+    """Read the sources (see load_records), set them beside the paper's numbers, write CSV, Markdown (with
+    `notes` under the table) and optional LaTeX atomically."""
     table = compare(aggregate(load_records(sources, measure)), load_reported(reported_paths), paper, table_name)
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
-    write_text(md_path, to_markdown(table, title, measure))
+    write_text(md_path, to_markdown(table, title, measure, notes))
     if tex_path is not None:
         write_text(tex_path, to_latex(table, title, measure))
     return table

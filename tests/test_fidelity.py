@@ -1,0 +1,64 @@
+"""Fidelity ledger (docs/fidelity.md): each row's default and variant, pinned."""
+import copy
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from distillery.data import prepare
+from distillery.distill.config import DistillConfig
+from distillery.distill.run import run_distillation
+from distillery.experts import run_expert_training
+from distillery.plan import initial_share_warnings, load_config, table_notes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def crafted(decay: float, iterations: int) -> dict:
+    """The default config with one FTD cell on digits at the given EMA decay and iterations."""
+    config = copy.deepcopy(load_config(ROOT))
+    config["hparams"]["ftd"]["digits"]["ipc1"] = {"ema_decay": decay, "iterations": iterations}
+    config["tables"] = [{"name": "t", "cells": [{"method": ["mtt", "ftd"], "dataset": "digits", "ipc": 1}]}]
+    return config
+
+
+def test_planner_warns_for_an_ema_cell_that_keeps_more_than_10_percent_initial_images():
+    warnings = initial_share_warnings(crafted(0.9999, 1000))
+    assert len(warnings) == 1  # mtt has no EMA
+    assert "ftd digits IPC 1: EMA decay 0.9999 ^ 1000 iterations keeps 90.5% of the initial images" in warnings[0]
+    assert initial_share_warnings(crafted(0.999, 5000)) == []  # 0.7%
+    notes = table_notes(crafted(0.9999, 1000), "t")
+    assert notes[-1].startswith("EMA results") and "keeps 90.5% of the initial images" in notes[-1]
+
+
+def test_initial_share_is_decay_to_the_iterations():
+    cfg = DistillConfig(method="ftd", kind="trajectory", ipc=1, ema_decay=0.9999, iterations=1000)
+    assert cfg.initial_share() == pytest.approx(0.905, abs=5e-4)
+    assert cfg.initial_share(10) == 0.9999 ** 10
+    assert DistillConfig(method="mtt", kind="trajectory", ipc=1).initial_share() is None
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("fidelity")
+    prepare("digits", root, root / "digits")
+    expert = root / "expert0.pt"
+    run_expert_training(root / "digits", expert, "ConvNetD2W16", "sgd", 0, overrides={"epochs": 3, "batch": 64})
+    return root / "digits", expert
+
+
+def test_synset_metadata_and_job_log_carry_the_ema_initial_share(digits, tmp_path, caplog):
+    prepared, expert = digits
+    method = dict(method="ftd", kind="trajectory", ipc=1, model="ConvNetD2W16", iterations=12, syn_steps=3,
+                  expert_epochs=1, max_start_epoch=2, lr_img=10.0, lr_lr=1e-7, ema_decay=0.9)
+    with caplog.at_level(logging.INFO, logger="distillery"):
+        meta = run_distillation(method, prepared, tmp_path / "s.pt", tmp_path / "s.csv", expert_paths=[expert])
+    assert meta["skipped"] == 0 and meta["initial_share"] == pytest.approx(0.9 ** 12)
+    assert "keeps 28.2% of the initial images (decay 0.9 ^ 12 updates)" in caplog.text
+
+
+def test_apm_table1_note_flags_the_papers_tiny_ipc50_inconsistency():
+    notes = table_notes(load_config(ROOT, ROOT / "config/paper/apm.yaml"), "apm/table1")
+    assert "38.2" in notes[0] and "30.0" in notes[0] and "Table A5" in notes[0]
