@@ -124,8 +124,9 @@ def test_distillation_refreshes_students_every_mid_gap_plus_one_iterations(monke
 
 
 def test_distillation_is_deterministic_and_ascends_the_disagreement():
+    # the paper's reading (one subset per refresh), so the same images are updated against the same nets
     images, labels = data(18)
-    cfg = config(iterations=6, mid_gap=10, lr_img=0.05, batch_syn=4, update_syn=3)
+    cfg = config(iterations=6, mid_gap=10, lr_img=0.05, batch_syn=4, update_syn=3, apm_subset="refresh")
     first = distill_adversarial(cfg, images, labels, 3, teacher_files())
     again = distill_adversarial(cfg, images, labels, 3, teacher_files())
     assert torch.equal(first.images, again.images) and torch.equal(first.soft_labels, again.soft_labels)
@@ -139,6 +140,25 @@ def test_distillation_is_deterministic_and_ascends_the_disagreement():
     next(draws)  # the one refresh's teacher; the next labels the result
     with torch.no_grad():
         assert torch.allclose(first.soft_labels, net_from(next(draws))(first.images))
+
+
+@pytest.mark.parametrize("subset,draws", [("iteration", 6), ("refresh", 2)])
+def test_apm_draws_a_fresh_subset_every_iteration_as_its_code_and_per_refresh_as_its_paper(monkeypatch, subset,
+                                                                                          draws):
+    drawn, trained, updated = [], [], []
+    real_draw, real_train, real_grad = apm.draw_subset, apm.train_student, apm.loss_and_gradient
+    monkeypatch.setattr(apm, "draw_subset", lambda *a: drawn.append(real_draw(*a)) or drawn[-1])
+    monkeypatch.setattr(apm, "train_student", lambda x, *a, **k: trained.append(x) or real_train(x, *a, **k))
+    monkeypatch.setattr(apm, "loss_and_gradient", lambda x, *a, **k: updated.append(x) or real_grad(x, *a, **k))
+    images, labels = data(18)
+    cfg = config(iterations=6, mid_gap=2, batch_syn=3, apm_subset=subset)
+    distill_adversarial(cfg, images, labels, 3, teacher_files())
+    assert len(drawn) == draws and len(trained) == 2  # students are refreshed at iterations 1 and 4 either way
+    assert torch.equal(trained[0], updated[0]) and torch.equal(trained[1], updated[3])  # on that iteration's draw
+    if subset == "iteration":  # a fixed seed still gives a new subset at each iteration of a refresh period
+        assert all(not torch.equal(a, b) for a, b in zip(drawn, drawn[1:]))
+    assert all(len(x) == 3 for x in updated)
+    assert DistillConfig(method="apm", kind="adversarial", ipc=1).apm_subset == "iteration"
 
 
 def net_from(trajectory: torch.Tensor) -> nn.Module:

@@ -13,18 +13,18 @@ def test_tf32_is_a_no_op_on_the_cpu_and_bad_modes_are_named():
     for mode in TF32_MODES:
         assert set_tf32("cpu", mode) is False
     assert _flags() == before
-    with pytest.raises(ValueError, match="runtime.tf32='fast' is not one of conv, all, none"):
+    with pytest.raises(ValueError, match="runtime.tf32='fast' is not one of all, conv, none"):
         set_tf32("cpu", "fast")
     x = torch.randn(2, 3, 4, 4)
     assert channels_last(x) is x
 
 
-def test_the_default_config_sets_tf32_for_convolutions_only():
+def test_the_default_config_sets_tf32_as_the_references_torch_did():
     from pathlib import Path
 
     from distillery.plan import load_config
 
-    assert load_config(Path(__file__).resolve().parents[1])["runtime"]["tf32"] == "conv"
+    assert load_config(Path(__file__).resolve().parents[1])["runtime"]["tf32"] == "all"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -140,14 +140,21 @@ def image_gradient(images: Tensor, labels: Tensor, teacher: nn.Module, students:
     return loss_and_gradient(images, labels, teacher, students, cfg)[1]
 
 
+def draw_subset(n: int, size: int, select: torch.Generator, device: torch.device) -> Tensor:
+    """`size` distinct random indices of the `n` synthetic images (the first `size` of a permutation)."""
+    return torch.randperm(n, generator=select)[:size].to(device)
+
+
 def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
                         teachers: Iterator[Tensor], init: tuple[Tensor, Tensor] | None = None,
                         checkpoint: Checkpoint | None = None, max_bad: int = 10) -> DistillResult:
     """Run cfg.iterations APM iterations; `teachers` yields [rows, P] files whose last row is a teacher.
 
-    Every mid_gap+1 iterations (1, mid_gap+2, ...): the next teacher, batch_syn random synthetic images, the
-    teacher's logits on them and a fresh student (K checkpoints). Every iteration: one SGD(lr_img, momentum)
-    step of those images on image_loss; lr_img × lr_img_decay for iterations after iterations//2. `init` is a
+    Every iteration draws batch_syn random synthetic images (distill.py:301 @53c8847, inside the iteration loop)
+    and takes one SGD(lr_img, momentum) step of them on image_loss; lr_img × lr_img_decay for iterations after
+    iterations//2. Every mid_gap+1 iterations (1, mid_gap+2, ...) that iteration's draw also brings the next
+    teacher, its logits on those images and a fresh student (K checkpoints) trained on them (the paper's
+    Algorithm 1 draws one mini-batch per refresh instead: `apm_subset: refresh`, preset apm_paper). `init` is a
     starting (images, labels); by default init_synthetic (real or noise). The result's soft labels are the
     logits of one more teacher on the final images (APM evaluates with them); its lr is lr_net.
 
@@ -180,9 +187,11 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
         tic = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = cfg.lr_img * (cfg.lr_img_decay if it > cfg.iterations // 2 else 1.0)
-        if (it - 1) % (cfg.mid_gap + 1) == 0:
+        refresh = (it - 1) % (cfg.mid_gap + 1) == 0
+        if refresh or cfg.apm_subset == "iteration":
+            idx = draw_subset(n, chosen, select, device)
+        if refresh:
             teacher = load_teacher(next(teachers), cfg.model, num_classes, syn_images)
-            idx = torch.randperm(n, generator=select)[:chosen].to(device)
             subset = syn_images.detach()[idx]
             targets = predict(teacher, subset, cfg.student_batch)
             students = train_student(subset, targets, cfg.model, num_classes, cfg,

@@ -13,6 +13,7 @@ INTERMEDIATES = ("none", "equal", "varied")
 MATCHES = ("fixed", "adaptive")
 DISTANCES = ("l2", "l1")
 DISAGREEMENTS = ("l1", "l2", "cosine")
+APM_SUBSETS = ("iteration", "refresh")
 MEMORIES = ("full", "recompute", "constant")
 # Components only trajectory matching uses, with their "off" value.
 TRAJECTORY_COMPONENTS = (("match", "fixed"), ("intermediate", "none"), ("balance", False), ("perturb", "none"),
@@ -63,6 +64,7 @@ class DistillConfig:
     alpha: float = 0.1               # weight of the teacher's CE on the images (Eq. 4)
     disagreement: str = "l1"         # student–teacher logit distance: l1 | l2 | cosine
     update_syn: int | None = None    # images per chunk of the image gradient (None: all selected at once)
+    apm_subset: str = "iteration"    # batch_syn images drawn every iteration (APM's code) | every refresh (paper)
     student_batch: int = 256         # the students' minibatch
     lr_img_decay: float = 1.0        # lr_img is multiplied by this for the second half of the iterations
     # merged (APM Fig. 4): the set is ipc / group_ipc independently distilled groups of `groups_of`, concatenated
@@ -133,6 +135,8 @@ class DistillConfig:
             bad("alpha", "must be at least 0")
         if self.disagreement not in DISAGREEMENTS:
             bad("disagreement", f"is not one of {', '.join(DISAGREEMENTS)}")
+        if self.apm_subset not in APM_SUBSETS:
+            bad("apm_subset", f"is not one of {', '.join(APM_SUBSETS)}")
         if self.kind == "merged":
             if not self.groups_of or self.group_ipc is None or self.group_ipc < 1:
                 bad("groups_of", "and group_ipc (>= 1) are needed by a merged method")
