@@ -29,10 +29,11 @@ MTT = dict(method="mtt", kind="trajectory", ipc=1, model=MODEL, iterations=3, sy
 
 # ---------------------------------------------------------------------------------------------------------------
 # The reference constructors' parameter shapes in parameters() order, written down from reading
-# GeorgeCazenavette/mtt-distillation networks.py (and utils.py get_network for each name's settings: ConvNet is
-# width 128, depth 3, instancenorm = GroupNorm(C, C), avgpooling; im_size 28 is read as 32 and a 1-channel input's
-# first conv is padded by 3). `c` is the input channels; 10 classes. The heads are the same at 28 and 32 px except
-# where written.
+# GeorgeCazenavette/mtt-distillation @50dccea networks.py (and utils.py:194 get_network for each name's settings:
+# ConvNet is width 128, depth 3, instancenorm = GroupNorm(C, C), avgpooling; im_size 28 is read as 32, :82, and a
+# 1-channel input's first conv is padded by 3, :86). `c` is the input channels; 10 classes. The heads are the same
+# at 28 and 32 px except where written (ResNet18_AP :355, MLP :15). get_network does not dispatch ResNet18BN; its
+# networks.py constructor (:514) is listed.
 def conv(out, inp, k=3, bias=True):
     return [(out, inp, k, k)] + ([(out,)] if bias else [])
 
@@ -220,7 +221,8 @@ def test_a_wrong_shape_or_domain_is_refused_naming_it_and_nothing_is_written(wor
                                          r"is torch\.float32 \[10, 127\]; our ConvNetD2W32 for digits expects "
                                          r"float32 \[10, 128\]"):
         import_buffers(tmp_path / "buffers", "digits", MODEL, "sgd", root=tmp_path)
-    with pytest.raises(ValueError, match=r"better without our ZCA \(\d+\.\d%\) than with it .* drop --zca"):
+    with pytest.raises(ValueError, match=r"classify \d+\.\d% of 1000 digits training images with our ZCA, as "
+                                         r"claimed, and \d+\.\d% without it: .* drop --zca"):
         import_buffers(work["source"], "digits", MODEL, "sgd", zca=True, root=tmp_path)
     assert not list((tmp_path / "results/experts").rglob("*.pt"))
     with pytest.raises(ValueError, match="already holds expert files"):

@@ -115,6 +115,11 @@ def _preset(config: dict, method: str) -> dict:
     return merged
 
 
+def default_model(dataset: str) -> str:
+    """The architecture a dataset's methods distil with unless a table or preset names another."""
+    return DEFAULT_MODELS.get(dataset, "ConvNet")
+
+
 def external_settings(method: str, dataset: str, ipc: int) -> dict:
     """An imported set's settings, from its synset file: kind external, its model (a cell's default arch), zca."""
     path = PATHS["synset"].format(method=method, dataset=dataset, ipc=ipc)
@@ -136,7 +141,7 @@ def resolve_method(config: dict, method: str, dataset: str, ipc: int) -> dict:
     if method.startswith(f"{EXTERNAL}:"):
         return external_settings(method, dataset, int(ipc))
     preset = _preset(config, method)
-    settings: dict = {"model": DEFAULT_MODELS.get(dataset, "ConvNet")}
+    settings: dict = {"model": default_model(dataset)}
     table_name = preset.pop("hparams", None)
     if table_name is not None:
         table = config.get("hparams", {}).get(table_name)

@@ -56,9 +56,10 @@ def parameter_shapes(model: str, dataset: str) -> list[tuple[str, tuple[int, ...
 def reference_mismatch(model: str, dataset: str) -> str | None:
     """Why the authors' network of this name cannot be ours on a dataset their code loads (None: it can be).
 
-    Read from their networks.py: ConvNet sizes its head from im_size (28 read as 32) halved once per pool, so a
-    map halved to 0 gives Linear(0, classes), a net that cannot run (ours skips pools on a 1x1 map); ResNet18(BN)
-    ends in avg_pool2d(4) + Linear(512), our global average only when the last map is 4x4 (25-32 px inputs).
+    Read from their networks.py (@50dccea): ConvNet sizes its head from im_size (28 read as 32, :82) halved once
+    per pool (:94, :35), so a map halved to 0 gives Linear(0, classes), a net that cannot run (ours skips pools on
+    a 1x1 map); ResNet18(BN) ends in avg_pool2d(out, 4) + Linear(512) (:469, :453), our global average only when
+    the last map is 4x4 (25-32 px inputs).
     """
     if dataset not in REFERENCE_NAMES:
         return None
@@ -174,14 +175,16 @@ def import_buffers(directory: str | Path, dataset: str, model: str, recipe: str,
     shapes = parameter_shapes(model, dataset)
     what = f"our {model} for {dataset}"
     files = buffer_files(directory)
-    counts = [len(read_buffer(path, shapes, what)) for path in files]  # shapes only: nothing is read yet
+    for path in files:  # every file's layout first: memory-mapped, so no parameter is read yet
+        read_buffer(path, shapes, what)
 
+    zca_sha256 = sha256_file(zca_path) if zca else None
     target.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=target))
     written: list[Path] = []
     try:
         k = 0
-        for path, count in zip(files, counts):
+        for path in files:
             source = {"format": FORMAT, "path": str(path.resolve()), "sha256": sha256_file(path)}
             check = None  # the domain check of this file's expert 0, recorded on each of its experts
             for i, expert in enumerate(read_buffer(path, shapes, what)):
@@ -194,14 +197,14 @@ def import_buffers(directory: str | Path, dataset: str, model: str, recipe: str,
                     claimed, other = ("zca", "std") if zca else ("std", "zca")
                     if not check[claimed] > check[other]:
                         raise ValueError(
-                            f"{path}: expert 0's final weights classify our {dataset} training images better "
-                            f"{'without' if zca else 'with'} our ZCA ({100 * check[other]:.1f}%) than "
-                            f"{'with' if zca else 'without'} it ({100 * check[claimed]:.1f}%): the buffer was not "
-                            f"trained in the domain claimed; {'drop' if zca else 'add'} --zca")
+                            f"{path}: expert 0's final weights classify {100 * check[claimed]:.1f}% of "
+                            f"{DOMAIN_IMAGES} {dataset} training images {'with' if zca else 'without'} our ZCA, as "
+                            f"claimed, and {100 * check[other]:.1f}% {'without' if zca else 'with'} it: the buffer "
+                            f"was not trained in the claimed domain; {'drop' if zca else 'add'} --zca")
                 save_expert(staging / f"{k}.pt", trajectory, {
                     "model": model, "zca": zca, "dataset": dataset, "dataset_sha256": meta["sha256"]["train.pt"],
                     "recipe": asdict(chosen), "seed": None, "source": {**source, "expert": i},
-                    "zca_sha256": sha256_file(zca_path) if zca else None, "domain_check": check})
+                    "zca_sha256": zca_sha256, "domain_check": check})
                 k += 1
         for n in range(k):
             os.replace(staging / f"{n}.pt", target / f"{n}.pt")

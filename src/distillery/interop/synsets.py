@@ -13,7 +13,7 @@ from distillery.data import load_meta, load_zca, zca_invert
 from distillery.distill.run import save_synset
 from distillery.io import sha256_file
 from distillery.models import is_model_name
-from distillery.plan import DEFAULT_MODELS, EXTERNAL, PATHS
+from distillery.plan import EXTERNAL, PATHS, default_model
 
 FORMAT = "reference-synset"
 NAME = re.compile(r"[A-Za-z0-9_]+")
@@ -81,7 +81,7 @@ def import_synset(images_path: str | Path, dataset: str, name: str, labels_path:
     root, images_path = Path(root), Path(images_path)
     if not NAME.fullmatch(name):
         raise ValueError(f"--name '{name}' must be letters, digits and underscores (it becomes {EXTERNAL}:{name})")
-    model = model or DEFAULT_MODELS.get(dataset, "ConvNet")
+    model = model or default_model(dataset)
     if not is_model_name(model):
         raise ValueError(f"unknown model '{model}' (see distillery.models.MODEL_NAMES)")
     prepared = root / Path(PATHS["meta"].format(dataset=dataset)).parent
