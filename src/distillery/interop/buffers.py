@@ -124,7 +124,8 @@ def read_buffer(path: Path, shapes: list[tuple[str, tuple[int, ...]]], what: str
                 raise ValueError(f"{where} has {count} tensors; {what} has {len(shapes)} parameters")
             for j, (tensor, (name, shape)) in enumerate(zip(snapshot, shapes)):
                 if not isinstance(tensor, Tensor) or tuple(tensor.shape) != shape or tensor.dtype != torch.float32:
-                    got = f"{tensor.dtype} {list(tensor.shape)}" if isinstance(tensor, Tensor) else type(tensor).__name__
+                    got = (f"{tensor.dtype} {list(tensor.shape)}" if isinstance(tensor, Tensor)
+                           else type(tensor).__name__)
                     raise ValueError(f"{where}, tensor {j} ({name}) is {got}; {what} expects float32 {list(shape)}")
     return experts
 

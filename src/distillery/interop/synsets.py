@@ -61,9 +61,12 @@ def _labels(labels_path: Path | None, count: int, num_classes: int) -> Tensor:
         raise ValueError(f"--labels {labels_path} holds {labels.dtype} {list(labels.shape)} soft labels (DATM's "
                          f"learned logits train with a soft cross-entropy our protocol does not have); pass hard "
                          f"labels, one class index per image")
-    if labels.shape != (count,) or labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"--labels {labels_path} must be {count} class indices in 0..{num_classes - 1}; got "
-                         f"{list(labels.shape)} in {int(labels.min())}..{int(labels.max())}")
+    if labels.shape != (count,):
+        raise ValueError(f"--labels {labels_path} is {list(labels.shape)}; it needs one class index per image, "
+                         f"[{count}]")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"--labels {labels_path} has classes {int(labels.min())}..{int(labels.max())}; the dataset "
+                         f"has 0..{num_classes - 1}")
     return labels.long()
 
 
@@ -97,8 +100,8 @@ def import_synset(images_path: str | Path, dataset: str, name: str, labels_path:
     labels = _labels(None if labels_path is None else Path(labels_path), len(images), meta["num_classes"])
     counts = torch.bincount(labels, minlength=meta["num_classes"])
     if (counts != counts[0]).any():
-        raise ValueError(f"the set has {int(counts.min())}-{int(counts.max())} images per class; IPC must be the same for "
-                         f"every class")
+        raise ValueError(f"the set has {int(counts.min())}-{int(counts.max())} images per class; IPC must be the same "
+                         f"for every class")
     lr_value, lr_source = _lr(lr)
     zca_path = root / PATHS["zca"].format(dataset=dataset)
     zca_check = None
