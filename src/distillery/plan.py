@@ -12,6 +12,7 @@ import yaml
 
 from distillery.data import get_spec
 from distillery.distill.config import DistillConfig
+from distillery.distill.run import load_synset
 from distillery.evaluate import EvalConfig
 from distillery.experts import get_recipe
 from distillery.models import is_model_name
@@ -70,6 +71,7 @@ CONFIG_FILES = ("config/methods.yaml", "config/hparams/mtt.yaml", "config/hparam
 MEASURES = ("accuracy", "expert_accuracy", "avg_var", "seconds_per_iteration")
 EXPERT_MEASURES = ("expert_accuracy", "avg_var")  # read from the experts' stats.json: no distillation needed
 LOGGED_KINDS = ("trajectory", "adversarial")      # kinds whose distillation writes a per-iteration log
+EXTERNAL = "external"  # a cell's method `external:<name>`: a set imported by distillery.interop, evaluated only
 
 
 def merge(base: dict, update: dict) -> dict:
@@ -113,11 +115,33 @@ def _preset(config: dict, method: str) -> dict:
     return merged
 
 
+def default_model(dataset: str) -> str:
+    """The architecture a dataset's methods distil with unless a table or preset names another."""
+    return DEFAULT_MODELS.get(dataset, "ConvNet")
+
+
+def external_settings(method: str, dataset: str, ipc: int) -> dict:
+    """An imported set's settings, from its synset file: kind external, its model (a cell's default arch), zca."""
+    path = PATHS["synset"].format(method=method, dataset=dataset, ipc=ipc)
+    if not Path(path).is_file():
+        raise ValueError(f"method '{method}' on {dataset} ipc{ipc}: no imported set at {path}; import it first: "
+                         f"python -m distillery.interop import-synset IMAGES --dataset {dataset} "
+                         f"--name {method.split(':', 1)[1]} (see the README)")
+    meta = load_synset(path, verify=False)["meta"]
+    if (meta.get("method"), meta.get("dataset"), meta.get("ipc")) != (method, dataset, ipc):
+        raise ValueError(f"{path} is {meta.get('method')} on {meta.get('dataset')} ipc{meta.get('ipc')}, not "
+                         f"{method} on {dataset} ipc{ipc}; import the set again")
+    return {"method": method, "kind": EXTERNAL, "ipc": ipc, "model": meta["model"], "zca": meta["zca"]}
+
+
 def resolve_method(config: dict, method: str, dataset: str, ipc: int) -> dict:
-    """Settings of one distillation: hparam table (dataset default, then ipcN) < preset < distill.overrides."""
+    """Settings of one distillation: hparam table (dataset default, then ipcN) < preset < distill.overrides.
+    An `external:<name>` method is an imported set (external_settings)."""
     get_spec(dataset)
+    if method.startswith(f"{EXTERNAL}:"):
+        return external_settings(method, dataset, int(ipc))
     preset = _preset(config, method)
-    settings: dict = {"model": DEFAULT_MODELS.get(dataset, "ConvNet")}
+    settings: dict = {"model": default_model(dataset)}
     table_name = preset.pop("hparams", None)
     if table_name is not None:
         table = config.get("hparams", {}).get(table_name)
@@ -198,8 +222,8 @@ def expert_dir(dataset: str, settings: dict) -> dict:
 def expert_files(config: dict, dataset: str, settings: dict) -> list[str]:
     """Expert trajectory files a distillation with resolved `settings` reads (coresets none, herding and kmeans
     expert 0)."""
-    if settings["kind"] == "merged" or settings["kind"] == "coreset" and settings["select"] not in ("herding",
-                                                                                                     "kmeans"):
+    if settings["kind"] in ("merged", EXTERNAL) or settings["kind"] == "coreset" and settings["select"] not in (
+            "herding", "kmeans"):
         return []
     seeds = [0] if settings["kind"] == "coreset" else expert_seeds(config)
     return [PATHS["expert"].format(**expert_dir(dataset, settings), k=k) for k in seeds]
@@ -412,6 +436,8 @@ def check_config(config: dict) -> None:
             expert_files(config, spec["dataset"], stability_settings(config, spec["name"], method))
     check_nas(config)
     for dataset, settings in distillations(config):
+        if settings["kind"] == EXTERNAL:  # imported: nothing to distil or train
+            continue
         smallest = get_spec(dataset).min_class
         if smallest is not None and settings["ipc"] > smallest:
             raise ValueError(f"{dataset} ipc{settings['ipc']} (method '{settings['method']}'): IPC is larger than the "

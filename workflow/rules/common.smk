@@ -42,7 +42,7 @@ for warning in initial_share_warnings(config):
 
 wildcard_constraints:
     dataset="[a-z0-9-]+",
-    method="[A-Za-z0-9_]+",
+    method="(external:)?[A-Za-z0-9_]+",  # external:<name>: a set imported by distillery.interop (not distilled)
     ipc="[0-9]+",
     arch="[A-Za-z0-9_]+",
     seed="[0-9]+",

@@ -1,4 +1,6 @@
 rule distill:
+    wildcard_constraints:
+        method="[A-Za-z0-9_]+",  # not external:<name>, whose synset is imported, never distilled
     input:
         unpack(distill_inputs),
     output:

@@ -171,16 +171,17 @@ def save_synset(path: str | Path, images: Tensor, labels: Tensor, lr: float | No
     save_torch({"images": images, "labels": labels, "lr": lr, "soft_labels": soft_labels, "meta": meta}, path)
 
 
-def load_synset(path: str | Path, expect: dict | None = None) -> dict:
+def load_synset(path: str | Path, expect: dict | None = None, verify: bool = True) -> dict:
     """A synthetic set written by run_distillation: images, labels, learned lr (None for coresets), soft labels
-    (teacher logits, APM; None otherwise), meta — its checksum verified and `expect` meta fields matched."""
+    (teacher logits, APM; None otherwise), meta — its checksum verified and `expect` meta fields matched.
+    `verify=False` memory-maps the tensors and skips the checksum (to read the metadata)."""
     rerun = "delete it and rerun its distill job (snakemake --forcerun distill <file>)"
     try:
-        synset = torch.load(path, weights_only=True, map_location="cpu")
+        synset = torch.load(path, weights_only=True, map_location="cpu", mmap=not verify)
         images, labels, meta = synset["images"], synset["labels"], synset["meta"]
     except Exception as err:
         raise ValueError(f"synthetic set {path} is unreadable ({err}); {rerun}") from err
-    if meta.get("sha256") != sha256_tensor(images, labels, synset.get("soft_labels")):
+    if verify and meta.get("sha256") != sha256_tensor(images, labels, synset.get("soft_labels")):
         raise ValueError(f"synthetic set {path} does not match its sha256 (corrupted, modified or written by an "
                          f"older distillery); {rerun}")
     for key, value in (expect or {}).items():
