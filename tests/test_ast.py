@@ -237,6 +237,12 @@ def test_distillation_with_every_ast_switch_runs_lowers_the_loss_and_is_determin
     (dict(perturb="filter"), "perturb_scale=0.0 must be positive with perturb=filter"),
     (dict(init_clusters=0), "init_clusters=0 must be at least 1"),
     (dict(init="mean"), "init='mean' is not one of real, noise, representative"),
+    (dict(inner_momentum=1.0), "inner_momentum=1.0 must be in \\[0, 1\\)"),
+    (dict(inner_momentum=-0.1), "inner_momentum=-0.1 must be in \\[0, 1\\)"),
+    (dict(balance_base=1.0), "balance_base=1.0 must be greater than 1 \\(5 as AST's code, 2.718281828459045"),
+    (dict(intermediate_spacing="even"), "intermediate_spacing='even' is not one of multiple, floor"),
+    (dict(perturb="weight"), "perturb_scale=0.0 must be positive with perturb=weight"),
+    (dict(perturb="dropout", perturb_scale=0.1), "perturb='dropout' is not one of none, gaussian, filter, weight"),
 ])
 def test_config_rejects_bad_ast_values(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -245,8 +251,12 @@ def test_config_rejects_bad_ast_values(changes, message):
 
 def test_ast_fields_default_off_and_round_trip():
     cfg = config()
-    assert (cfg.balance, cfg.intermediate, cfg.perturb, cfg.init) == (False, "none", "none", "real")
-    assert type(cfg).from_dict({**config(**AST).to_dict()}) == config(**AST)
+    assert (cfg.balance, cfg.intermediate, cfg.perturb, cfg.init, cfg.inner_momentum) == (
+        False, "none", "none", "real", 0.0)
+    for reading in (AST, AST_CODE):
+        assert type(cfg).from_dict({**config(**reading).to_dict()}) == config(**reading)
+    with pytest.raises(ValueError, match="kind='coreset' does not combine with inner_momentum=0.9"):
+        type(cfg)(method="random", kind="coreset", ipc=1, inner_momentum=0.9)
 
 
 def test_run_distillation_representative_init_and_kmeans_coreset_use_expert_0(tmp_path):

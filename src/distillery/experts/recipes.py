@@ -127,6 +127,18 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+def recipe_changes(name: str, stored: dict) -> list[str]:
+    """How an expert's stored recipe (its metadata's `recipe`) differs from recipe `name` as it is now, in the name
+    and the settings that make a recipe (IDENTITY_SETTINGS); a setting the file predates reads as its default.
+    Empty when the file is that recipe's."""
+    current, defaults = get_recipe(name), {f.name: f.default for f in fields(Recipe)}
+    changes = [] if stored.get("name") == name else [f"name={stored.get('name')!r}"]
+    for key in IDENTITY_SETTINGS:
+        if (old := stored.get(key, defaults[key])) != getattr(current, key):
+            changes.append(f"{key}={old!r} (now {getattr(current, key)!r})")
+    return changes
+
+
 def get_recipe(name: str, **overrides) -> Recipe:
     """The named recipe with `overrides` (e.g. epochs for a quick run, batch for a small dataset) applied."""
     if name not in RECIPES:
