@@ -120,6 +120,7 @@ def test_the_code_multiplies_the_lr_by_06_after_epoch_26_and_restarts_the_optimi
         assert decay_epoch(recipe) == 27 and recipe.lr_decay_reset
         assert [epoch_lr(recipe, e) for e in (0, 26, 27, 49)] == pytest.approx([0.003, 0.003, 0.0018, 0.0018])
         assert [restarts_optimizer(recipe, e) for e in (26, 27, 28)] == [False, True, False]
+    assert RECIPES["adam"].weight_decay == 0.0 and RECIPES["sgd_momentum"].weight_decay == 0.001   # buffer.py:74,76
     seen = steps_seen(replace(RECIPES["sgd_momentum"], epochs=6, batch=32))   # decay at 6 // 2 + 2 = 5
     assert [lr for lr, _ in seen] == pytest.approx([0.003] * 10 + [0.0018] * 2)
     assert [state for _, state in seen] == [False] + [True] * 9 + [False, True], "fresh momentum at epoch 5"
