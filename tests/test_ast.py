@@ -74,8 +74,6 @@ def test_weight_perturbation_is_the_codes_weightperturb():
     assert conv == 1 and sum(len(s) == 2 for s in student.shapes) == 1
     half = weight_perturbation(start, student.shapes, 0.5, generator(0, "perturb"))
     assert torch.allclose(half - start, 0.5 * (moved - start), rtol=1e-12, atol=0), "linear in α"
-    # about 100x smaller than the paper's reading: ρ = 0.1 of each filter's norm (the tiny conv has 9 entries
-    # per filter and 36 in all: α/√36 = 0.17 against ρ = 0.1 here; a 128x128x3x3 conv gives 0.0026)
     assert not torch.equal(moved, weight_perturbation(start, student.shapes, 1.0, generator(1, "perturb")))
 
 
