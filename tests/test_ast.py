@@ -6,26 +6,38 @@ import torch
 
 from distillery.distill import distill_trajectory
 from distillery.distill.alignment import (balance_coefficient, filter_mask, filter_perturbation,
-                                          intermediate_points)
+                                          intermediate_points, weight_perturbation)
 from distillery.distill.coreset import cluster_quotas, kmeans_indices, representative_picks, select_coreset
 from distillery.distill.matching import Batches, matching_loss, trajectory_loss, unroll_path
 from distillery.seeds import generator
 from test_distill import config, make_problem, tiny_student
 
-AST = dict(balance=True, intermediate="varied", perturb="filter", perturb_scale=0.1)
+# The student-side switches as the paper states them (ast_paper) and as AST's distill.py runs them (ast).
+AST = dict(balance=True, balance_base=math.e, intermediate="varied", intermediate_spacing="floor", perturb="filter",
+           perturb_scale=0.1)
+AST_CODE = dict(balance=True, intermediate="varied", perturb="weight", perturb_scale=1.0, inner_momentum=0.9)
 
 
-def test_balance_coefficient_on_both_sides_of_the_middle():
-    assert balance_coefficient(10, 20, 8.0) == pytest.approx(math.log(8))
-    assert balance_coefficient(15, 20, 8.0) == pytest.approx(math.log(13))
-    assert balance_coefficient(4, 20, 8.0) == pytest.approx(1 / math.log(14))
-    values = [balance_coefficient(t, 20, 8.0) for t in range(20)]
-    assert values == sorted(values) and values[0] < 1 < values[-1]
+def test_balance_coefficient_on_both_sides_of_the_middle_in_both_bases():
+    assert balance_coefficient(10, 20, 8.0, math.e) == pytest.approx(math.log(8))
+    assert balance_coefficient(15, 20, 8.0, math.e) == pytest.approx(math.log(13))
+    assert balance_coefficient(4, 20, 8.0, math.e) == pytest.approx(1 / math.log(14))
+    # distill.py:532-536: CE × log5(t − h + 8) from h = T+ // 2 on, CE / log5(h − t + 8) below
+    assert balance_coefficient(10, 20, 8.0, 5.0) == pytest.approx(math.log(8) / math.log(5))
+    assert balance_coefficient(19, 20, 8.0, 5.0) == pytest.approx(math.log(17, 5))
+    assert balance_coefficient(0, 20, 8.0, 5.0) == pytest.approx(1 / math.log(18, 5))
+    for base in (math.e, 5.0):
+        values = [balance_coefficient(t, 20, 8.0, base) for t in range(20)]
+        assert values == sorted(values) and values[0] < 1 < values[-1]
+    assert config().balance_base == 5.0, "the code's base is the default"
 
 
-@pytest.mark.parametrize("steps,epochs,points", [(20, 2, [10]), (30, 3, [10, 20]), (10, 4, [2, 5, 7]), (5, 1, [])])
-def test_intermediate_points(steps, epochs, points):
-    assert intermediate_points(steps, epochs) == points
+@pytest.mark.parametrize("steps,epochs,floor,multiple", [
+    (20, 2, [10], [10]), (30, 3, [10, 20], [10, 20]), (10, 4, [2, 5, 7], [2, 4, 6]), (20, 3, [6, 13], [6, 12]),
+    (5, 1, [], [])])
+def test_intermediate_points_of_the_paper_and_the_code(steps, epochs, floor, multiple):
+    assert intermediate_points(steps, epochs, "floor") == floor         # ⌊i·N/M⌋ (Sec. IV-D1)
+    assert intermediate_points(steps, epochs, "multiple") == multiple   # i·(N // M) (distill.py:493)
 
 
 def test_filter_perturbation_scales_each_filter_to_its_norm():
@@ -43,17 +55,72 @@ def test_filter_perturbation_scales_each_filter_to_its_norm():
     assert filter_mask(student) == [len(shape) >= 2 for shape in student.shapes]
 
 
+def test_weight_perturbation_is_the_codes_weightperturb():
+    """distill.py:252-267: per 4-D weight W' = W + α·(D/‖D‖_F)⊙W, D ~ N(0, 1); everything else unchanged."""
+    student = tiny_student(torch.float64)
+    start = student.flatten()
+    moved = weight_perturbation(start, student.shapes, 1.0, generator(0, "perturb"))
+    noise, conv = generator(0, "perturb"), 0
+    for before, after, shape in zip(start.split(student.numels), moved.split(student.numels), student.shapes):
+        if len(shape) != 4:
+            assert torch.equal(before, after), "only conv weights move (not the linear weight, biases or norms)"
+            continue
+        conv += 1
+        d = torch.randn(shape, generator=noise, dtype=torch.float64).reshape(-1)
+        assert torch.equal(after, before + 1.0 * (d / d.norm()) * before), "the hand computation, same draw"
+        relative = (after - before) / before
+        assert relative.norm().item() == pytest.approx(1.0, rel=1e-12), "‖(W' − W)⊘W‖_F = α"
+        assert relative.pow(2).mean().sqrt().item() == pytest.approx(1 / math.sqrt(before.numel()), rel=1e-12)
+    assert conv == 1 and sum(len(s) == 2 for s in student.shapes) == 1
+    half = weight_perturbation(start, student.shapes, 0.5, generator(0, "perturb"))
+    assert torch.allclose(half - start, 0.5 * (moved - start), rtol=1e-12, atol=0), "linear in α"
+    assert not torch.equal(moved, weight_perturbation(start, student.shapes, 1.0, generator(1, "perturb")))
+
+
+def test_one_inner_step_with_momentum_is_the_hand_computed_update():
+    """Two student steps of AST's distill.py:548-556: b_0 = g_0, θ_1 = θ_0 − α·g_0; b_1 = 0.9·b_0 + g_1,
+    θ_2 = θ_1 − α·b_1 (no dampening, Nesterov or weight decay), in both exact memory modes."""
+    student = tiny_student(torch.float64)
+    g = torch.Generator().manual_seed(1)
+    images, labels = torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64), torch.arange(3).repeat(2)
+    theta0, lr = student.flatten(), torch.tensor(0.1, dtype=torch.float64)
+    order = Batches(6, 3, generator(0, "batches"), torch.device("cpu"))
+    first, second = order.next(), order.next()
+
+    def grad(theta, idx):
+        theta = theta.detach().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(student(theta, images[idx]), labels[idx])
+        return torch.autograd.grad(loss, theta)[0]
+
+    g0 = grad(theta0, first)
+    theta1 = theta0 - 0.1 * g0
+    theta2 = theta1 - 0.1 * (0.9 * g0 + grad(theta1, second))
+    for memory in ("full", "recompute", "constant"):
+        path = unroll_path(student, theta0.clone().requires_grad_(True), images, labels, lr, 2,
+                           Batches(6, 3, generator(0, "batches"), torch.device("cpu")), generator(0, "dsa"), "none",
+                           (1,), memory=memory, momentum=0.9)
+        assert torch.allclose(path[0], theta1, rtol=0, atol=1e-15) and torch.allclose(path[1], theta2, rtol=0,
+                                                                                        atol=1e-15), memory
+    plain = unroll_path(student, theta0.clone().requires_grad_(True), images, labels, lr, 2,
+                        Batches(6, 3, generator(0, "batches"), torch.device("cpu")), generator(0, "dsa"), "none")
+    assert torch.allclose(plain[0], theta1 - 0.1 * grad(theta1, second), rtol=0, atol=1e-15), "momentum 0: SGD"
+
+
 def expert_path(student, images, labels, t, cfg):
     """A [t + M + 1, P] trajectory whose targets the student reaches exactly from the perturbed start θ*_t."""
     g = torch.Generator().manual_seed(2)
     trajectory = student.flatten() + 0.05 * torch.randn(t + cfg.expert_epochs + 1, student.num_params, generator=g,
                                                         dtype=images.dtype)
-    start = filter_perturbation(trajectory[t], student.shapes, cfg.perturb_scale, generator(0, "perturb"),
-                                filter_mask(student))
-    nu = balance_coefficient(t, cfg.max_start_epoch, cfg.balance_theta)
+    if cfg.perturb == "filter":
+        start = filter_perturbation(trajectory[t], student.shapes, cfg.perturb_scale, generator(0, "perturb"),
+                                    filter_mask(student))
+    else:
+        start = weight_perturbation(trajectory[t], student.shapes, cfg.perturb_scale, generator(0, "perturb"))
+    nu = balance_coefficient(t, cfg.max_start_epoch, cfg.balance_theta, cfg.balance_base)
     path = unroll_path(student, start.requires_grad_(True), images, labels, torch.tensor(0.1, dtype=images.dtype),
                        cfg.syn_steps, batches(), generator(0, "dsa"), cfg.dsa,
-                       intermediate_points(cfg.syn_steps, cfg.expert_epochs), nu)
+                       intermediate_points(cfg.syn_steps, cfg.expert_epochs, cfg.intermediate_spacing), nu,
+                       momentum=cfg.inner_momentum)
     return trajectory, start.detach(), [theta.detach() for theta in path]
 
 
@@ -66,9 +133,10 @@ def ast_loss(cfg, student, trajectory, t, images, labels, lr):
                            generator(0, "perturb"))[0]
 
 
-def test_ast_loss_is_zero_on_target_and_uses_the_perturbed_start_and_weights():
+@pytest.mark.parametrize("reading", [AST, AST_CODE])
+def test_ast_loss_is_zero_on_target_and_uses_the_perturbed_start_and_weights(reading):
     student = tiny_student(torch.float64)
-    cfg = config(syn_steps=6, expert_epochs=3, max_start_epoch=4, dsa="color_crop_flip", **AST)
+    cfg = config(syn_steps=6, expert_epochs=3, max_start_epoch=4, dsa="color_crop_flip", **reading)
     g = torch.Generator().manual_seed(1)
     images, labels = torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64), torch.arange(3).repeat(2)
     lr, t = torch.tensor(0.1, dtype=torch.float64), 1
@@ -83,10 +151,11 @@ def test_ast_loss_is_zero_on_target_and_uses_the_perturbed_start_and_weights():
     assert ast_loss(cfg, student, trajectory, t, images, labels, lr).item() == pytest.approx(expected.item(), rel=1e-12)
 
 
+@pytest.mark.parametrize("reading", [AST, AST_CODE])
 @pytest.mark.parametrize("t", [0, 3])  # ν below and above the middle
-def test_ast_meta_gradient_matches_finite_differences(t):
+def test_ast_meta_gradient_matches_finite_differences(t, reading):
     student = tiny_student(torch.float64)
-    cfg = config(syn_steps=4, expert_epochs=2, max_start_epoch=4, dsa="color_crop_flip", **AST)
+    cfg = config(syn_steps=4, expert_epochs=2, max_start_epoch=4, dsa="color_crop_flip", **reading)
     g = torch.Generator().manual_seed(1)
     images = torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64).requires_grad_(True)
     labels = torch.arange(3).repeat(2)
@@ -166,6 +235,12 @@ def test_distillation_with_every_ast_switch_runs_lowers_the_loss_and_is_determin
     (dict(perturb="filter"), "perturb_scale=0.0 must be positive with perturb=filter"),
     (dict(init_clusters=0), "init_clusters=0 must be at least 1"),
     (dict(init="mean"), "init='mean' is not one of real, noise, representative"),
+    (dict(inner_momentum=1.0), "inner_momentum=1.0 must be in \\[0, 1\\)"),
+    (dict(inner_momentum=-0.1), "inner_momentum=-0.1 must be in \\[0, 1\\)"),
+    (dict(balance_base=1.0), "balance_base=1.0 must be greater than 1 \\(5 as AST's code, 2.718281828459045"),
+    (dict(intermediate_spacing="even"), "intermediate_spacing='even' is not one of multiple, floor"),
+    (dict(perturb="weight"), "perturb_scale=0.0 must be positive with perturb=weight"),
+    (dict(perturb="dropout", perturb_scale=0.1), "perturb='dropout' is not one of none, gaussian, filter, weight"),
 ])
 def test_config_rejects_bad_ast_values(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -174,8 +249,12 @@ def test_config_rejects_bad_ast_values(changes, message):
 
 def test_ast_fields_default_off_and_round_trip():
     cfg = config()
-    assert (cfg.balance, cfg.intermediate, cfg.perturb, cfg.init) == (False, "none", "none", "real")
-    assert type(cfg).from_dict({**config(**AST).to_dict()}) == config(**AST)
+    assert (cfg.balance, cfg.intermediate, cfg.perturb, cfg.init, cfg.inner_momentum) == (
+        False, "none", "none", "real", 0.0)
+    for reading in (AST, AST_CODE):
+        assert type(cfg).from_dict({**config(**reading).to_dict()}) == config(**reading)
+    with pytest.raises(ValueError, match="kind='coreset' does not combine with inner_momentum=0.9"):
+        type(cfg)(method="random", kind="coreset", ipc=1, inner_momentum=0.9)
 
 
 def test_run_distillation_representative_init_and_kmeans_coreset_use_expert_0(tmp_path):

@@ -21,7 +21,8 @@ def tiny_data(dtype=torch.float64):
 
 @pytest.mark.parametrize("recipe", [
     get_recipe("sgd", epochs=2, batch=16),                      # MTT: constant lr, no momentum, DSA
-    get_recipe("sgd_momentum", epochs=3, batch=16),             # AST: momentum, weight decay, lr halved at epoch 1
+    get_recipe("sgd_momentum", epochs=5, batch=16),             # AST's code: lr x0.6 and momentum restarted at 4
+    get_recipe("sgd_momentum_paper", epochs=3, batch=16),       # AST's paper: momentum kept, lr halved at epoch 1
     get_recipe("teacher", epochs=2, batch=16, dsa=False),       # APM teachers: final weights only, no DSA
 ])
 def test_batched_experts_equal_serial_trajectories(float64, recipe):
@@ -49,7 +50,7 @@ def test_batched_experts_float32_close_to_serial():
 @pytest.mark.parametrize("recipe, message", [
     (get_recipe("gsam"), "recipe 'gsam' uses optimizer 'gsam'"),
     (get_recipe("adam"), "recipe 'adam' uses optimizer 'adam'"),
-    (get_recipe("smooth_gp"), r"the gradient penalty \(gp_weight 1.0\)"),
+    (get_recipe("smooth_gp"), r"the gradient penalty \(gp_weight 2.0\)"),
     (Recipe("clipped", momentum=0.9, clip_epochs=5), r"the clipped loss \(clip_epochs 5\)"),
 ])
 def test_batched_training_refuses_other_recipes(recipe, message):

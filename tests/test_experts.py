@@ -1,7 +1,9 @@
+from dataclasses import asdict
+
 import pytest
 import torch
 
-from distillery.experts import ExpertSampler, get_recipe, load_expert, save_expert, train_expert
+from distillery.experts import RECIPES, ExpertSampler, get_recipe, load_expert, save_expert, train_expert
 from distillery.seeds import generator
 
 
@@ -23,6 +25,24 @@ def test_expert_mismatch_and_truncation_are_errors(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match=r"0\.pt is unreadable.*rerun its train_expert job"):
         load_expert(path)
+
+
+def test_an_expert_trained_before_its_recipe_changed_is_stale(tmp_path):
+    """AST's `smooth` used to be the paper's reading (5 clipped epochs, μ 1, lr halved at 25): such files are refused;
+    a file of an unchanged recipe that predates the settings added since (stored without them) is accepted."""
+    old_smooth = {**asdict(RECIPES["smooth_paper"]), "name": "smooth"}
+    for key in ("lr_decay_delay", "lr_decay_reset", "gp_norm", "gp_input"):
+        old_smooth.pop(key)
+    old_sgd = {k: v for k, v in asdict(RECIPES["sgd"]).items() if k not in ("gp_norm", "gp_input")}
+    for name, recipe in (("smooth", old_smooth), ("sgd", old_sgd)):
+        save_expert(tmp_path / f"{name}.pt", torch.randn(3, 10), {"model": "m", "recipe": {**recipe, "epochs": 2}})
+    assert load_expert(tmp_path / "sgd.pt", expect={"model": "m", "recipe": "sgd"})[1]["recipe"]["epochs"] == 2
+    with pytest.raises(ValueError, match=r"smooth\.pt was not trained with expert recipe 'smooth' as it is now "
+                                         r"\(lr_decay=0\.5 \(now 0\.6\), lr_decay_delay=0 \(now 2\), .*clip_epochs=5 "
+                                         r"\(now 10\).*gp_weight=1\.0 \(now 2\.0\).*rerun its train_expert job"):
+        ExpertSampler([tmp_path / "smooth.pt"], generator(0, "experts"), expect={"recipe": "smooth"})
+    with pytest.raises(ValueError, match=r"\(name='sgd'\)"):
+        load_expert(tmp_path / "sgd.pt", expect={"recipe": "sgd_b512"})
 
 
 def test_sampler_visits_every_expert_once_per_pass(tmp_path):

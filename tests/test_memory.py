@@ -15,6 +15,8 @@ DSA = "color_crop_cutout_flip_scale_rotate"
 # constant's relative error against full on problem() with lr 0.1, no intermediate points (quoted in
 # distill/memory.py and README "Memory modes"): image gradient per N; the lr gradient's at N = 5
 CONSTANT_ERROR = {"images": {2: 0.063, 5: 0.1415, 10: 0.366}, "lr": 0.0041}
+# the same with inner momentum 0.9 (AST's distill.py), its first-order analogue
+CONSTANT_ERROR_MOMENTUM = {"images": {2: 0.0431, 5: 0.2918, 10: 0.4967}, "lr": 0.0603}
 
 
 def tiny_student() -> FlatModel:
@@ -32,31 +34,36 @@ def problem():
     return student, images, labels, start, target
 
 
-def first_order_path(student, start, images, labels, lr, steps, batches, aug, strategy, points, scale):
+def first_order_path(student, start, images, labels, lr, steps, batches, aug, strategy, points, scale,
+                     momentum=0.0):
     """TESLA's approximation by plain autograd: each step's gradient taken at a detached θ_i, so θ_N depends on
-    the images only through g_i's direct dependence on its batch (an independent reference for `constant`)."""
-    theta, path = start, []
+    the images only through g_i's direct dependence on its batch (an independent reference for `constant`); with
+    momentum the velocity b_i = μ·b_{i−1} + g_i carries those g_i."""
+    theta, path, b = start, [], None
     for n in range(1, steps + 1):
         idx = batches.next()
         at = theta.detach().requires_grad_(True)
         loss = scale * F.cross_entropy(student(at, dsa(images[idx], aug, strategy)), labels[idx])
         (grad,) = torch.autograd.grad(loss, at, create_graph=True)
-        theta = theta - lr * grad
+        b = grad if b is None else momentum * b + grad
+        theta = theta - lr * b
         if n in points:
             path.append(theta)
     return path + [theta]
 
 
-def gradients(memory, steps=5, chunk=None, points=(), lr=0.1, scale=1.3, strategy=DSA):
+def gradients(memory, steps=5, chunk=None, points=(), lr=0.1, scale=1.3, strategy=DSA, momentum=0.0):
     """(loss, ∂/∂images, ∂/∂lr, ∂/∂start) of the final plus half-weighted intermediate matching losses, with
-    batch_syn 4 of 9 images (every step another batch) and DSA on. memory 'first_order': the reference above."""
+    batch_syn 4 of 9 images (every step another batch), DSA on and inner `momentum`. memory 'first_order': the
+    reference above."""
     student, images, labels, start, target = problem()
     images.requires_grad_(True)
     start.requires_grad_(True)
     lr = torch.tensor(lr, dtype=torch.float64, requires_grad=True)
     args = (student, start, images, labels, lr, steps, Batches(9, 4, generator(0, "batches"), images.device),
             generator(0, "dsa"), strategy, points, scale)
-    path = first_order_path(*args) if memory == "first_order" else unroll_path(*args, memory, chunk)
+    path = (first_order_path(*args, momentum) if memory == "first_order"
+            else unroll_path(*args, memory, chunk, momentum))
     loss = matching_loss(path[-1], start.detach(), target)
     for theta in path[:-1]:
         loss = loss + 0.5 * matching_loss(theta, start.detach(), target)
@@ -72,12 +79,18 @@ def assert_all_close(got, want):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), f"{name}: relative error {rel(a, b):.2e}"
 
 
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("steps", [4, 6])
 @pytest.mark.parametrize("points", [(), (2, 3)])
-def test_recompute_gives_the_full_unroll_gradients(steps, points):
-    full = gradients("full", steps, points=points)
+def test_recompute_gives_the_full_unroll_gradients(steps, points, momentum):
+    full = gradients("full", steps, points=points, momentum=momentum)
     assert full[1].abs().sum() > 0 and full[3].abs().sum() > 0
-    assert_all_close(gradients("recompute", steps, points=points), full)
+    assert_all_close(gradients("recompute", steps, points=points, momentum=momentum), full)
+
+
+def test_momentum_changes_the_gradients_it_is_not_a_no_op():
+    plain, heavy = gradients("full", points=(2,)), gradients("full", points=(2,), momentum=0.9)
+    assert all(rel(a, b) > 1e-2 for a, b in zip(heavy, plain))
 
 
 @pytest.mark.parametrize("chunk", [None, 2])
@@ -92,9 +105,11 @@ def test_chunked_steps_give_the_unchunked_gradients(memory, chunk):
     assert_all_close(gradients(memory, chunk=chunk, points=(2,)), gradients(memory, points=(2,)))
 
 
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("points", [(), (1, 3)])
-def test_constant_is_teslas_first_order_gradient(points):
-    assert_all_close(gradients("constant", points=points), gradients("first_order", points=points))
+def test_constant_is_teslas_first_order_gradient(points, momentum):
+    assert_all_close(gradients("constant", points=points, momentum=momentum),
+                     gradients("first_order", points=points, momentum=momentum))
 
 
 def test_constant_is_exact_for_one_step_in_images_and_lr_but_not_in_the_start():
@@ -114,6 +129,15 @@ def test_constant_relative_error_is_the_documented_one_and_shrinks_with_lr():
     # the dropped terms are lr·H_i: ten times smaller lr, about ten times smaller error
     small = rel(gradients("constant", lr=0.01)[1], gradients("full", lr=0.01)[1])
     assert 0.05 * CONSTANT_ERROR["images"][5] < small < 0.2 * CONSTANT_ERROR["images"][5]
+
+
+def test_constant_with_momentum_has_the_documented_error():
+    for steps, error in CONSTANT_ERROR_MOMENTUM["images"].items():
+        constant, full = gradients("constant", steps, momentum=0.9), gradients("full", steps, momentum=0.9)
+        assert torch.allclose(constant[0], full[0], rtol=1e-12)
+        assert rel(constant[1], full[1]) == pytest.approx(error, rel=0.02)
+        if steps == 5:
+            assert rel(constant[2], full[2]) == pytest.approx(CONSTANT_ERROR_MOMENTUM["lr"], rel=0.02)
 
 
 def trajectory_problem(dtype=torch.float64):
@@ -138,7 +162,10 @@ def loss_and_gradients(**changes):
     return (loss.detach(), *torch.autograd.grad(loss, (images, lr))), step
 
 
-@pytest.mark.parametrize("matching", [dict(intermediate="equal"), dict(match="adaptive")])
+@pytest.mark.parametrize("matching", [dict(intermediate="equal"), dict(match="adaptive"),
+                                      dict(intermediate="equal", inner_momentum=0.9, perturb="weight",
+                                           perturb_scale=1.0),
+                                      dict(match="adaptive", intermediate="varied", inner_momentum=0.9)])
 @pytest.mark.parametrize("chunk", [None, 3])
 def test_recompute_matches_full_through_trajectory_loss(matching, chunk):
     full, step = loss_and_gradients(**matching)

@@ -108,18 +108,38 @@ def test_named_evaluation_protocols():
         eval_config(config, "sam9")
 
 
-def test_ast_presets_stack_one_component_each():
+@pytest.mark.parametrize("prefix,recipe,last,extra", [
+    # AST's code (distill.py/buffer.py @8030869): inner momentum 0.9, weightPerturb α 1, log5, ξ_i = i·(N // M)
+    ("ast", "smooth", ("weight", 1.0), dict(inner_momentum=0.9, balance_base=5.0, intermediate_spacing="multiple")),
+    # AST's paper: plain inner SGD (Algorithm 2), ρ = 0.1 per filter (Eq. 23), ln (Eq. 20), ⌊i·N/M⌋
+    ("ast_paper", "smooth_paper", ("filter", 0.1),
+     dict(inner_momentum=0.0, balance_base=2.718281828459045, intermediate_spacing="floor")),
+])
+def test_ast_presets_stack_one_component_each(prefix, recipe, last, extra):
     config = load_default()
-    rows = [resolve_method(config, m, "cifar100", 10)
-            for m in ("ast_base", "ast_init", "ast_balance", "ast_intermediate", "ast")]
+    names = [f"{prefix}_base", f"{prefix}_init", f"{prefix}_balance", f"{prefix}_intermediate", prefix]
+    rows = [resolve_method(config, m, "cifar100", 10) for m in names]
     switches = [(r["init"], r["balance"], r["intermediate"], r["perturb"]) for r in rows]
     assert switches == [("real", False, "none", "none"), ("representative", False, "none", "none"),
                         ("representative", True, "none", "none"), ("representative", True, "equal", "none"),
-                        ("representative", True, "equal", "filter")]
-    assert {r["recipe"] for r in rows} == {"smooth"} and rows[-1]["perturb_scale"] == 0.1
+                        ("representative", True, "equal", last[0])]
+    assert {r["recipe"] for r in rows} == {recipe} and rows[-1]["perturb_scale"] == last[1]
+    assert {k: rows[-1][k] for k in extra} == extra and rows[0]["inner_momentum"] == extra["inner_momentum"]
     assert rows[0]["max_start_epoch"] == 30 and rows[0]["batch_syn"] == 128    # hparams.ast, not mtt's
     assert resolve_method(config, "mtt_momentum", "cifar100", 10)["recipe"] == "sgd_momentum"
     assert resolve_method(config, "mtt_momentum", "cifar100", 10)["max_start_epoch"] == 20   # hparams.mtt
+
+
+def test_ast_table7_rows_differ_only_in_the_expert_recipe():
+    """AST Table VII: the same distillation (ast_base) from SGD, momentum, momentum + GP and smooth experts."""
+    config = load_config(ROOT, ROOT / "config/paper/ast.yaml")
+    for table, recipes in (("ast/table7a", ["sgd", "sgd_momentum", "smooth_gp", "smooth"]),
+                           ("ast/table7b", ["sgd", "sgd_momentum", "smooth_gp", "smooth"])):
+        rows = [resolve_method(config, c.method, c.dataset, c.ipc) for c in table_cells(config, table)]
+        assert [r["recipe"] for r in rows] == recipes
+        settings = [{k: v for k, v in r.items() if k not in ("method", "recipe")} for r in rows]
+        assert all(s == settings[0] for s in settings), table
+        assert settings[0]["inner_momentum"] == 0.9 and settings[0]["init"] == "real"
 
 
 def test_table_sources_follow_the_measure():

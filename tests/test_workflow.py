@@ -171,7 +171,8 @@ def test_ast_and_its_ablation_run_through_the_workflow(tmp_path):
     figure = tmp_path / "results/figures/tables/smooth/smoothness.png"
     assert figure.read_bytes()[:4] == b"\x89PNG"
     synset = torch.load(tmp_path / "results/synsets/ast/digits/ipc2/synset.pt", weights_only=True)
-    assert synset["meta"]["init"] == "representative" and synset["meta"]["perturb"] == "filter"
+    assert synset["meta"]["init"] == "representative" and synset["meta"]["perturb"] == "weight"
+    assert synset["meta"]["inner_momentum"] == 0.9
 
 
 def test_ast_paper_config_dry_run_job_list(tmp_path):
@@ -182,15 +183,15 @@ def test_ast_paper_config_dry_run_job_list(tmp_path):
         "all": 1,
         "prepare_data": 7,       # cifar10, cifar100, tiny-imagenet, imagenette, imagewoof, imagefruit, imagemeow
         "fit_zca": 2,
-        "train_expert": 1600,    # 50 each of 32 expert sets: sgd 9, gsam(_a03) 8, smooth 9, and sgd_momentum,
-                                 # adam, smooth_gp on cifar100 std and tiny-imagenet (6)
+        "train_expert": 1650,    # 50 each of 33 expert sets: sgd 9, gsam(_a03) 8, smooth 9, and sgd_momentum,
+                                 # adam, smooth_gp on cifar100 std and tiny-imagenet (6), smooth_paper (VIII paper)
         "expert_stats": 10,      # sgd, sgd_momentum, adam, smooth_gp, smooth on cifar100 std and tiny-imagenet
-        "distill": 84,           # I: 3, II: 2, III: 47 (+ the mtt cell of I), V: 24, VII: 5, VIII: 3
-        "evaluate": 465,         # 5 seeds x 93 cells (IV adds 9 architectures to III's cells)
-        "table": 15,
+        "distill": 92,           # I: 3, II: 2, III: 47 (+ the mtt cell of I), V: 24, VII: 7, VIII: 3, VIII paper: 5
+        "evaluate": 505,         # 5 seeds x 101 cells (IV adds 9 architectures to III's cells)
+        "table": 16,
         "table_figure": 3,       # III accuracy vs IPC, IV heat map, Figure 9
-        "plot_images": 84,
-        "plot_curves": 60,       # all but the 24 coreset cells
+        "plot_images": 92,
+        "plot_curves": 68,       # all but the 24 coreset cells
     }
 
 

@@ -1,5 +1,5 @@
 """AST's student-side parts (Shen et al. 2023): balanced inner loss (Eq. 20), intermediate matching points
-(Sec. IV-D1) and filter-normalised weight perturbation of the expert start (Eq. 23)."""
+(Sec. IV-D1) and the perturbation of the expert start: filter-normalised (Eq. 23) or its code's weightPerturb."""
 from __future__ import annotations
 
 import math
@@ -11,20 +11,25 @@ from torch import Tensor, nn
 from distillery.functional import FlatModel
 
 
-def balance_coefficient(t: int, max_start_epoch: int, theta: float) -> float:
-    """ν(t) = ln(t − h + ϑ) if t ≥ h, else 1 / ln(h − t + ϑ), with h = max_start_epoch // 2 (Eq. 20).
+def balance_coefficient(t: int, max_start_epoch: int, theta: float, base: float) -> float:
+    """ν(t) = log_b(t − h + ϑ) if t ≥ h, else 1 / log_b(h − t + ϑ), with h = max_start_epoch // 2 (Eq. 20).
 
-    The paper writes log; the authors' code uses log base 5, i.e. ν_code = ν / ln 5 (and ln 5 · ν below h).
+    The paper writes log (base e); AST's distill.py:532-536 uses math.log(·, 5).
     """
     middle = max_start_epoch // 2
     if t >= middle:
-        return math.log(t - middle + theta)
-    return 1.0 / math.log(middle - t + theta)
+        return math.log(t - middle + theta) / math.log(base)
+    return 1.0 / (math.log(middle - t + theta) / math.log(base))
 
 
-def intermediate_points(syn_steps: int, expert_epochs: int) -> list[int]:
-    """ξ_i = ⌊i·N/M⌋ for i = 1..M−1: student step ξ_i is matched to expert epoch t + i."""
-    return [i * syn_steps // expert_epochs for i in range(1, expert_epochs)]
+def intermediate_points(syn_steps: int, expert_epochs: int, spacing: str) -> list[int]:
+    """The student steps ξ_i, i = 1..M−1, matched to expert epochs t + i: i·⌊N/M⌋ ("multiple", AST's
+    distill.py:492-496) or ⌊i·N/M⌋ ("floor", the paper's Sec. IV-D1); they differ where M does not divide N."""
+    if spacing == "multiple":
+        return [i * (syn_steps // expert_epochs) for i in range(1, expert_epochs)]
+    if spacing == "floor":
+        return [i * syn_steps // expert_epochs for i in range(1, expert_epochs)]
+    raise ValueError(f"unknown intermediate spacing '{spacing}'; choose multiple or floor")
 
 
 def intermediate_weights(mode: str, expert_epochs: int) -> list[float]:
@@ -64,5 +69,22 @@ def filter_perturbation(start: Tensor, shapes: Sequence[torch.Size], scale: floa
             d = torch.randn(filters.shape, generator=generator, dtype=start.dtype).to(start.device)
             d = d / d.norm(dim=1, keepdim=True) * filters.norm(dim=1, keepdim=True)
             piece = (filters + scale * d).reshape(-1)
+        pieces.append(piece)
+    return torch.cat(pieces)
+
+
+def weight_perturbation(start: Tensor, shapes: Sequence[torch.Size], alpha: float,
+                        generator: torch.Generator) -> Tensor:
+    """AST's code (distill.py:252-267, called with alpha 1 at :470-471): every 4-D (conv) weight W becomes
+    W + α·D̂⊙W, D ~ N(0, I) of W's shape, D̂ = D/‖D‖_F; every other parameter is unchanged.
+
+    Since ‖D̂‖_F = 1, ‖(W' − W)⊘W‖_F = α and each entry moves by about α/√numel of itself. The noise is drawn on
+    the CPU from `generator`, parameter by parameter.
+    """
+    pieces = []
+    for piece, shape in zip(start.split([math.prod(s) for s in shapes]), shapes):
+        if len(shape) == 4:
+            d = torch.randn(piece.shape, generator=generator, dtype=start.dtype).to(start.device)
+            piece = piece + alpha * (d / d.norm()) * piece
         pieces.append(piece)
     return torch.cat(pieces)

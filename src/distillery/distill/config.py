@@ -7,9 +7,10 @@ from distillery.augment import DEFAULT_STRATEGY
 
 KINDS = ("coreset", "trajectory", "adversarial", "merged")
 INITS = ("real", "noise", "representative")
-PERTURBS = ("none", "gaussian", "filter")
+PERTURBS = ("none", "gaussian", "filter", "weight")
 SELECTS = ("random", "herding", "forgetting", "kmeans")
 INTERMEDIATES = ("none", "equal", "varied")
+SPACINGS = ("multiple", "floor")
 MATCHES = ("fixed", "adaptive")
 DISTANCES = ("l2", "l1")
 DISAGREEMENTS = ("l1", "l2", "cosine")
@@ -17,7 +18,7 @@ APM_SUBSETS = ("iteration", "refresh")
 MEMORIES = ("full", "recompute", "constant")
 # Components only trajectory matching uses, with their "off" value.
 TRAJECTORY_COMPONENTS = (("match", "fixed"), ("intermediate", "none"), ("balance", False), ("perturb", "none"),
-                         ("ema_decay", None), ("memory", "full"), ("chunk", None))
+                         ("ema_decay", None), ("memory", "full"), ("chunk", None), ("inner_momentum", 0.0))
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,20 @@ class DistillConfig:
     batch_syn: int | None = None
     init: str = "real"               # real | noise | representative (AST: k-means on expert 0's features)
     init_clusters: int = 10          # k-means clusters per class for representative init and kmeans select
-    momentum: float = 0.5
+    momentum: float = 0.5            # of the image and lr optimisers
+    inner_momentum: float = 0.0      # μ of the student's SGD: b_0 = g_0, b_n = μ·b_{n−1} + g_n, θ_{n+1} = θ_n − α·b_n
+                                     # (0: MTT's plain SGD; AST's distill.py: 0.9)
     ema_decay: float | None = None   # FTD: the result is an EMA of the images (None: the images themselves)
     perturb: str = "none"            # noise on the expert start θ*_t (gaussian: FTD's "MTT + Robust Learning";
-                                     # filter: AST's filter-normalised weight perturbation, Eq. 23)
-    perturb_scale: float = 0.0       # σ of the gaussian start noise; ρ of the filter perturbation
+                                     # filter: AST's filter-normalised perturbation, Eq. 23; weight: AST's code,
+                                     # distill.py:weightPerturb)
+    perturb_scale: float = 0.0       # σ of the gaussian start noise; ρ of filter; α of weight
     # AST's student side (Shen et al. 2023, Sec. IV-C2 and IV-D1)
     balance: bool = False            # scale every inner-step CE by ν(t) (Eq. 20)
     balance_theta: float = 8.0       # ϑ in ν(t)
+    balance_base: float = 5.0        # the base of ν's log: 5 as AST's distill.py; the paper writes log (e)
     intermediate: str = "none"       # intermediate matching: none | equal (β_i = 1) | varied (β_i = i/M)
+    intermediate_spacing: str = "multiple"  # ξ_i = i·⌊N/M⌋ (multiple, AST's code) | ⌊i·N/M⌋ (floor, the paper)
     # ATT (Liu et al. 2024): match the target at the student step nearest to it instead of step N
     match: str = "fixed"             # fixed (θ̂_N) | adaptive (θ̂_k, k = argmin_k distance(θ̂_k, θ*_{t+M}))
     match_distance: str = "l2"       # the selection distance: l1 (ATT's code, its preset) | l2 (squared, paper)
@@ -104,9 +110,15 @@ class DistillConfig:
         if not isinstance(self.balance, bool):
             bad("balance", "must be true or false")
         if not self.balance_theta > 1:
-            bad("balance_theta", "must be greater than 1 (ν takes its natural log)")
+            bad("balance_theta", "must be greater than 1 (ν takes its log)")
+        if not self.balance_base > 1:
+            bad("balance_base", "must be greater than 1 (5 as AST's code, 2.718281828459045 for the paper's log)")
         if self.intermediate not in INTERMEDIATES:
             bad("intermediate", f"is not one of {', '.join(INTERMEDIATES)}")
+        if self.intermediate_spacing not in SPACINGS:
+            bad("intermediate_spacing", f"is not one of {', '.join(SPACINGS)}")
+        if not 0 <= self.inner_momentum < 1:
+            bad("inner_momentum", "must be in [0, 1) (0: plain SGD in the inner loop)")
         if self.match not in MATCHES:
             bad("match", f"is not one of {', '.join(MATCHES)}")
         if self.match_distance not in DISTANCES:

@@ -13,11 +13,11 @@ from torch import Tensor
 from distillery.augment import dsa
 from distillery.checkpoint import Checkpoint
 from distillery.distill.alignment import (balance_coefficient, filter_mask, filter_perturbation,
-                                         intermediate_points, intermediate_weights)
+                                         intermediate_points, intermediate_weights, weight_perturbation)
 from distillery.distill.config import DistillConfig
 from distillery.distill.coreset import select_coreset
 from distillery.distill.init import init_synthetic
-from distillery.distill.memory import memory_unroll, step_gradient
+from distillery.distill.memory import memory_unroll, step_gradient, velocity
 from distillery.functional import FlatModel
 from distillery.progress import Progress
 from distillery.runtime import to_device
@@ -55,23 +55,25 @@ class Batches:
 
 def unroll_path(student: FlatModel, start: Tensor, images: Tensor, labels: Tensor, lr: Tensor, steps: int,
                 batches: Batches, aug: torch.Generator, strategy: str, points: Sequence[int] = (),
-                scale: float = 1.0, memory: str = "full", chunk: int | None = None) -> list[Tensor]:
-    """N differentiable SGD steps θ_{n+1} = θ_n − lr·∇(scale·CE(A(x_b); θ_n)).
+                scale: float = 1.0, memory: str = "full", chunk: int | None = None,
+                momentum: float = 0.0) -> list[Tensor]:
+    """N differentiable SGD steps θ_{n+1} = θ_n − lr·b_n on g_n = ∇(scale·CE(A(x_b); θ_n)), with the velocity
+    b_0 = g_0, b_n = momentum·b_{n−1} + g_n (momentum 0: plain SGD, MTT's; 0.9: AST's distill.py:547-556).
 
-    Returns [θ_n for n in points] + [θ_N], each with its graph. Plain SGD: AST's code adds inner momentum 0.9,
-    which its paper (and MTT) do not; neither do we. `memory` full keeps every step's graph; recompute (exact)
-    and constant (TESLA, first order) replay the steps in the backward (distill/memory.py). `chunk` splits each
-    step's minibatch into pieces of that many images without changing the result.
+    Returns [θ_n for n in points] + [θ_N], each with its graph. `memory` full keeps every step's graph; recompute
+    (exact) and constant (TESLA, first order) replay the steps in the backward (distill/memory.py). `chunk`
+    splits each step's minibatch into pieces of that many images without changing the result.
     """
     if memory != "full":
         return memory_unroll(student, start, images, labels, lr, steps, batches, aug, strategy, points, scale,
-                             chunk, memory)
-    theta, kept = start, []
+                             chunk, memory, momentum)
+    theta, kept, b = start, [], None
     for n in range(1, steps + 1):
         idx = batches.next()
         grad = step_gradient(student, theta, dsa(images[idx], aug, strategy), labels[idx], scale, chunk,
                              create_graph=True)
-        theta = theta - lr * grad
+        b = velocity(b, grad, momentum)
+        theta = theta - lr * b
         if n in points:
             kept.append(theta)
     return kept + [theta]
@@ -117,32 +119,35 @@ def trajectory_loss(cfg: DistillConfig, student: FlatModel, trajectory: Tensor, 
                     noise: torch.Generator) -> tuple[Tensor, int]:
     """One iteration's matching loss from expert epoch `t`, and the student step it matched (N unless adaptive).
 
-    MTT's loss, plus AST's switches when on: perturb=filter moves the expert start itself (student start and
-    every denominator); gaussian moves only the student start. With intermediate matching the loss is
+    MTT's loss, plus AST's switches when on: perturb=filter or weight moves the expert start itself (student start
+    and every denominator); gaussian moves only the student start. With intermediate matching the loss is
     L_main + Σ β_i L_i, L_i matching θ̂_{ξ_i} to θ*_{t+i}. With match=adaptive (ATT) the target is matched at
     the nearest of the N steps, so images and lr learn only through the steps up to it; combined with intermediate
-    matching, the points divide that shorter path: ξ_i = ⌊i·k/M⌋ for the match step k (points on step 0 skipped).
+    matching, the points divide that shorter path: ξ_i as for N = k, the match step (points on step 0 skipped).
     """
     device = images.device
     start = to_device(trajectory[t], device)
     if cfg.perturb == "filter":
         start = filter_perturbation(start, student.shapes, cfg.perturb_scale, noise, filter_mask(student))
+    elif cfg.perturb == "weight":
+        start = weight_perturbation(start, student.shapes, cfg.perturb_scale, noise)
     student_start = perturb_start(start, cfg, noise) if cfg.perturb == "gaussian" else start
     if cfg.match == "adaptive":
         points = range(1, cfg.syn_steps)
     elif cfg.intermediate != "none":
-        points = intermediate_points(cfg.syn_steps, cfg.expert_epochs)
+        points = intermediate_points(cfg.syn_steps, cfg.expert_epochs, cfg.intermediate_spacing)
     else:
         points = []
-    scale = balance_coefficient(t, cfg.max_start_epoch, cfg.balance_theta) if cfg.balance else 1.0
+    scale = balance_coefficient(t, cfg.max_start_epoch, cfg.balance_theta, cfg.balance_base) if cfg.balance else 1.0
     path = unroll_path(student, student_start.requires_grad_(True), images, labels, lr, cfg.syn_steps, batches, aug,
-                       cfg.dsa, points, scale, cfg.memory, cfg.chunk)
+                       cfg.dsa, points, scale, cfg.memory, cfg.chunk, cfg.inner_momentum)
     target = to_device(trajectory[t + cfg.expert_epochs], device)
     step, final, matched = cfg.syn_steps, path[-1], path[:-1]
     if cfg.match == "adaptive":  # path is θ̂_1 … θ̂_N
         step = nearest_step(path, target, cfg.match_distance)
         final = path[step - 1]
-        matched = [path[xi - 1] if xi > 0 else None for xi in intermediate_points(step, cfg.expert_epochs)]
+        matched = [path[xi - 1] if xi > 0 else None
+                   for xi in intermediate_points(step, cfg.expert_epochs, cfg.intermediate_spacing)]
     loss = matching_loss(final, start, target)
     for i, (theta, beta) in enumerate(zip(matched, intermediate_weights(cfg.intermediate, cfg.expert_epochs)), 1):
         if theta is not None:

@@ -27,9 +27,10 @@ LOG_COLUMNS = ("iteration", "loss", "lr", "start_epoch", "match_step", "skipped"
 
 
 def expected_expert(cfg: DistillConfig, meta: dict, num_params: int | None = None) -> dict:
-    """What an expert (or teacher) file must record to serve this distillation: its model, domain and dataset,
-    and (when given) the student's parameter count."""
-    expect = {"model": cfg.model, "zca": cfg.zca, "dataset_sha256": meta["sha256"]["train.pt"]}
+    """What an expert (or teacher) file must record to serve this distillation: its model, domain, dataset and
+    recipe (as the recipe is now), and (when given) the student's parameter count."""
+    expect = {"model": cfg.model, "zca": cfg.zca, "dataset_sha256": meta["sha256"]["train.pt"],
+              "recipe": cfg.recipe}
     return expect if num_params is None else {**expect, "num_params": num_params}
 
 

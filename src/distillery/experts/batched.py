@@ -12,7 +12,7 @@ from torch.func import grad_and_value, vmap
 
 from distillery.augment import dsa
 from distillery.experts.recipes import Recipe
-from distillery.experts.smooth import epoch_lr
+from distillery.experts.smooth import epoch_lr, restarts_optimizer
 from distillery.functional import FlatModel
 from distillery.models import build_model, parse_convnet_name
 from distillery.progress import Progress
@@ -44,7 +44,8 @@ def train_experts_batched(images: Tensor, labels: Tensor, model_name: str, num_c
     """Train one expert per seed together; returns their trajectories [K, epochs+1, P] on the CPU ([K, 2, P]
     with `final_only`), row k equal to `train_expert(images, labels, model_name, num_classes, recipe,
     seeds[k], role)[0]`: the same init, batches, augmentation, SGD (torch's momentum and weight-decay rule)
-    and lr schedule. Pays where one expert leaves the device idle (small models or batches)."""
+    and lr schedule (with its optimizer restart). Pays where one expert leaves the device idle (small models or
+    batches)."""
     check_batchable(model_name, recipe)
     if not seeds:
         raise ValueError("seeds is empty: give one seed per expert to train")
@@ -74,6 +75,8 @@ def train_experts_batched(images: Tensor, labels: Tensor, model_name: str, num_c
     progress = Progress(recipe.epochs, f"{role} {seeds[0]}..{seeds[-1]} (x{len(seeds)})")
     for epoch in range(recipe.epochs):
         lr = epoch_lr(recipe, epoch)
+        if restarts_optimizer(recipe, epoch):
+            momentum = None
         orders = [torch.randperm(len(images), generator=g).to(device) for g in shuffles]
         total = torch.zeros(len(seeds), device=device, dtype=theta.dtype)
         for start in range(0, len(images), recipe.batch):

@@ -9,6 +9,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from distillery.experts.recipes import recipe_changes
 from distillery.io import save_torch, sha256_tensor
 
 RETRAIN = "delete it and rerun its train_expert job (snakemake --forcerun train_expert <file>)"
@@ -25,7 +26,9 @@ def save_expert(path: str | Path, trajectory: Tensor, meta: dict) -> None:
 
 def load_expert(path: str | Path, expect: dict | None = None, verify: bool = True) -> tuple[Tensor, dict]:
     """Memory-mapped trajectory and its metadata; `expect` fields (model, zca, num_params, ...) must match the
-    metadata. `verify` reads the whole trajectory once to compare its sha256 with the metadata's."""
+    metadata, and `expect["recipe"]` (a recipe name) must be the recipe the file was trained with, as that recipe
+    is now (recipe_changes: a file trained before a recipe changed is stale). `verify` reads the whole trajectory
+    once to compare its sha256 with the metadata's."""
     try:
         blob = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
         trajectory, meta = blob["trajectory"], blob["meta"]
@@ -40,7 +43,11 @@ def load_expert(path: str | Path, expect: dict | None = None, verify: bool = Tru
         raise ValueError(f"expert file {path}: the trajectory does not match its sha256 (corrupted or modified); "
                          f"{RETRAIN}")
     for key, value in (expect or {}).items():
-        if meta.get(key) != value:
+        if key == "recipe":
+            if changes := recipe_changes(value, meta.get("recipe") or {}):
+                raise ValueError(f"expert file {path} was not trained with expert recipe '{value}' as it is now "
+                                 f"({', '.join(changes)}); {RETRAIN}")
+        elif meta.get(key) != value:
             raise ValueError(f"expert file {path} has {key}={meta.get(key)!r} but this run needs {value!r}; "
                              f"it was trained for another setting — retrain it or point to the right buffers")
     return trajectory, meta

@@ -14,7 +14,7 @@ from distillery.checkpoint import Checkpoint, checkpoint_path
 from distillery.data import load_meta, load_split, load_zca
 from distillery.evaluate import accuracy
 from distillery.experts.recipes import Recipe, get_recipe
-from distillery.experts.smooth import epoch_lr, expert_loss
+from distillery.experts.smooth import epoch_lr, expert_loss, restarts_optimizer
 from distillery.experts.store import save_expert
 from distillery.functional import FlatModel
 from distillery.models import build_model
@@ -47,7 +47,9 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
     the `role`-init/-shuffle/-dsa roles of `seed`; `on_batch(indices, logits)` sees every training batch's
     detached logits (e.g. to count forgetting events) without changing the run; with GSAM, the logits of the
     first (unperturbed) pass, and both passes see the same augmented batch. The loss is the recipe's
-    (experts.smooth.expert_loss: clipped CE and gradient penalty, on the same augmented batch, one forward pass).
+    (experts.smooth.expert_loss: clipped CE and gradient penalty, the penalty on the augmented batch's pass or on
+    a second pass of the un-augmented one); the lr schedule is epoch_lr's, the optimizer restarting where the
+    recipe says (restarts_optimizer).
     `checkpoint` saves the state (model, optimiser, trajectory, random streams, the epoch's order and position)
     every `every` epochs and, after SIGTERM, at the next batch; a resumed run equals an uninterrupted one.
     """
@@ -80,21 +82,20 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
         order = None if saved["order"] is None else saved["order"].to(device)
     progress = Progress(recipe.epochs, f"{role} {seed}")
     for epoch in range(first_epoch, recipe.epochs):
-        for group in base.param_groups:  # the schedule changes the lr only: momentum and Adam state are kept
+        for group in base.param_groups:  # the schedule changes the lr; the state is kept unless restarted
             group["lr"] = epoch_lr(recipe, epoch)
+        if order is None and restarts_optimizer(recipe, epoch):  # a fresh epoch (not one resumed mid-way)
+            base.state.clear()  # as a rebuilt torch optimizer: no momentum buffers, Adam moments and step 0
         if order is None:
             order, position, total = torch.randperm(len(images), generator=shuffle).to(device), 0, total.zero_()
         while position < len(images):
             idx = order[position:position + recipe.batch]
             x = dsa(images[idx], aug) if recipe.dsa else images[idx]  # one draw, shared by both GSAM passes
-            if recipe.gp_weight > 0:
-                x = x.detach().requires_grad_()  # the penalty differentiates the logits w.r.t. the inputs
             seen: list[Tensor] = []
 
             def closure() -> Tensor:
-                logits = model(x)
+                loss, logits = expert_loss(model, x, images[idx], labels[idx], recipe, epoch)
                 seen.append(logits.detach())
-                loss = expert_loss(logits, labels[idx], x, recipe, epoch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 return loss
