@@ -105,3 +105,19 @@ def test_no_paper_cell_keeps_more_initial_images_than_the_authors_own_run(paper)
         assert share <= decay ** iterations
         checked += 1
     assert checked > 0 or paper in ("mtt", "ast", "apm")
+
+
+def test_every_test_the_ledger_names_exists():
+    """docs/fidelity.md names the test pinning each row as `file.py::test_name` (or `::test_name` after one):
+    each must be a test function in that file."""
+    import re
+
+    ledger = (ROOT / "docs/fidelity.md").read_text()
+    named, current = 0, None
+    for path, name in re.findall(r"`(?:(test_[a-z0-9_]+\.py))?::(test_[a-z0-9_]+)`", ledger):
+        current = path or current
+        assert current, f"{name} is named without its file"
+        source = (ROOT / "tests" / current).read_text()
+        assert re.search(rf"^def {name}\(", source, re.M), f"docs/fidelity.md names {current}::{name}, not found"
+        named += 1
+    assert named >= 40
