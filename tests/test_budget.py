@@ -161,8 +161,8 @@ def test_auto_fails_naming_the_cell_the_estimate_and_the_largest_batch_that_fits
     budget = required_gb(cfg, memory="recompute", chunk=1) - 0.001
     widest = max(b for b in range(1, 50) if required_gb(cfg, memory="recompute", chunk=1, batch_syn=b) <= budget)
     with pytest.raises(ValueError, match=rf"method 't' on cifar10 ipc10: memory recompute, chunk 1 needs an "
-                                         rf"estimated [0-9.]+ GB .*the largest batch_syn that fits \(recompute, "
-                                         rf"chunk 1\) is {widest} \(now 50\)"):
+                                         rf"estimated [0-9.]+ GB .*the largest batch_syn that fits with memory "
+                                         rf"recompute, chunk 1 is {widest} \(now 50\)"):
         plan(cfg, budget)
 
 
@@ -170,7 +170,9 @@ def test_an_explicit_mode_is_kept_when_it_fits_and_refused_when_not():
     cfg = small_cfg(memory="full")
     full = required_gb(cfg)
     assert plan(cfg, full + 0.01, "full") == {"memory": "full", "chunk": None}
-    with pytest.raises(ValueError, match="memory full needs an estimated"):
+    widest = max(b for b in range(1, 50) if required_gb(cfg, batch_syn=b) <= full - 0.01)
+    with pytest.raises(ValueError, match=f"memory full needs an estimated .* the largest batch_syn that fits with "
+                                         f"memory full is {widest} "):
         plan(cfg, full - 0.01, "full")
 
 
@@ -245,3 +247,34 @@ def test_cost_command_prints_and_writes_csv(tmp_path, capsys, monkeypatch):
     assert out.read_text().startswith("table,kind,jobs,memory,peak_gpu_gb")
     lines = (tmp_path / "c_distillations.csv").read_text().splitlines()
     assert any(line.startswith("ftd,cifar100,50,trajectory,recompute") for line in lines)
+
+
+def test_slurm_requests_are_the_models_with_their_safety_factors():
+    config = load_config(ROOT, "config/paper/ftd.yaml")
+    wildcards = {"method": "ftd", "dataset": "cifar100", "ipc": "50"}
+    job = cost.job(config, "distill", wildcards, "gpu")
+    assert job.settings["memory"] == "recompute"
+    spec, vector = get_spec("cifar100"), calibrate.num_params("ConvNet", 3, 32, 100) * 4
+    host = 3 * GB + 50000 * (3072 + 8) + 2 * 51 * vector      # the process, the uint8 split, two expert files
+    assert job.estimate.host_bytes(on_gpu=True) == pytest.approx(host)
+    assert cost.job_resources(config, "distill", wildcards, True) == {
+        "mem_mb": math.ceil(host * 1.25 / 2**20), "runtime": math.ceil(job.seconds * 1.5 / 60) + 15}
+    assert job.seconds == pytest.approx(timing.trajectory_seconds(DistillConfig.from_dict(job.settings), spec, "gpu"))
+
+
+def test_a_profiles_gpu_memory_replans_and_too_little_fails_before_any_job(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    profile = tmp_path / "profile"
+    shutil.copytree(ROOT / "profiles/local", profile)
+    with open(profile / "config.yaml", "a") as f:
+        f.write('config:\n  - "runtime={gpu_memory_gb: 1.5}"\n')
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile"), "-n",
+                             "--profile", str(profile), "--directory", str(tmp_path)], capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "method 'mtt' on digits ipc1: memory recompute, chunk 1 needs an estimated 2.0 GB with the margin" in output
+    assert "more than the 1.5 GB GPU of runtime.gpu_memory_gb" in output
+    assert not (tmp_path / "results").exists()

@@ -237,7 +237,7 @@ def plan_memory(cfg: DistillConfig, requested: str, spec: DatasetSpec, gpu_gb: f
 
     `requested` auto: `full` when it fits, else `recompute` (exact), else `recompute` with the largest chunk that
     fits; an explicit mode is kept when it fits. Otherwise a ValueError naming `where`, the estimate and the
-    largest batch_syn that would fit (recompute, chunk 1), before any job runs.
+    largest batch_syn that would fit (with the explicit mode, or recompute with chunk 1), before any job runs.
     """
     def fits(memory: str, chunk: int | None, batch: int | None = None) -> bool:
         tried = replace(cfg, memory=memory, chunk=chunk, batch_syn=batch or cfg.batch_syn)
@@ -258,10 +258,10 @@ def plan_memory(cfg: DistillConfig, requested: str, spec: DatasetSpec, gpu_gb: f
         modes = [("recompute", 1)]
     memory, chunk = modes[0]
     estimate = trajectory_estimate(replace(cfg, memory=memory, chunk=chunk), spec)
-    widest = _largest(lambda b: fits("recompute", 1, b), batch - 1)
-    advice = (f"the largest batch_syn that fits (recompute, chunk 1) is {widest} (now {batch})" if widest else
-              "even batch_syn 1 does not fit: the data, the images and the margin alone need more")
+    widest = _largest(lambda b: fits(memory, chunk, b), batch - 1)
     chunk_text = f", chunk {chunk}" if chunk else ""
+    advice = (f"the largest batch_syn that fits with memory {memory}{chunk_text} is {widest} (now {batch})" if widest
+              else "even batch_syn 1 does not fit: the data, the images and the margin alone need more")
     raise ValueError(f"{where}: memory {memory}{chunk_text} needs an estimated {estimate.describe()}, more than the "
                      f"{gpu_gb:g} GB GPU of runtime.gpu_memory_gb; {advice}. Lower batch_syn (or ipc), give a GPU "
                      f"with more memory (runtime.gpu_memory_gb) or, for an explicit memory, use memory: auto")
