@@ -37,8 +37,7 @@ from distillery.budget.saved import measure, peak_saved
 from distillery.data.registry import DatasetSpec
 from distillery.distill.config import DistillConfig
 from distillery.distill.matching import Batches, matching_loss, trajectory_loss, unroll_path
-from distillery.experts.recipes import Recipe
-from distillery.experts.smooth import expert_loss
+from distillery.experts.smooth import gradient_penalty
 from distillery.functional import FlatModel
 from distillery.models import build_model
 from distillery.seeds import generator, seeded
@@ -144,13 +143,13 @@ def probe_dsa(channels: int, size: int, strategy: str, dtype: str) -> float:
 def probe_training(model: str, channels: int, size: int, classes: int, penalty: bool, dtype: str) -> dict:
     with torch.device("meta"):
         module = build_model(model, channels, classes, size).to(DTYPES[dtype])
-    recipe = Recipe("probe", gp_weight=1.0 if penalty else 0.0)
 
-    def step(batch: int) -> None:
+    def step(batch: int) -> None:  # experts/smooth.py expert_loss: CE, with the penalty on the same pass
         x = torch.zeros(batch, channels, size, size, device="meta", dtype=DTYPES[dtype], requires_grad=penalty)
         x = x.clone() if penalty else x  # not a leaf, for FlopCounterMode (see probe_image_graph)
-        y = torch.zeros(batch, dtype=torch.long, device="meta")
-        expert_loss(module(x), y, x, recipe, epoch=0).backward()
+        logits = module(x)
+        loss = F.cross_entropy(logits, torch.zeros(batch, dtype=torch.long, device="meta"))
+        (loss + gradient_penalty(logits, x) if penalty else loss).backward()
 
     def forward(batch: int) -> None:
         with torch.no_grad():

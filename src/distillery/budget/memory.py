@@ -14,12 +14,10 @@ one lives; data/prepare.py load_split), then 4: ImageNet-1K at 64 px peaks at 17
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 
 from distillery.budget import calibrate
 from distillery.data.registry import DatasetSpec, get_spec
-from distillery.distill.alignment import intermediate_points
 from distillery.distill.config import DistillConfig
 from distillery.evaluate import EvalConfig
 from distillery.experts.recipes import Recipe, get_recipe
@@ -98,8 +96,8 @@ def _train_slope(model: str, spec: DatasetSpec, penalty: bool = False) -> float:
 
 
 def _extra_losses(cfg: DistillConfig) -> int:
-    """Matching terms besides the final one: AST's intermediate points."""
-    return len(intermediate_points(cfg.syn_steps, cfg.expert_epochs)) if cfg.intermediate != "none" else 0
+    """Matching terms besides the final one: AST's intermediate points, one per expert epoch i = 1..M−1."""
+    return cfg.expert_epochs - 1 if cfg.intermediate != "none" else 0
 
 
 def _kept_points(cfg: DistillConfig) -> int:
@@ -278,7 +276,3 @@ def _largest(ok, upper: int) -> int:
             hi = mid - 1
     return lo
 
-
-def chunks(batch: int, chunk: int | None) -> int:
-    """Pieces an inner step of `batch` images runs in."""
-    return math.ceil(batch / min(chunk or batch, batch))
