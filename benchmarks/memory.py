@@ -14,7 +14,9 @@ to `full` at the same N.
 estimated saved-for-backward bytes against those of one real engine iteration (budget.calibrate.engine_iteration)
 and, on CUDA, the estimated rise of allocated memory over the iteration (saved tensors, working set, expert rows,
 the images' gradient) against torch.cuda.max_memory_allocated; on CUDA it also runs paper cells at their
-planned settings (CHECK_CELLS). Results: results/memory-model_<device>.json.
+planned settings (CHECK_CELLS). Results: results/memory-model_<device>.json. On the CPU the expert rows are
+views of the whole trajectory, whose storage the saved count includes (a GPU copies the rows): `full` measures up
+to ~2% above the estimate for that reason.
 
     python benchmarks/memory.py --check-model --device cpu
     python benchmarks/memory.py --check-model --device cuda      # the GPU check, where a GPU is available
