@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from distillery.budget.memory import gpu_memory_gb, plan_memory
+from distillery.budget.memory import AUTO, gpu_memory_gb, plan_memory
 from distillery.data import get_spec
 from distillery.distill.config import DistillConfig
 from distillery.evaluate import EvalConfig
@@ -140,7 +140,7 @@ def resolve_method(config: dict, method: str, dataset: str, ipc: int) -> dict:
     if settings.get("kind") == "merged":  # the groups' model and domain
         group = resolve_method(config, settings["groups_of"], dataset, settings["group_ipc"])
         settings.update(model=group["model"], zca=group["zca"], recipe=group["recipe"])
-    memory = settings.pop("memory", "auto") if settings.get("kind") == "trajectory" else None
+    memory = settings.pop("memory", AUTO) if settings.get("kind") == "trajectory" else None
     cfg = DistillConfig.from_dict(settings)  # validates every field
     if not is_model_name(cfg.model):
         raise ValueError(f"method '{method}' on {dataset}: unknown model '{cfg.model}'")

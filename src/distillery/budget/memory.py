@@ -28,6 +28,7 @@ MARGIN_GB = 2.0
 HOST_BASE_GB = {"gpu": 3.0, "cpu": 1.0}  # a Python process with torch (and the CUDA libraries)
 FLOAT = 4                                # every job computes in float32
 LOAD_BYTES_PER_PIXEL = 12                # data/prepare.py load_split's transient copies
+AUTO = "auto"                            # the planner's memory setting, besides DistillConfig's MEMORIES
 EXACT_MODES = ("full", "recompute")      # what `memory: auto` chooses from (constant is first order)
 
 
@@ -242,7 +243,7 @@ def plan_memory(cfg: DistillConfig, requested: str, spec: DatasetSpec, gpu_gb: f
         return trajectory_estimate(tried, spec).fits(gpu_gb)
 
     batch = min(cfg.batch_syn or cfg.ipc * spec.num_classes, cfg.ipc * spec.num_classes)
-    if requested != "auto":
+    if requested != AUTO:
         if fits(requested, cfg.chunk):
             return {"memory": requested, "chunk": cfg.chunk}
         modes = [(requested, cfg.chunk)]
