@@ -129,7 +129,8 @@ def probe_unroll(model: str, channels: int, size: int, classes: int, memory: str
                                                        chunk, "none")))
     rows = torch.tensor([[s * b, s, b, k, n, 1] for s, b, k, n in PROBES], dtype=torch.float64)
     solved = torch.linalg.solve(rows, torch.tensor(values, dtype=torch.float64))
-    return {"saved": [round(v, 3) for v in solved[:, 0].tolist()], "flops": [round(v, 3) for v in solved[:, 1].tolist()]}
+    return {"saved": [round(v, 3) for v in solved[:, 0].tolist()],
+            "flops": [round(v, 3) for v in solved[:, 1].tolist()]}
 
 
 def probe_dsa(channels: int, size: int, strategy: str, dtype: str) -> float:
@@ -293,4 +294,5 @@ def write_table(configs: list[str]) -> None:
 if __name__ == "__main__":  # through the imported module, whose cache the planning code fills
     from distillery.budget import calibrate
 
-    calibrate.write_table(["config/config.yaml", *(f"config/paper/{p}.yaml" for p in ("mtt", "ftd", "ast", "att", "apm"))])
+    papers = ("mtt", "ftd", "ast", "att", "apm")
+    calibrate.write_table(["config/config.yaml", *(f"config/paper/{p}.yaml" for p in papers)])

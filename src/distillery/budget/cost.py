@@ -288,8 +288,8 @@ def write_csv(rows: list[dict], columns: tuple[str, ...], path: str | Path) -> N
 
 def header(config: dict, device: str, name: str) -> str:
     sources = timing.rates(device)
-    lines = [f"Cost of {name} on {device} (GPU of {memory.gpu_memory_gb(config):g} GB, runtime.gpu_memory_gb; peak = the "
-             f"estimate with the margin {100 * memory.MARGIN_FRACTION:.0f}% + {memory.MARGIN_GB:g} GB; jobs shared "
+    lines = [f"Cost of {name} on {device} (GPU of {memory.gpu_memory_gb(config):g} GB, runtime.gpu_memory_gb; peak = "
+             f"the estimate with the margin {100 * memory.MARGIN_FRACTION:.0f}% + {memory.MARGIN_GB:g} GB; jobs shared "
              f"by tables are counted in each, once in the total).",
              f"Time per inner step ({device}): {sources['unroll'].source}.",
              f"Time per training batch ({device}): {sources['training'].source}.",

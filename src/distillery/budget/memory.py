@@ -276,4 +276,3 @@ def _largest(ok, upper: int) -> int:
         else:
             hi = mid - 1
     return lo
-
