@@ -9,6 +9,17 @@ also as torch.cuda.max_memory_allocated above the baseline. Seconds: the fastest
 to `full` at the same N.
 
     python benchmarks/memory.py --device cpu --steps 2 5 10 20 40 --repeat 3
+
+`--check-model` checks the memory model (distillery.budget) at the papers' widths instead: per setting, the
+estimated saved-for-backward bytes against those of one real engine iteration (budget.calibrate.engine_iteration)
+and, on CUDA, the estimated rise of allocated memory over the iteration (saved tensors, working set, expert rows,
+the images' gradient) against torch.cuda.max_memory_allocated; on CUDA it also runs paper cells at their
+planned settings (CHECK_CELLS). Results: results/memory-model_<device>.json. On the CPU the expert rows are
+views of the whole trajectory, whose storage the saved count includes (a GPU copies the rows): `full` measures up
+to ~2% above the estimate for that reason.
+
+    python benchmarks/memory.py --check-model --device cpu
+    python benchmarks/memory.py --check-model --device cuda      # the GPU check, where a GPU is available
 """
 from __future__ import annotations
 
@@ -17,56 +28,23 @@ import json
 import platform
 import sys
 import time
-import weakref
 from math import inf
 from pathlib import Path
 
 import torch
 
-from distillery.distill.matching import Batches, matching_loss, unroll_path
+from distillery.budget import calibrate
+from distillery.budget.memory import FLOAT, GB, trajectory_estimate, unroll_saved
+from distillery.budget.saved import cuda_peak, peak_saved
+from distillery.data import get_spec
+from distillery.distill.config import DistillConfig
+from distillery.plan import load_config, resolve_method
 from distillery.functional import FlatModel
 from distillery.models import ConvNet
 from distillery.seeds import generator, seeded
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DSA = "color_crop_cutout_flip_scale_rotate"
-
-
-class SavedBytes:
-    """Live bytes of the storages autograd has saved for backward, and their peak."""
-
-    def __init__(self):
-        self.live: dict[int, list[int]] = {}  # storage pointer -> [saved references, bytes]
-        self.current = self.peak = 0
-
-    def pack(self, tensor: torch.Tensor):
-        storage = tensor.untyped_storage()
-        key = storage.data_ptr()
-        if key in self.live:
-            self.live[key][0] += 1
-        else:
-            self.live[key] = [1, storage.nbytes()]
-            self.current += storage.nbytes()
-            self.peak = max(self.peak, self.current)
-        held = _Held(tensor)
-        weakref.finalize(held, self._release, key)
-        return held
-
-    @staticmethod
-    def unpack(held: "_Held") -> torch.Tensor:
-        return held.tensor
-
-    def _release(self, key: int) -> None:
-        entry = self.live[key]
-        entry[0] -= 1
-        if entry[0] == 0:
-            self.current -= entry[1]
-            del self.live[key]
-
-
-class _Held:
-    def __init__(self, tensor: torch.Tensor):
-        self.tensor = tensor
 
 
 def problem(device: str, ipc: int, size: int, width: int):
@@ -84,28 +62,7 @@ def problem(device: str, ipc: int, size: int, width: int):
 def iteration(prob, steps: int, batch: int, memory: str, chunk: int | None) -> None:
     """One matching iteration: unroll, loss, backward into images and lr."""
     student, images, labels, start, target = prob
-    images = images.detach().requires_grad_(True)
-    lr = torch.tensor(0.01, device=images.device, requires_grad=True)
-    batches = Batches(len(images), batch, generator(0, "bench-batches"), images.device)
-    path = unroll_path(student, start.clone().requires_grad_(True), images, labels, lr, steps, batches,
-                       generator(0, "bench-dsa"), DSA, (), 1.0, memory, chunk)
-    matching_loss(path[-1], start, target).backward()
-
-
-def peak_saved(prob, steps, batch, memory, chunk) -> int:
-    tracker = SavedBytes()
-    with torch.autograd.graph.saved_tensors_hooks(tracker.pack, tracker.unpack):
-        iteration(prob, steps, batch, memory, chunk)
-    return tracker.peak
-
-
-def peak_cuda(prob, steps, batch, memory, chunk) -> int:
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    iteration(prob, steps, batch, memory, chunk)
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - base
+    calibrate.unroll_iteration(student, images, labels, start, target, steps, batch, memory, chunk, DSA)
 
 
 def seconds(prob, steps, batch, memory, chunk, device: str) -> float:
@@ -149,6 +106,71 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+# (model, dataset, ipc, N, memory, batch_syn, chunk): the papers' widths, 28-128 px, full and recompute, chunked
+CHECK_SETTINGS = [
+    ("ConvNet", "mnist", 1, 10, "full", None, None),
+    ("ConvNet", "cifar10", 10, 10, "full", 20, None),
+    ("ConvNet", "cifar10", 1, 80, "recompute", 5, None),
+    ("ConvNet", "cifar100", 1, 10, "recompute", 20, 5),
+    ("ConvNet", "cifar10", 50, 10, "recompute", 25, None),
+    ("ConvNetD4", "tiny-imagenet", 1, 10, "full", 10, None),
+    ("ConvNetD4", "tiny-imagenet", 1, 10, "recompute", 10, 5),
+    ("ConvNetD5", "imagenette", 1, 10, "full", 5, None),
+    ("ConvNetD5", "imagenette", 1, 10, "recompute", 4, 2),
+]
+# (paper config, method, dataset, ipc): whole cells at the settings they plan on an 80 GB GPU (CUDA only)
+CHECK_CELLS = [("ftd", "ftd", "cifar100", 50), ("att", "att", "cifar10", 50), ("mtt", "mtt", "cifar100", 10),
+               ("ftd", "ftd", "tiny-imagenet", 10), ("mtt", "mtt", "imagenette", 10)]
+
+
+def iteration_rise(cfg: DistillConfig, spec) -> float:
+    """The model's bytes allocated during one iteration above what a job holds between iterations: the saved
+    tensors and working set, the expert rows moved in, the images' gradient."""
+    parts = trajectory_estimate(cfg, spec).parts
+    vector = calibrate.num_params(cfg.model, spec.channels, spec.size, spec.num_classes) * FLOAT
+    images = cfg.ipc * spec.num_classes * spec.channels * spec.size * spec.size * FLOAT
+    return parts["saved for backward"] + parts["working set"] + parts["parameters and expert rows"] - vector + images
+
+
+def check_one(cfg: DistillConfig, dataset: str, device: str, saved: bool = True) -> dict:
+    spec = get_spec(dataset)
+    step = calibrate.engine_iteration(cfg, spec, device)
+    row = {"model": cfg.model, "dataset": dataset, "ipc": cfg.ipc, "syn_steps": cfg.syn_steps, "memory": cfg.memory,
+           "batch_syn": cfg.batch_syn, "chunk": cfg.chunk}
+    if saved:
+        row["estimate_saved_mib"] = unroll_saved(cfg, spec) / 2**20
+        row["measured_saved_mib"] = peak_saved(step) / 2**20
+        row["saved_ratio"] = row["estimate_saved_mib"] / row["measured_saved_mib"]
+    if device == "cuda":
+        step()  # allocator warm-up
+        row["estimate_rise_mib"] = iteration_rise(cfg, spec) / 2**20
+        row["measured_cuda_mib"] = cuda_peak(step) / 2**20
+        row["cuda_ratio"] = row["estimate_rise_mib"] / row["measured_cuda_mib"]
+        row["job_estimate_gb"] = trajectory_estimate(cfg, spec).peak / GB
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def check_model(device: str) -> dict:
+    """The memory model against measurements (the module notes); returns the JSON record."""
+    rows = [check_one(DistillConfig("check", "trajectory", ipc, model=model, syn_steps=steps, memory=mode,
+                                    batch_syn=batch, chunk=chunk, max_start_epoch=1), dataset, device)
+            for model, dataset, ipc, steps, mode, batch, chunk in CHECK_SETTINGS]
+    cells = []
+    if device == "cuda":
+        root = Path(__file__).resolve().parents[1]
+        for paper, method, dataset, ipc in CHECK_CELLS:
+            settings = resolve_method(load_config(root, root / f"config/paper/{paper}.yaml"), method, dataset, ipc)
+            cfg = DistillConfig.from_dict({**settings, "max_start_epoch": 1})
+            cells.append({"paper": paper, **check_one(cfg, dataset, device, saved=False)})
+    per_image_step = {f"{name} {size} px": calibrate.unroll(name, 3, size, classes, "full")[0].x[0] / 1e6
+                      for name, size, classes in (("ConvNet", 32, 10), ("ConvNetD4", 64, 200), ("ConvNetD5", 128, 10))}
+    return {"command": "python benchmarks/memory.py " + " ".join(sys.argv[1:]), "torch": torch.__version__,
+            "device": device, "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
+            "threads": torch.get_num_threads(), "saved_mb_per_image_step_full": per_image_step, "rows": rows,
+            "cells": cells}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -161,10 +183,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared CPU)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default results/memory_<device>.json)")
+    parser.add_argument("--check-model", action="store_true", help="check the memory model instead (see above)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device is available")
     torch.set_num_threads(args.threads)
+    if args.check_model:
+        out = args.out or RESULTS / f"memory-model_{args.device}.json"
+        out.write_text(json.dumps(check_model(args.device), indent=1) + "\n")
+        print(f"wrote {out}")
+        return
     prob = problem(args.device, args.ipc, args.size, args.width)
     variants = [("full", "full", None), ("recompute", "recompute", None), ("constant", "constant", None),
                 (f"full chunk {args.chunk}", "full", args.chunk),
@@ -176,9 +204,10 @@ def main() -> None:
         mine = []
         for name, memory, chunk in variants:
             row = {"variant": name, "memory": memory, "chunk": chunk, "steps": steps,
-                   "saved_mib": peak_saved(prob, steps, args.batch_syn, memory, chunk) / 2**20, "seconds": inf}
+                   "saved_mib": peak_saved(lambda: iteration(prob, steps, args.batch_syn, memory, chunk)) / 2**20,
+                   "seconds": inf}
             if args.device == "cuda":
-                row["cuda_peak_mib"] = peak_cuda(prob, steps, args.batch_syn, memory, chunk) / 2**20
+                row["cuda_peak_mib"] = cuda_peak(lambda: iteration(prob, steps, args.batch_syn, memory, chunk)) / 2**20
             mine.append(row)
         for _ in range(args.repeat):  # round robin, so a busy moment slows every variant alike
             for row in mine:

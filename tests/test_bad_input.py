@@ -53,6 +53,10 @@ ROWS = {
     "experts shorter than the run needs (config)": (
         lambda tmp: plan.check_config(config_with({}, distill={"overrides": {"max_start_epoch": 100}})),
         "needs experts of at least 101 epochs .* but experts train 50"),
+    "a cell too large for the GPU": (
+        lambda tmp: plan.check_config(config_with({}, runtime={"gpu_memory_gb": 1})),
+        "method 'mtt' on digits ipc1: memory recompute, chunk 1 needs an estimated 2.0 GB .* more than the 1 GB GPU "
+        "of runtime.gpu_memory_gb"),
     "experts shorter than the run needs (buffer files)": (short_buffers,
                                                           "has 2 epochs but this run needs 3 .* train longer experts"),
 }

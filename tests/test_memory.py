@@ -217,13 +217,14 @@ def test_workflow_schema_lists_the_memory_modes_and_rejects_bad_ones():
     import yaml
     from snakemake.utils import validate
 
+    from distillery.budget.memory import AUTO
     from distillery.distill.config import MEMORIES
     from distillery.plan import load_config
 
     root = Path(__file__).resolve().parents[1]
     schema = root / "workflow/schemas/config.schema.yaml"
     assert yaml.safe_load(schema.read_text())["properties"]["methods"]["additionalProperties"]["properties"][
-        "memory"]["enum"] == list(MEMORIES)
+        "memory"]["enum"] == [AUTO, *MEMORIES]  # auto: resolved by the planner (budget.plan_memory)
     config = load_config(root)
     config["methods"]["mtt"].update(memory="recompute", chunk=8)
     validate(config, schema=str(schema))

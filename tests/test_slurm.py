@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from distillery.plan import rule_resources
+from distillery.plan import MODELLED_RULES, load_config, rule_resources
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "profiles/slurm"
 CLUSTER = ROOT / "tests/slurm/cluster.sh"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile")]
-LOCAL_RULES = {"all", "table", "table_figure", "plot_images", "plot_curves", "stability_counts"}
+LOCAL_RULES = {"all", "table", "table_figure", "plot_images", "plot_curves", "stability_counts", "cost"}
 
 # The default config at smoke scale: the same rules and cells as config/config.yaml, minutes of work.
 SMOKE = {
@@ -57,6 +57,13 @@ def requested(job: dict) -> tuple[int, int, int]:
     return tuple(int(job["resources"][key]) for key in ("mem_mb", "runtime", "gpu"))
 
 
+def modelled(config: dict, job: dict) -> tuple[int, int, int]:
+    """What the library's memory and time models give a job of a GPU rule (plan.rule_resources with its
+    wildcards): the dry run must ask SLURM for exactly that."""
+    chosen = rule_resources(config, job["rule"], job["wildcards"].get("dataset"), job=job["wildcards"])
+    return chosen["mem_mb"], chosen["runtime"], chosen["gpu"]
+
+
 def test_profile_keys():
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
     assert profile["executor"] == "slurm" and profile["retries"] == 1 and profile["rerun-incomplete"]
@@ -71,29 +78,32 @@ def test_default_config_requests_per_rule(tmp_path):
     counts = {}
     for job in jobs:
         counts[job["rule"]] = counts.get(job["rule"], 0) + 1
-    assert counts == {"all": 1, "prepare_data": 1, "train_expert": 15, "distill": 10, "evaluate": 30, "table": 1,
-                      "table_figure": 1, "plot_images": 10, "plot_curves": 8}
+    assert counts == {"all": 1, "cost": 1, "prepare_data": 1, "train_expert": 15, "distill": 10, "evaluate": 30,
+                      "table": 1, "table_figure": 1, "plot_images": 10, "plot_curves": 8}
+    config = load_config(ROOT)
     for job in jobs:
         if job["rule"] == "all":
             continue
         assert job["resources"]["slurm_account"] == "" and job["resources"]["slurm_partition"] == ""
-        # digits is "small" scale: the default row; the cheap local rules use the `report` row
-        assert requested(job) == ((2000, 10, 0) if job["rule"] in LOCAL_RULES else (4000, 60, 0)), job
+        # digits is "small" scale: no GPU; the GPU rules' memory and time from the models (on the CPU, then), the
+        # other rules the default row and the cheap local rules the `report` row
+        if job["rule"] in MODELLED_RULES:
+            assert requested(job) == modelled(config, job) and requested(job)[2] == 0, job
+        else:
+            assert requested(job) == ((2000, 10, 0) if job["rule"] in LOCAL_RULES else (4000, 60, 0)), job
         assert job["grouped"] == (job["rule"] == "evaluate")
     assert sum(job["grouped"] for job in jobs) == 30
 
 
-# (rule, dataset) -> (mem_mb, runtime, gpu) from config/config.yaml's `resources:`
+# (rule, dataset) -> (mem_mb, runtime, gpu) from config/config.yaml's `resources:`; None: a GPU rule, whose
+# mem_mb and runtime come from the memory and time models
 MTT_TABLE1 = {
     ("prepare_data", "cifar10"): (4000, 60, 0), ("prepare_data", "cifar100"): (4000, 60, 0),
     ("prepare_data", "tiny-imagenet"): (4000, 60, 0),
     ("fit_zca", "cifar10"): (8000, 30, 0), ("fit_zca", "cifar100"): (8000, 30, 0),
-    ("train_expert", "cifar10"): (8000, 60, 1), ("train_expert", "cifar100"): (8000, 60, 1),
-    ("train_expert", "tiny-imagenet"): (16000, 180, 1),
-    ("distill", "cifar10"): (16000, 480, 1), ("distill", "cifar100"): (16000, 480, 1),
-    ("distill", "tiny-imagenet"): (32000, 960, 1),
-    ("evaluate", "cifar10"): (8000, 60, 1), ("evaluate", "cifar100"): (8000, 60, 1),
-    ("evaluate", "tiny-imagenet"): (16000, 120, 1),
+    ("train_expert", "cifar10"): None, ("train_expert", "cifar100"): None, ("train_expert", "tiny-imagenet"): None,
+    ("distill", "cifar10"): None, ("distill", "cifar100"): None, ("distill", "tiny-imagenet"): None,
+    ("evaluate", "cifar10"): None, ("evaluate", "cifar100"): None, ("evaluate", "tiny-imagenet"): None,
     ("table", None): (2000, 10, 0),
 }
 
@@ -101,24 +111,36 @@ MTT_TABLE1 = {
 def test_mtt_table1_requests_per_rule_and_scale(tmp_path):
     # targets before --configfile, which takes every word after it as a config file
     output = dry_run(tmp_path, "results/tables/mtt/table1.md", "--configfile", str(ROOT / "config/paper/mtt.yaml"))
-    seen = {}
+    config, seen, distill = load_config(ROOT, ROOT / "config/paper/mtt.yaml"), {}, {}
     for job in planned_jobs(output):
         key = (job["rule"], job["wildcards"].get("dataset"))
         assert key in MTT_TABLE1, key
-        assert requested(job) == MTT_TABLE1[key], (key, job["wildcards"])
+        if MTT_TABLE1[key] is None:
+            assert requested(job) == modelled(config, job) and requested(job)[2] == 1, (key, job["wildcards"])
+        else:
+            assert requested(job) == MTT_TABLE1[key], (key, job["wildcards"])
+        if job["rule"] == "distill":
+            distill[job["wildcards"]["method"], job["wildcards"]["dataset"], job["wildcards"]["ipc"]] = requested(job)
         seen[key] = seen.get(key, 0) + 1
     assert set(seen) == set(MTT_TABLE1)
+    # a long unroll asks for more time than a coreset; Tiny ImageNet's 4.9 GB split for more host memory
+    assert distill["mtt", "cifar100", "50"][1] > distill["random", "cifar100", "50"][1]
+    assert distill["mtt", "tiny-imagenet", "10"][0] > distill["mtt", "cifar100", "10"][0]
     assert seen[("evaluate", "cifar10")] + seen[("evaluate", "cifar100")] + seen[("evaluate", "tiny-imagenet")] == 180
     assert output.count("Group job evaluate") == 180 // 5
 
 
-def test_resources_grow_with_the_attempt():
-    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    assert rule_resources(config, "evaluate", "cifar10") == {"mem_mb": 8000, "runtime": 60, "gpu": 1}
-    assert rule_resources(config, "evaluate", "cifar10", attempt=2) == {"mem_mb": 16000, "runtime": 120, "gpu": 1}
-    assert rule_resources(config, "distill", "tiny-imagenet", attempt=2) == {"mem_mb": 64000, "runtime": 1920,
-                                                                             "gpu": 1}
-    assert rule_resources(config, "train_expert", "digits", attempt=2) == {"mem_mb": 8000, "runtime": 120, "gpu": 0}
+def test_resources_grow_with_the_attempt_and_the_table_overrides_the_model():
+    config = load_config(ROOT)
+    job = {"method": "mtt", "dataset": "cifar10", "ipc": "10", "arch": "ConvNet", "protocol": "default", "seed": "0"}
+    one = rule_resources(config, "evaluate", "cifar10", job=job)
+    assert one["gpu"] == 1 and (one["mem_mb"], one["runtime"]) != (4000, 60)   # from the models
+    assert rule_resources(config, "evaluate", "cifar10", attempt=2, job=job) == {
+        "mem_mb": 2 * one["mem_mb"], "runtime": 2 * one["runtime"], "gpu": 1}
+    assert rule_resources(config, "evaluate", "cifar10") == {"mem_mb": 4000, "runtime": 60, "gpu": 1}  # table only
+    assert rule_resources(config, "prepare_data", "digits", attempt=2) == {"mem_mb": 8000, "runtime": 120, "gpu": 0}
+    config["resources"]["evaluate"]["cifar"]["runtime"] = 600   # a value in the table wins over the model
+    assert rule_resources(config, "evaluate", "cifar10", job=job) == {**one, "runtime": 600}
 
 
 def test_profile_installed_under_its_name_works_from_anywhere(tmp_path):

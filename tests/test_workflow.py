@@ -41,7 +41,7 @@ def job_counts(output: str) -> dict[str, int]:
 def test_default_config_dry_run_job_list(tmp_path):
     result = snakemake(tmp_path, None, "-n", "--cores", "2")
     assert result.returncode == 0, result.stderr
-    assert job_counts(result.stdout) == {"all": 1, "prepare_data": 1, "train_expert": 15, "distill": 10,
+    assert job_counts(result.stdout) == {"all": 1, "cost": 1, "prepare_data": 1, "train_expert": 15, "distill": 10,
                                          "evaluate": 30, "table": 1, "table_figure": 1, "plot_images": 10,
                                          "plot_curves": 8}
 
@@ -52,6 +52,7 @@ def test_mtt_paper_config_dry_run_job_list(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert job_counts(result.stdout) == {
         "all": 1,
+        "cost": 1,               # the cost table of the report
         "prepare_data": 9,       # cifar10, cifar100, tiny-imagenet, six ImageNet subsets
         "fit_zca": 2,            # cifar10, cifar100
         "train_expert": 1100,    # 100 each: cifar10 zca/std, cifar100 zca/std, tiny, 6 subsets
@@ -105,7 +106,7 @@ def test_tiny_workflow_end_to_end(tmp_path):
     report = snakemake(tmp_path, TINY, "--cores", "1", "--report", "results/report.html")
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "results/report.html").read_text()
-    assert "tiny.md" in html and "images.png" in html
+    assert "tiny.md" in html and "images.png" in html and "cost.html" in html
 
 
 def test_ftd_paper_config_dry_run_job_list(tmp_path):
@@ -114,6 +115,7 @@ def test_ftd_paper_config_dry_run_job_list(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert job_counts(result.stdout) == {
         "all": 1,
+        "cost": 1,               # the cost table of the report
         "prepare_data": 7,       # cifar10, cifar100, tiny-imagenet, imagenette, imagewoof, imagefruit, imagemeow
         "fit_zca": 2,
         "train_expert": 1700,    # sgd: cifar10 zca/std, cifar100 zca/std, tiny, 4 subsets (900);
@@ -152,7 +154,7 @@ def test_ast_and_its_ablation_run_through_the_workflow(tmp_path):
     dry = snakemake(tmp_path, AST_TINY, "-n", "--cores", "2")
     assert dry.returncode == 0, dry.stderr[-3000:]
     # smooth_table needs no distillation of mtt_momentum: the stats of its experts only
-    assert job_counts(dry.stdout) == {"all": 1, "prepare_data": 1, "train_expert": 6, "expert_stats": 3,
+    assert job_counts(dry.stdout) == {"all": 1, "cost": 1, "prepare_data": 1, "train_expert": 6, "expert_stats": 3,
                                       "distill": 5, "evaluate": 5, "table": 4, "table_figure": 1,
                                       "plot_images": 5, "plot_curves": 5}
     result = snakemake(tmp_path, AST_TINY, "--cores", "2")
@@ -181,6 +183,7 @@ def test_ast_paper_config_dry_run_job_list(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert job_counts(result.stdout) == {
         "all": 1,
+        "cost": 1,               # the cost table of the report
         "prepare_data": 7,       # cifar10, cifar100, tiny-imagenet, imagenette, imagewoof, imagefruit, imagemeow
         "fit_zca": 2,
         "train_expert": 1650,    # 50 each of 33 expert sets: sgd 9, gsam(_a03) 8, smooth 9, and sgd_momentum,
@@ -201,6 +204,7 @@ def test_att_paper_config_dry_run_job_list(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert job_counts(result.stdout) == {
         "all": 1,
+        "cost": 1,               # the cost table of the report
         "prepare_data": 7,
         "fit_zca": 2,
         "train_expert": 2600,    # 100 each of 26 sets: sgd 9 (MTT), gsam(_a03) 8 (FTD), sgd_b512 9 (ATT)
@@ -249,6 +253,7 @@ def test_apm_paper_config_dry_run_job_list(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert job_counts(result.stdout) == {
         "all": 1,
+        "cost": 1,               # the cost table of the report
         "prepare_data": 4,       # cifar10, cifar100, tiny-imagenet, imagenet-64
         "fit_zca": 2,
         "train_expert": 1500,    # 100 each: 8 teacher sets (ConvNet x 4 datasets, VGG11 and ResNet18 proxies x 2),
@@ -350,7 +355,7 @@ def test_combinations_example_dry_run(tmp_path):
                        str(ROOT / "config/examples/combinations.yaml"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert job_counts(result.stdout) == {
-        "all": 1, "prepare_data": 1,
+        "all": 1, "cost": 1, "prepare_data": 1,
         "train_expert": 15,      # sgd (mtt), gsam (att_ftd_intermediate, ftd_representative_balanced), smooth
         "distill": 5, "evaluate": 15, "table": 1, "plot_images": 5, "plot_curves": 4,
     }

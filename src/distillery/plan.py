@@ -5,11 +5,12 @@ The Snakefile and the tests both use this, so the paths rules write and the path
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 
+from distillery.budget.memory import AUTO, gpu_memory_gb, plan_memory
 from distillery.data import get_spec
 from distillery.distill.config import DistillConfig
 from distillery.distill.run import load_synset
@@ -44,6 +45,9 @@ PATHS = {
     "nas_csv": "results/nas/{study}/correlation.csv",
     "nas_md": "results/nas/{study}/correlation.md",
     "nas_accuracies": "results/nas/{study}/accuracies.csv",
+    "cost_html": "results/cost/cost.html",
+    "cost_csv": "results/cost/cost.csv",
+    "cost_distill_csv": "results/cost/distillations.csv",
 }
 # Backbones other than ConvNet (depth 3): the reference's deeper ConvNets leave a 4x4 map before the head at
 # 64 and 128 px. digits (8 px): two blocks leave a 2x2 map (instance norm over the 2x2 map of a third block
@@ -135,7 +139,8 @@ def external_settings(method: str, dataset: str, ipc: int) -> dict:
 
 
 def resolve_method(config: dict, method: str, dataset: str, ipc: int) -> dict:
-    """Settings of one distillation: hparam table (dataset default, then ipcN) < preset < distill.overrides.
+    """Settings of one distillation: hparam table (dataset default, then ipcN) < preset < distill.overrides;
+    a trajectory method's `memory` (default auto) resolved against runtime.gpu_memory_gb (budget.plan_memory).
     An `external:<name>` method is an imported set (external_settings)."""
     get_spec(dataset)
     if method.startswith(f"{EXTERNAL}:"):
@@ -159,9 +164,13 @@ def resolve_method(config: dict, method: str, dataset: str, ipc: int) -> dict:
     if settings.get("kind") == "merged":  # the groups' model and domain
         group = resolve_method(config, settings["groups_of"], dataset, settings["group_ipc"])
         settings.update(model=group["model"], zca=group["zca"], recipe=group["recipe"])
+    memory = settings.pop("memory", AUTO) if settings.get("kind") == "trajectory" else None
     cfg = DistillConfig.from_dict(settings)  # validates every field
     if not is_model_name(cfg.model):
         raise ValueError(f"method '{method}' on {dataset}: unknown model '{cfg.model}'")
+    if memory is not None:
+        cfg = replace(cfg, **plan_memory(cfg, memory, get_spec(dataset), gpu_memory_gb(config),
+                                         f"method '{method}' on {dataset} ipc{ipc}"))
     return cfg.to_dict()
 
 
@@ -409,21 +418,33 @@ SCALES = {"small": ("digits", "mnist", "fashion-mnist"), "cifar": ("cifar10", "c
           "tiny": ("tiny-imagenet",), "imagenet": ("imagenet-64", "imagenette", "imagewoof", "imagemeow",
                                                   "imagesquawk", "imagefruit", "imageyellow")}
 RESOURCE_KEYS = ("mem_mb", "runtime", "gpu")
+# Rules whose mem_mb and runtime come from the memory and time models (budget/) unless the table names them.
+MODELLED_RULES = ("train_expert", "expert_stats", "distill", "distill_group", "evaluate", "stability_trial",
+                  "nas_train")
 
 
 def dataset_scale(dataset: str) -> str:
     return next(scale for scale, names in SCALES.items() if dataset in names)
 
 
-def rule_resources(config: dict, rule: str, dataset: str | None = None, attempt: int = 1) -> dict:
+def rule_resources(config: dict, rule: str, dataset: str | None = None, attempt: int = 1,
+                   job: dict | None = None) -> dict:
     """mem_mb, runtime (minutes) and gpu of a job: `resources.default` < `resources.<rule>` < the rule's entry
-    for the dataset's scale; memory and runtime grow with the attempt (Snakemake `--retries`)."""
+    for the dataset's scale; for a modelled rule's `job` (its wildcards), mem_mb and runtime from the memory and
+    time models (budget.cost.job_resources) unless the rule or its scale entry sets them. Memory and runtime
+    grow with the attempt (Snakemake `--retries`)."""
     table = config["resources"]
     chosen = dict(table["default"])
     per_rule = table.get(rule, {})
     chosen.update({k: v for k, v in per_rule.items() if k in RESOURCE_KEYS})
-    if dataset is not None:
-        chosen.update(per_rule.get(dataset_scale(dataset), {}))
+    scale = per_rule.get(dataset_scale(dataset), {}) if dataset is not None else {}
+    chosen.update(scale)
+    if job is not None and rule in MODELLED_RULES:
+        from distillery.budget.cost import job_resources
+
+        explicit = set(per_rule) | set(scale)
+        modelled = job_resources(config, rule, job, chosen["gpu"] > 0)
+        chosen.update({k: v for k, v in modelled.items() if k not in explicit})
     return {"mem_mb": chosen["mem_mb"] * attempt, "runtime": chosen["runtime"] * attempt, "gpu": chosen["gpu"]}
 
 
@@ -533,7 +554,9 @@ def expert_set_files(config: dict, dataset: str, norm: str, model: str, recipe: 
 def main(argv: list[str] | None = None) -> None:
     """From the repository root, CONFIG merged over the default config as Snakemake does:
     `python -m distillery.plan expert-sets CONFIG` prints the `dvc_experts` entries of CONFIG's expert sets;
-    `python -m distillery.plan expert-files CONFIG DATASET NORM MODEL RECIPE` prints that set's files."""
+    `python -m distillery.plan expert-files CONFIG DATASET NORM MODEL RECIPE` prints that set's files;
+    `python -m distillery.plan cost CONFIG [--gpu-memory-gb N] [--device gpu|cpu] [--csv FILE]` prints every
+    table's jobs with their estimated GPU memory and hours (budget/cost.py) and writes them as CSV."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m distillery.plan", description=main.__doc__)
@@ -542,10 +565,23 @@ def main(argv: list[str] | None = None) -> None:
     files = commands.add_parser("expert-files")
     for name in ("config", "dataset", "norm", "model", "recipe"):
         files.add_argument(name)
+    cost = commands.add_parser("cost")
+    cost.add_argument("config")
+    cost.add_argument("--gpu-memory-gb", type=float, help="the GPU's memory (default: runtime.gpu_memory_gb)")
+    cost.add_argument("--device", choices=("gpu", "cpu"), default="gpu", help="device class of the time model")
+    cost.add_argument("--csv", default="cost.csv", help="summary CSV (distillations: <stem>_distillations.csv)")
     args = parser.parse_args(argv)
     try:
         config = load_config(Path.cwd(), args.config)
-        if args.command == "expert-sets":
+        if args.command == "cost":
+            from distillery.budget.cost import write_cost
+
+            if args.gpu_memory_gb is not None:
+                config["runtime"] = {**config.get("runtime", {}), "gpu_memory_gb": args.gpu_memory_gb}
+            csv_path = Path(args.csv)
+            print(write_cost(config, args.device, args.config, csv_path,
+                             csv_path.with_name(f"{csv_path.stem}_distillations.csv")))
+        elif args.command == "expert-sets":
             for where in expert_sets(config):
                 fields = ", ".join(f"{k}: {v}" for k, v in where.items())
                 print(f"  {'-'.join(where.values())}:\n    {{config: {args.config}, {fields}}}")

@@ -3,6 +3,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from distillery.budget.cost import config_digest
 from distillery.distill.config import DistillConfig
 from distillery.plan import (
     EXPERT_MEASURES,
@@ -59,14 +60,15 @@ wildcard_constraints:
 
 
 def res(rule_name, key, study_spec=stability_spec):
-    """A resource of a rule's job (distillery.plan.rule_resources): by rule, dataset scale and attempt; a job
-    with a {study} takes its dataset from `study_spec` (stability_spec, or nas_spec for NAS rules)."""
+    """A resource of a rule's job (distillery.plan.rule_resources): by rule, dataset scale and attempt, and for
+    the GPU rules from the memory and time models of the job its wildcards name; a job with a {study} takes its
+    dataset from `study_spec` (stability_spec, or nas_spec for NAS rules)."""
 
     def value(wildcards, attempt):
         dataset = wildcards.get("dataset")
         if dataset is None and "study" in wildcards.keys():
             dataset = study_spec(config, wildcards.study)["dataset"]
-        return rule_resources(config, rule_name, dataset, attempt)[key]
+        return rule_resources(config, rule_name, dataset, attempt, job=dict(wildcards.items()))[key]
 
     return value
 
@@ -198,4 +200,5 @@ def all_targets():
                                                                           "stability_figure")]
     for study in config.get("nas") or []:
         targets += [PATHS[kind].format(study=study["name"]) for kind in ("nas_csv", "nas_md", "nas_accuracies")]
+    targets.append(PATHS["cost_html"])
     return list(dict.fromkeys(targets))

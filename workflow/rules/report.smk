@@ -3,6 +3,30 @@ localrules:
     table_figure,
     plot_images,
     plot_curves,
+    cost,
+
+
+rule cost:
+    output:
+        html=report(PATHS["cost_html"], caption="../report/cost.rst", category="Cost"),
+        csv=PATHS["cost_csv"],
+        distill_csv=PATHS["cost_distill_csv"],
+    params:
+        config=config_digest(config),  # any config change recomputes the table
+        device="gpu",
+        name=", ".join(workflow.configfiles[-1:]) or "the default config",
+    log:
+        "results/logs/cost.log",
+    benchmark:
+        "results/benchmarks/cost.tsv"
+    resources:
+        mem_mb=res("report", "mem_mb"),
+        runtime=res("report", "runtime"),
+        gpu=0,
+    conda:
+        "../../envs/distillery.yaml"
+    script:
+        "../../scripts/cost.py"
 
 
 rule table:

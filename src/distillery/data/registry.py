@@ -15,6 +15,8 @@ class DatasetSpec:
     mean: tuple[float, ...] | None  # None: computed from the train split at prepare time
     std: tuple[float, ...] | None
     min_class: int | None = None    # images in the train split's smallest class (None: known once prepared)
+    train_size: int = 0             # images in the train and test splits (ImageNet subsets: at most), for the
+    test_size: int = 0              # memory and time estimates made before the data is prepared (budget/)
 
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -54,16 +56,22 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 
 def _specs() -> dict[str, DatasetSpec]:
     specs = [
-        DatasetSpec("digits", 1, 8, 10, None, None, min_class=131),  # our 75/25 stratified split
-        DatasetSpec("mnist", 1, 28, 10, (0.1307,), (0.3081,), min_class=5421),
-        DatasetSpec("fashion-mnist", 1, 28, 10, (0.2861,), (0.3530,), min_class=6000),
-        DatasetSpec("cifar10", 3, 32, 10, CIFAR_MEAN, CIFAR_STD, min_class=5000),
-        DatasetSpec("cifar100", 3, 32, 100, CIFAR_MEAN, CIFAR_STD, min_class=500),  # CIFAR-10 statistics, as the reference
-        DatasetSpec("svhn", 3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), min_class=4659),
-        DatasetSpec("tiny-imagenet", 3, 64, 200, IMAGENET_MEAN, IMAGENET_STD, min_class=500),
-        DatasetSpec("imagenet-64", 3, 64, 1000, IMAGENET_MEAN, IMAGENET_STD),
+        DatasetSpec("digits", 1, 8, 10, None, None, min_class=131, train_size=1347, test_size=450),  # our 75/25 split
+        DatasetSpec("mnist", 1, 28, 10, (0.1307,), (0.3081,), min_class=5421, train_size=60000, test_size=10000),
+        DatasetSpec("fashion-mnist", 1, 28, 10, (0.2861,), (0.3530,), min_class=6000, train_size=60000,
+                    test_size=10000),
+        DatasetSpec("cifar10", 3, 32, 10, CIFAR_MEAN, CIFAR_STD, min_class=5000, train_size=50000, test_size=10000),
+        # CIFAR-10 statistics, as the reference
+        DatasetSpec("cifar100", 3, 32, 100, CIFAR_MEAN, CIFAR_STD, min_class=500, train_size=50000, test_size=10000),
+        DatasetSpec("svhn", 3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), min_class=4659,
+                    train_size=73257, test_size=26032),
+        DatasetSpec("tiny-imagenet", 3, 64, 200, IMAGENET_MEAN, IMAGENET_STD, min_class=500, train_size=100000,
+                    test_size=10000),
+        DatasetSpec("imagenet-64", 3, 64, 1000, IMAGENET_MEAN, IMAGENET_STD, train_size=1281167, test_size=50000),
     ]
-    specs += [DatasetSpec(name, 3, 128, len(ids), IMAGENET_MEAN, IMAGENET_STD) for name, ids in IMAGENET_SUBSETS.items()]
+    # ten ImageNet-1k classes: at most 1,300 train images each, 50 val images each
+    specs += [DatasetSpec(name, 3, 128, len(ids), IMAGENET_MEAN, IMAGENET_STD, train_size=1300 * len(ids),
+                          test_size=50 * len(ids)) for name, ids in IMAGENET_SUBSETS.items()]
     return {spec.name: spec for spec in specs}
 
 

@@ -20,6 +20,7 @@ from distillery.experts import ExpertSampler, get_recipe, load_expert
 from distillery.functional import FlatModel
 from distillery.io import atomic_path, save_torch, sha256_tensor
 from distillery.models import build_model
+from distillery.progress import log
 from distillery.seeds import SEED_ROLES, generator, role_seeds
 
 log = logging.getLogger("distillery")
@@ -131,6 +132,11 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
     iterations in a row are skipped before the run stops (distill_trajectory).
     """
     cfg = DistillConfig.from_dict(method)
+    if cfg.kind == "trajectory":  # planned by memory: auto, or the user's choice checked (budget/memory.py)
+        log.info("%s: memory %s%s", cfg.method, cfg.memory, f", chunk {cfg.chunk}" if cfg.chunk else "")
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda:  # the GPU check of the memory model: the measured peak beside the estimate
+        torch.cuda.reset_peak_memory_stats()
     meta, images, labels = load_training(cfg, prepared_dir, zca_path, device)
     identity = {"settings": cfg.to_dict(), "dataset_sha256": meta["sha256"]["train.pt"],
                 "experts": [load_expert(path, verify=False)[1].get("sha256") for path in expert_paths]}
@@ -156,6 +162,14 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
         synset_meta["initial_share"] = share
         log.info("%s ipc%d: the EMA result keeps %.1f%% of the initial images (decay %s ^ %d updates)", cfg.method,
                  cfg.ipc, 100 * share, cfg.ema_decay, cfg.iterations - skipped)
+    if on_cuda:
+        from distillery.budget.memory import GB, distill_estimate, prepared_spec  # budget imports distill
+
+        estimate = distill_estimate(cfg, prepared_spec(meta)).peak / GB
+        measured = torch.cuda.max_memory_allocated() / GB
+        synset_meta["gpu_memory_gb"] = {"estimate": round(estimate, 3), "measured": round(measured, 3)}
+        log.info("GPU memory: measured peak %.2f GB (torch.cuda.max_memory_allocated), estimated %.2f GB before "
+                 "the margin", measured, estimate)
     with atomic_path(log_path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)  # columns a kind does not log stay empty
         writer.writeheader()
