@@ -84,7 +84,7 @@ def test_training_step_estimate_matches_a_real_cpu_run(arch, recipe):
     images, labels = cifar_batch(8)
     chosen = get_recipe(recipe, epochs=1, batch=8)
     measured = peak_saved(lambda: train_expert(images, labels, arch, 10, chosen, seed=0))
-    estimate = calibrate.training(arch, 3, 32, 10, penalty=chosen.gp_weight > 0)[0](8)
+    estimate = calibrate.training(arch, 3, 32, 10, penalty=calibrate.penalty_pass(chosen))[0](8)
     assert abs(estimate / measured - 1) < 0.10, (estimate, measured)
     measured = peak_saved(lambda: train_network(images, labels, 0.01, arch, 10, 0, EvalConfig(epochs=1, batch=8)))
     assert abs(calibrate.training(arch, 3, 32, 10)[0](8) / measured - 1) < 0.10
@@ -104,12 +104,13 @@ def test_committed_calibration_equals_fresh_probes():
     after changing the unroll, the models or the augmentation)."""
     table = calibrate._entries()
     for key in ("unroll|ConvNet|3|32|10|full|float32", "unroll|ConvNet|3|32|100|recompute|float32",
-                "training|ConvNet|3|32|10|0|float32", "image|ConvNet|3|32|10|float32",
+                "training|ConvNet|3|32|10|none|float32", "training|ConvNet|3|32|10|clean|float32",
+                "image|ConvNet|3|32|10|float32",
                 "dsa|3|32|color_crop_cutout_flip_scale_rotate|float32", "params|ConvNetD4|3|64|200"):
         kind, *args = key.split("|")
         fresh = {"unroll": lambda: calibrate.probe_unroll(*args[:1], *map(int, args[1:4]), *args[4:]),
-                 "training": lambda: calibrate.probe_training(args[0], *map(int, args[1:4]), bool(int(args[4])),
-                                                              args[5]),
+                 "training": lambda: calibrate.probe_training(args[0], *map(int, args[1:4]),
+                                                              None if args[4] == "none" else args[4], args[5]),
                  "image": lambda: calibrate.probe_image_graph(args[0], *map(int, args[1:4]), args[4]),
                  "dsa": lambda: calibrate.probe_dsa(int(args[0]), int(args[1]), *args[2:]),
                  "params": lambda: calibrate.probe_params(args[0], *map(int, args[1:4]))}[kind]()

@@ -37,6 +37,7 @@ from distillery.budget.saved import measure, peak_saved
 from distillery.data.registry import DatasetSpec
 from distillery.distill.config import DistillConfig
 from distillery.distill.matching import Batches, matching_loss, trajectory_loss, unroll_path
+from distillery.experts.recipes import Recipe
 from distillery.experts.smooth import gradient_penalty
 from distillery.functional import FlatModel
 from distillery.models import build_model
@@ -141,16 +142,24 @@ def probe_dsa(channels: int, size: int, strategy: str, dtype: str) -> float:
     return max((saved(g, 2) - saved(g, 1) for g in parse_strategy(strategy)), default=0)
 
 
-def probe_training(model: str, channels: int, size: int, classes: int, penalty: bool, dtype: str) -> dict:
+def probe_training(model: str, channels: int, size: int, classes: int, penalty: str | None, dtype: str) -> dict:
     with torch.device("meta"):
         module = build_model(model, channels, classes, size).to(DTYPES[dtype])
 
-    def step(batch: int) -> None:  # experts/smooth.py expert_loss: CE, with the penalty on the same pass
-        x = torch.zeros(batch, channels, size, size, device="meta", dtype=DTYPES[dtype], requires_grad=penalty)
-        x = x.clone() if penalty else x  # not a leaf, for FlopCounterMode (see probe_image_graph)
+    def image(batch: int, grad: bool) -> torch.Tensor:  # not a leaf when it needs grad, for FlopCounterMode
+        x = torch.zeros(batch, channels, size, size, device="meta", dtype=DTYPES[dtype], requires_grad=grad)
+        return x.clone() if grad else x
+
+    def step(batch: int) -> None:  # as experts/smooth.py expert_loss: CE, and the penalty on the training pass
+        x = image(batch, penalty == "augmented")  # ("augmented") or on a second pass of the clean batch ("clean")
         logits = module(x)
         loss = F.cross_entropy(logits, torch.zeros(batch, dtype=torch.long, device="meta"))
-        (loss + gradient_penalty(logits, x) if penalty else loss).backward()
+        if penalty == "augmented":
+            loss = loss + gradient_penalty(logits, x)
+        elif penalty == "clean":
+            clean = image(batch, True)
+            loss = loss + gradient_penalty(module(clean), clean)
+        loss.backward()
 
     def forward(batch: int) -> None:
         with torch.no_grad():
@@ -225,12 +234,18 @@ def dsa_bytes(channels: int, size: int, strategy: str, dtype: str = "float32") -
     return lookup(f"dsa|{channels}|{size}|{strategy}|{dtype}", lambda: probe_dsa(channels, size, strategy, dtype))
 
 
-def training(model: str, channels: int, size: int, classes: int, penalty: bool = False,
+def penalty_pass(recipe: Recipe) -> str | None:
+    """The recipe's gradient-penalty pass (its gp_input), None without a penalty: what a training probe counts."""
+    return recipe.gp_input if recipe.gp_weight > 0 else None
+
+
+def training(model: str, channels: int, size: int, classes: int, penalty: str | None = None,
              dtype: str = "float32") -> tuple[PerImage, PerImage, PerImage]:
     """(saved bytes, FLOPs, forward-only FLOPs) of one training step on B images: cross-entropy backward into
-    the parameters, as experts, evaluation, NAS and APM's students train; `penalty` adds AST's gradient penalty
-    (a backward through the input gradient: recipes smooth_gp and smooth)."""
-    key = f"training|{model}|{channels}|{size}|{classes}|{int(penalty)}|{dtype}"
+    the parameters, as experts, evaluation, NAS and APM's students train; `penalty` (a recipe's gp_input,
+    None without one) adds AST's gradient penalty, a backward through the input gradient on the training pass
+    ("augmented") or on a second pass ("clean", recipes smooth and smooth_gp as AST's code)."""
+    key = f"training|{model}|{channels}|{size}|{classes}|{penalty or 'none'}|{dtype}"
     entry = lookup(key, lambda: probe_training(model, channels, size, classes, penalty, dtype))
     return PerImage(*entry["saved"]), PerImage(*entry["flops"]), PerImage(*entry["forward"])
 

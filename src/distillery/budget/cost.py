@@ -61,8 +61,9 @@ def _device(config: dict, rule: str, dataset: str, device: str) -> tuple[bool, s
     return on_gpu, "gpu" if on_gpu else "cpu"
 
 
-def _recipe(config: dict, name: str):
-    return get_recipe(name, **(config.get("experts", {}).get("overrides") or {}))
+def _recipe(config: dict, name: str, dataset: str):
+    """The recipe a dataset's experts train with (plan.expert_overrides)."""
+    return get_recipe(name, **plan.expert_overrides(config, dataset))
 
 
 def distill_job(config: dict, rule: str, dataset: str, settings: dict, device: str,
@@ -82,7 +83,7 @@ def distill_job(config: dict, rule: str, dataset: str, settings: dict, device: s
 
 
 def expert_job(config: dict, dataset: str, norm: str, model: str, recipe: str, k: int, device: str) -> Job:
-    spec, chosen = get_spec(dataset), _recipe(config, recipe)
+    spec, chosen = get_spec(dataset), _recipe(config, recipe, dataset)
     on_gpu, where = _device(config, "train_expert", dataset, device)
     return Job("train_expert", ("train_expert", dataset, norm, model, recipe, k), dataset,
                memory.expert_estimate(chosen, model, spec, norm == "zca"),
@@ -90,7 +91,7 @@ def expert_job(config: dict, dataset: str, norm: str, model: str, recipe: str, k
 
 
 def stats_job(config: dict, dataset: str, norm: str, model: str, recipe: str, device: str) -> Job:
-    spec, chosen = get_spec(dataset), _recipe(config, recipe)
+    spec, chosen = get_spec(dataset), _recipe(config, recipe, dataset)
     on_gpu, where = _device(config, "expert_stats", dataset, device)
     experts = len(plan.expert_seeds(config))
     seconds = experts * timing.training_seconds(model, 0, 0, 1, spec, where,

@@ -92,7 +92,7 @@ def _params(model: str, spec: DatasetSpec) -> int:
     return calibrate.num_params(model, spec.channels, spec.size, spec.num_classes)
 
 
-def _train_slope(model: str, spec: DatasetSpec, penalty: bool = False) -> float:
+def _train_slope(model: str, spec: DatasetSpec, penalty: str | None = None) -> float:
     return calibrate.training(model, spec.channels, spec.size, spec.num_classes, penalty)[0].slope
 
 
@@ -191,7 +191,7 @@ def expert_estimate(recipe: Recipe, model: str, spec: DatasetSpec, zca: bool) ->
     data, load, host = data_parts(spec, ("train", "test"), zca)
     vector = _params(model, spec) * FLOAT
     parts = {**data, "parameters and optimiser": (1 + _optimizer_vectors(recipe)) * vector,
-             "saved for backward": recipe.batch * (_train_slope(model, spec, recipe.gp_weight > 0)
+             "saved for backward": recipe.batch * (_train_slope(model, spec, calibrate.penalty_pass(recipe))
                                                    + 2 * _pixels(spec) * FLOAT)}
     host["trajectory"] = (recipe.epochs + 1) * vector
     return Estimate(parts, load, host)

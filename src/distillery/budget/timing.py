@@ -68,7 +68,7 @@ def unroll_flops(cfg: DistillConfig, spec: DatasetSpec, memory: str | None = Non
     return flops(cfg.syn_steps, batch, batch, n)
 
 
-def _training_flops(model: str, spec: DatasetSpec, penalty: bool = False) -> tuple[float, float]:
+def _training_flops(model: str, spec: DatasetSpec, penalty: str | None = None) -> tuple[float, float]:
     """(FLOPs per image of a training step, of a forward pass)."""
     _, step, forward = calibrate.training(model, spec.channels, spec.size, spec.num_classes, penalty)
     return step.slope, forward.slope
@@ -181,7 +181,7 @@ def adversarial_seconds(cfg: DistillConfig, spec: DatasetSpec, device: str) -> f
 
 
 def training_seconds(model: str, images: int, epochs: int, batch: int, spec: DatasetSpec, device: str,
-                     passes: int = 1, penalty: bool = False, tested: int = 0) -> float:
+                     passes: int = 1, penalty: str | None = None, tested: int = 0) -> float:
     """`epochs` of minibatch training on `images` (`passes` forward/backward per batch: 2 under SAM/GSAM),
     then forward passes over `tested` images."""
     step, forward = _training_flops(model, spec, penalty)
@@ -192,7 +192,7 @@ def training_seconds(model: str, images: int, epochs: int, batch: int, spec: Dat
 def expert_seconds(recipe: Recipe, model: str, spec: DatasetSpec, device: str) -> float:
     """A train_expert job: the recipe's epochs over the training split, then its train and test accuracy."""
     return training_seconds(model, spec.train_size, recipe.epochs, recipe.batch, spec, device,
-                            passes=2 if recipe.optimizer == "gsam" else 1, penalty=recipe.gp_weight > 0,
+                            passes=2 if recipe.optimizer == "gsam" else 1, penalty=calibrate.penalty_pass(recipe),
                             tested=spec.train_size + spec.test_size)
 
 
