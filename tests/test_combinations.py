@@ -39,11 +39,13 @@ def test_presets_resolve_and_adaptive_intermediate_is_accepted():
         resolve_method({**combos, "distill": {"overrides": {"match": "adaptive"}}}, "apm", "cifar10", 10)
 
 
-@pytest.mark.parametrize("k,mode,expected", [
-    (4, "equal", [(1, 1, 1.0), (2, 2, 1.0)]),      # M = 3: ξ = ⌊4/3⌋ = 1, ⌊8/3⌋ = 2
-    (2, "varied", [(2, 1, 2 / 3)]),                # ξ_1 = ⌊2/3⌋ = 0 is skipped; ξ_2 = 1 with β_2 = 2/3
+@pytest.mark.parametrize("k,mode,spacing,expected", [
+    (4, "equal", "floor", [(1, 1, 1.0), (2, 2, 1.0)]),    # M = 3: ξ = ⌊4/3⌋ = 1, ⌊8/3⌋ = 2 (the paper)
+    (2, "varied", "floor", [(2, 1, 2 / 3)]),              # ξ_1 = ⌊2/3⌋ = 0 is skipped; ξ_2 = 1 with β_2 = 2/3
+    (4, "equal", "multiple", [(1, 1, 1.0), (2, 2, 1.0)]), # AST's code: ξ_i = i·⌊4/3⌋ = 1, 2
+    (2, "varied", "multiple", []),                        # i·⌊2/3⌋ = 0: both points fall on step 0, skipped
 ])
-def test_adaptive_intermediate_gradient_equals_the_explicit_loss(k, mode, expected):
+def test_adaptive_intermediate_gradient_equals_the_explicit_loss(k, mode, spacing, expected):
     """`expected` lists (i, ξ_i, β_i): L = L(θ̂_k, θ*_{t+M}) + Σ β_i L(θ̂_{ξ_i}, θ*_{t+i})."""
     student = tiny_student(torch.float64)
     g = torch.Generator().manual_seed(3)
@@ -61,7 +63,7 @@ def test_adaptive_intermediate_gradient_equals_the_explicit_loss(k, mode, expect
     middle = [start + 0.01 * torch.randn(start.shape, generator=g, dtype=torch.float64) for _ in range(2)]
     trajectory = torch.stack([start, *middle, target])
     cfg = config(syn_steps=5, expert_epochs=3, max_start_epoch=1, dsa="color_crop_flip", match="adaptive",
-                 intermediate=mode)
+                 intermediate=mode, intermediate_spacing=spacing)
     batches = Batches(6, 4, generator(0, "batches"), images.device)
     loss, step = trajectory_loss(cfg, student, trajectory, 0, images, labels, lr, batches, generator(0, "dsa"),
                                  generator(0, "perturb"))
@@ -76,4 +78,4 @@ def test_adaptive_intermediate_gradient_equals_the_explicit_loss(k, mode, expect
     for got, expect in zip(grads, want):
         assert torch.allclose(got, expect, rtol=1e-10, atol=1e-14)
     plain = torch.autograd.grad(matching_loss(path()[k - 1], start, target), images)[0]
-    assert not torch.allclose(grads[0], plain)      # the intermediate terms do contribute
+    assert torch.allclose(grads[0], plain) == (not expected)  # the intermediate terms contribute where there are any

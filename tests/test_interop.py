@@ -294,5 +294,5 @@ def test_snakemake_plans_no_expert_training_for_imported_experts_and_evaluates_a
     assert run.returncode == 0, run.stderr[-3000:]
     stats = run.stdout.split("Job stats:")[1]
     jobs = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m[1] != "total"}
-    assert jobs == {"all": 1, "distill": 1, "evaluate": 2, "table": 1, "plot_images": 2, "plot_curves": 1}
+    assert jobs == {"all": 1, "distill": 1, "evaluate": 2, "table": 1, "plot_images": 2, "plot_curves": 1, "cost": 1}
     assert "results/evals/external:released/digits/ipc1/ConvNetD2W32/default/seed0.json" in run.stdout
