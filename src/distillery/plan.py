@@ -5,6 +5,7 @@ The Snakefile and the tests both use this, so the paths rules write and the path
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from distillery.data import get_spec
 from distillery.distill.config import DistillConfig
 from distillery.distill.run import load_synset
 from distillery.evaluate import EvalConfig
-from distillery.experts import get_recipe
+from distillery.experts import check_batchable, get_recipe
 from distillery.models import is_model_name
 from distillery.nas import REAL, SPACES, convnet_space, read_ground_truth, sample
 
@@ -236,6 +237,48 @@ def expert_files(config: dict, dataset: str, settings: dict) -> list[str]:
         return []
     seeds = [0] if settings["kind"] == "coreset" else expert_seeds(config)
     return [PATHS["expert"].format(**expert_dir(dataset, settings), k=k) for k in seeds]
+
+
+def parse_expert_path(path: str | Path) -> dict:
+    """The wildcards of an expert file (PATHS["expert"], relative or below another root): dataset, norm, model,
+    recipe and k (an int)."""
+    pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(PATHS["expert"]))
+    found = re.search(f"(?:^|/){pattern}$", Path(path).as_posix())
+    if found is None:
+        raise ValueError(f"{path} is not an expert file path ({PATHS['expert']})")
+    return {**found.groupdict(), "k": int(found["k"])}
+
+
+def expert_groups(config: dict) -> list[dict]:
+    """With `experts.per_job` K > 1: the expert files trained K to a job (one vmapped run, experts.batched) — of
+    every expert set the config reads whose recipe and model batched training reproduces (check_batchable), the
+    experts.count files in runs of K. Each group: its set's wildcards, `seeds`, `files`, and its own `rule` name,
+    `log` and `benchmark`. Other sets, and every set when K is 1 (the default: batching pays only on a GPU), keep
+    one expert per job (rule train_expert); the files are the same either way."""
+    per_job = int(config.get("experts", {}).get("per_job", 1))
+    if per_job < 2:
+        return []
+    groups = []
+    for where in expert_sets(config):
+        try:
+            check_batchable(where["model"], get_recipe(where["recipe"], **expert_overrides(config, where["dataset"])))
+        except ValueError:
+            continue
+        seeds = expert_seeds(config)
+        for chunk in (seeds[i:i + per_job] for i in range(0, len(seeds), per_job)):
+            folder, label = "/".join(where.values()), f"{chunk[0]}-{chunk[-1]}"
+            groups.append({**where, "rule": re.sub(r"\W", "_", f"train_experts_{'_'.join(where.values())}_{label}"),
+                           "seeds": chunk, "files": [PATHS["expert"].format(**where, k=k) for k in chunk],
+                           "log": f"results/logs/train_expert/{folder}/{label}.log",
+                           "benchmark": f"results/benchmarks/train_expert/{folder}/{label}.tsv"})
+    return groups
+
+
+def expert_group_resources(config: dict, group: dict, attempt: int = 1) -> dict:
+    """An expert group job's mem_mb, runtime and gpu: train_expert's for its dataset, the runtime times the group's
+    size (what training its experts one after another would take)."""
+    chosen = rule_resources(config, "train_expert", group["dataset"], attempt)
+    return {**chosen, "runtime": chosen["runtime"] * len(group["seeds"])}
 
 
 def group_files(dataset: str, settings: dict) -> list[str]:
