@@ -64,6 +64,8 @@ def measure(args, pairs: list[tuple[Case, Case | None]], device: str) -> list[di
         for key, p in problems.items():
             row[key] = {"seconds": times[key], "epochs_per_second": p.case.epochs / times[key],
                         "images": len(p.images)}
+            if device == "cuda":
+                row[key].update(harness.cuda_peaks(p.train))
         rows.append(row)
         print(f"{device} {a}: {row['a']['epochs_per_second']:.2f} epochs/s"
               + (f"; b {row['b']['epochs_per_second']:.2f} epochs/s" if b else ""), file=sys.stderr)

@@ -13,6 +13,7 @@ import sys
 from dataclasses import asdict, dataclass
 
 import torch
+import yaml
 
 import harness
 from distillery.data import get_spec
@@ -69,6 +70,8 @@ def measure(args, pairs: list[tuple[Case, Case | None]], device: str) -> list[di
         for key, p in problems.items():
             c = p.case
             row[key] = {"seconds": times[key], "images_per_second": c.experts * c.epochs * c.images / times[key]}
+            if device == "cuda":
+                row[key].update(harness.cuda_peaks(p.train))
         rows.append(row)
         print(f"{device} {a}: {row['a']['images_per_second']:.0f} images/s"
               + (f"; b {row['b']['images_per_second']:.0f} images/s" if b else ""), file=sys.stderr)
@@ -84,10 +87,12 @@ def main() -> None:
     p.add_argument("--model", nargs="+", default=["ConvNet"])
     p.add_argument("--recipe", nargs="+", default=["sgd"])
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch", nargs="+", type=int, default=[256])
+    p.add_argument("--tf32", nargs="+", type=yaml.safe_load, default=[False], help="false and/or true (CUDA only)")
     args = p.parse_args()
     cases = harness.grid(Case, {"mode": args.mode, "experts": args.experts, "shape": args.shape,
                                 "images": args.images, "model": args.model, "recipe": args.recipe,
-                                "epochs": [args.epochs]})
+                                "epochs": [args.epochs], "batch": args.batch, "tf32": args.tf32})
     harness.run("experts", args, cases, functools.partial(measure, args))
 
 
