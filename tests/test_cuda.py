@@ -42,7 +42,8 @@ SYNC_MESSAGE = "called a synchronizing CUDA operation"  # torch.cuda.set_sync_de
 def on_device(test):
     """A `cuda` test: run by `pytest -m cuda`, skipped where the device under test is a missing GPU."""
     missing = DEVICE.startswith("cuda") and not torch.cuda.is_available()
-    return pytest.mark.cuda(pytest.mark.skipif(missing, reason="needs a CUDA device (or DISTILLERY_TEST_DEVICE=cpu)")(test))
+    skip = pytest.mark.skipif(missing, reason="needs a CUDA device (or DISTILLERY_TEST_DEVICE=cpu)")
+    return pytest.mark.cuda(skip(test))
 
 
 @pytest.fixture(params=[torch.float64, torch.float32], ids=["float64", "float32"])

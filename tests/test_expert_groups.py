@@ -88,9 +88,10 @@ def test_a_group_stopped_mid_epoch_by_sigterm_resumes_to_the_same_trajectories(d
             super().poll(state)
 
     with pytest.raises(Preempted):
-        train_experts_batched(images, labels, MODEL, 10, recipe, [0, 1], checkpoint=StopAtBatch(tmp_path / "c", 100, {}))
+        train_experts_batched(images, labels, MODEL, 10, recipe, [0, 1], checkpoint=StopAtBatch(tmp_path / "c", 99, {}))
     assert torch.load(tmp_path / "c", weights_only=True)["state"]["position"] == 3 * 128
-    resumed = train_experts_batched(images, labels, MODEL, 10, recipe, [0, 1], checkpoint=Checkpoint(tmp_path / "c", 100, {}))
+    resumed = train_experts_batched(images, labels, MODEL, 10, recipe, [0, 1],
+                                    checkpoint=Checkpoint(tmp_path / "c", 99, {}))
     assert torch.equal(reference, resumed)
 
 
@@ -129,4 +130,5 @@ def test_a_group_job_runs_through_the_workflow(tmp_path):
     assert "train_experts_digits_std_ConvNetD2W32_sgd_0_1" in result.stderr
     trajectories = [load_expert(tmp_path / f)[0] for f in files]
     assert [t.shape[0] for t in trajectories] == [4, 4] and not torch.equal(trajectories[0], trajectories[1])
-    assert "expert 0..1 (x2) 3/3" in (tmp_path / "results/logs/train_expert/digits/std/ConvNetD2W32/sgd/0-1.log").read_text()
+    log = tmp_path / "results/logs/train_expert/digits/std/ConvNetD2W32/sgd/0-1.log"
+    assert "expert 0..1 (x2) 3/3" in log.read_text()

@@ -28,7 +28,8 @@ def test_the_cpu_rehearsal_runs_and_records_every_step(tmp_path):
     assert not steps["env"]["packages"]["kornia"] and not steps["env"]["packages"]["snakemake"]  # hidden, as there
     assert steps["tests"]["passed"] >= 20 and steps["tests"]["failures"] == steps["tests"]["errors"] == 0
     assert [row["case"]["memory"] for row in steps["distill_tiny"]["rows"]] == ["recompute"]
-    assert all("ratio_b_over_a" in row for name in ("distill_cifar10", "experts", "evaluate") for row in steps[name]["rows"])
+    compared = ("distill_cifar10", "distill_tiny", "distill_128", "experts", "evaluate")
+    assert all("ratio_b_over_a" in row for name in compared for row in steps[name]["rows"])
     assert set(steps["profile"]["cases"]) == {"mtt_iteration", "mtt_floor", "experts_x1", "experts_x2"}
     assert len(report["summary"]) >= len(STEPS)
     # the device tool brings back at most 8 files, none deeper than two folders

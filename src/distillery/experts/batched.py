@@ -80,8 +80,9 @@ def train_experts_batched(images: Tensor, labels: Tensor, model_name: str, num_c
 
     def state(resume_at: int) -> dict:
         """What a restart needs to continue at epoch `resume_at` (at `position` within it, when `orders` is set)."""
-        return {"step": resume_at, "position": position, "orders": None if orders is None else [o.cpu() for o in orders],
-                "total": total.cpu(), "theta": theta.cpu(), "momentum": None if momentum is None else momentum.cpu(),
+        return {"step": resume_at, "position": position,
+                "orders": None if orders is None else [o.cpu() for o in orders], "total": total.cpu(),
+                "theta": theta.cpu(), "momentum": None if momentum is None else momentum.cpu(),
                 "trajectory": trajectory, "shuffles": [g.get_state() for g in shuffles],
                 "augs": [g.get_state() for g in augs]}
 
