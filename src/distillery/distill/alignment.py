@@ -85,7 +85,7 @@ def weight_perturbation(start: Tensor, shapes: Sequence[torch.Size], alpha: floa
     pieces = []
     for piece, shape in zip(start.split([math.prod(s) for s in shapes]), shapes):
         if len(shape) == 4:
-            d = torch.randn(piece.shape, generator=generator, dtype=start.dtype).to(start.device)
+            d = to_device(torch.randn(piece.shape, generator=generator, dtype=start.dtype), start.device)
             piece = piece + alpha * (d / d.norm()) * piece
         pieces.append(piece)
     return torch.cat(pieces)
