@@ -253,7 +253,7 @@ def expert_groups(config: dict) -> list[dict]:
     """With `experts.per_job` K > 1: the expert files trained K to a job (one vmapped run, experts.batched) — of
     every expert set the config reads whose recipe and model batched training reproduces (check_batchable), the
     experts.count files in runs of K. Each group: its set's wildcards, `seeds`, `files`, and its own `rule` name,
-    `log` and `benchmark`. Other sets, and every set when K is 1 (the default: batching pays only on a GPU), keep
+    `log` and `benchmark`. Other sets, and every set when K is 1 (the default: on the CPU batching was slower), keep
     one expert per job (rule train_expert); the files are the same either way."""
     per_job = int(config.get("experts", {}).get("per_job", 1))
     if per_job < 2:
