@@ -118,18 +118,11 @@ class Problem:
             torch.autograd.grad(loss, theta)
 
 
-def memory_model(cfg: DistillConfig, shape: str) -> dict:
-    """The memory model's estimate for this iteration (distillery.budget.memory, where this checkout has it) without
-    the training split a job also holds, which the benchmark never loads: MiB in all and per part."""
-    try:
-        from distillery.budget.memory import data_parts, distill_estimate
+def estimate(cfg: DistillConfig, shape: str):
+    """The memory model's estimate of a distillation job of `cfg` on `shape`."""
+    from distillery.budget.memory import distill_estimate
 
-        spec = get_spec(shape)
-        loaded = data_parts(spec, ("train",), cfg.zca)[0]
-        parts = {k: v / 2**20 for k, v in distill_estimate(cfg, spec).parts.items() if k not in loaded}
-    except Exception as error:  # absent, or another interface than the one this was written against
-        return {"estimate_mib": None, "why": f"{type(error).__name__}: {error}"}
-    return {"estimate_mib": sum(parts.values()), "parts_mib": parts}
+    return distill_estimate(cfg, get_spec(shape))
 
 
 def build_step(case: Case, device: str):
@@ -153,7 +146,8 @@ def measure(args, pairs: list[tuple[Case, Case | None]], device: str) -> list[di
                        "saved_mib": harness.saved_mib(p.step, p.persistent()), "num_params": p.student.num_params,
                        "batch": p.batch, "syn_steps": p.cfg.syn_steps}
             if device == "cuda":
-                metrics.update(harness.cuda_peaks(p.step), memory_model=memory_model(p.cfg, case.shape))
+                metrics.update(harness.cuda_peaks(p.step),
+                               memory_model=harness.memory_model(lambda: estimate(p.cfg, case.shape)))
             elif not args.no_rss:
                 metrics["peak_mib"] = harness.cpu_peak_mib(build_step, case, args.threads)
             metrics["images_finite"] = bool(torch.isfinite(p.images.detach()).all())

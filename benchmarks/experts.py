@@ -61,6 +61,15 @@ class Problem:
                 train_expert(self.images, self.labels, c.model, self.num_classes, self.recipe, seed)
 
 
+def estimate(case: Case):
+    """The memory model's estimate of the case's experts: K at once when batched, one at a time in turn."""
+    from distillery.budget.memory import expert_group_estimate
+
+    recipe = get_recipe(case.recipe, epochs=case.epochs, batch=case.batch)
+    together = case.experts if case.mode == "batched" else 1
+    return expert_group_estimate(recipe, case.model, get_spec(case.shape), False, together)
+
+
 def measure(args, pairs: list[tuple[Case, Case | None]], device: str) -> list[dict]:
     rows = []
     for a, b in pairs:
@@ -71,7 +80,7 @@ def measure(args, pairs: list[tuple[Case, Case | None]], device: str) -> list[di
             c = p.case
             row[key] = {"seconds": times[key], "images_per_second": c.experts * c.epochs * c.images / times[key]}
             if device == "cuda":
-                row[key].update(harness.cuda_peaks(p.train))
+                row[key].update(harness.cuda_peaks(p.train), memory_model=harness.memory_model(lambda: estimate(c)))
         rows.append(row)
         print(f"{device} {a}: {row['a']['images_per_second']:.0f} images/s"
               + (f"; b {row['b']['images_per_second']:.0f} images/s" if b else ""), file=sys.stderr)

@@ -90,6 +90,11 @@ def _mib(value) -> str:
     return "-" if value is None else f"{value:.0f} MiB"
 
 
+def _model(metrics: dict) -> str:
+    """The memory model's estimate beside a measured peak."""
+    return _mib((metrics.get("memory_model") or {}).get("estimate_mib"))
+
+
 def summary(steps: list[dict]) -> list[str]:
     """One line per figure the README quotes, from the steps' results."""
     lines = []
@@ -111,24 +116,24 @@ def _lines(s: dict) -> list[str]:
     elif s["name"].startswith("distill"):
         for row in result["rows"]:
             a, b, case = row["a"], row.get("b", {}), row["case"]
-            model = (a.get("memory_model") or {}).get("estimate_mib")
             lines.append(f"{s['name']} ({case['shape']}, {case['model']}, IPC {case['ipc']}, N {case['syn_steps']}, "
                          f"batch {a['batch']}, {case['memory']}): {a['seconds_per_iteration']:.4f} s/it "
                          f"(x{a['iteration_over_floor']:.2f} floor), TF32 {b.get('seconds_per_iteration', 0):.4f} "
                          f"s/it; peak {_mib(a.get('peak_mib'))} above the problem, {_mib(a.get('peak_total_mib'))} "
-                         f"in all, memory model {_mib(model)}")
+                         f"in all, memory model {_model(a)}")
     elif s["name"] == "experts":
         for row in result["rows"]:
             a, b, case = row["a"], row["b"], row["case"]
             lines.append(f"experts ({case['shape']}, {case['model']}, batch {case['batch']}, TF32 {case['tf32']}), "
                          f"K {case['experts']}: {a['images_per_second']:.0f} images/s one after another, "
                          f"{b['images_per_second']:.0f} batched (x{row['ratio_b_over_a']['images_per_second']:.2f}); "
-                         f"peak {_mib(b.get('peak_mib'))} batched")
+                         f"peak {_mib(b.get('peak_mib'))} batched (memory model {_model(b)})")
     elif s["name"] == "evaluate":
         for row in result["rows"]:
             a, b, case = row["a"], row["b"], row["case"]
             lines.append(f"evaluate ({case['shape']}, {case['arch']}, IPC {case['ipc']}): {a['epochs_per_second']:.1f} "
-                         f"epochs/s, TF32 {b['epochs_per_second']:.1f}; peak {_mib(a.get('peak_mib'))}")
+                         f"epochs/s, TF32 {b['epochs_per_second']:.1f}; peak {_mib(a.get('peak_mib'))} "
+                         f"(memory model {_model(a)})")
     elif s["name"] == "profile":
         for name, case in result["cases"].items():
             busy = "" if case["busy_share"] is None else f", device busy {100 * case['busy_share']:.0f}%"

@@ -154,6 +154,17 @@ def cuda_peaks(fn: Callable[[], Any]) -> dict[str, float]:
     return {"peak_mib": (peak - base) / 2**20, "peak_total_mib": peak / 2**20}
 
 
+def memory_model(estimate: Callable[[], Any], without: Iterable[str] = ("train split", "test split")) -> dict:
+    """The memory model's estimate (a distillery.budget.memory Estimate, where the checkout has the model) to set
+    beside a measured peak: MiB in all and per part, without the parts the benchmark does not hold (the dataset's
+    splits: its tensors are random ones of their own size)."""
+    try:
+        parts = {k: v / 2**20 for k, v in estimate().parts.items() if k not in set(without)}
+    except Exception as error:  # no model in this checkout, or another interface than this was written against
+        return {"estimate_mib": None, "why": f"{type(error).__name__}: {error}"}
+    return {"estimate_mib": sum(parts.values()), "parts_mib": parts}
+
+
 def _resident_mib() -> dict[str, float]:
     fields = {}
     for line in Path("/proc/self/status").read_text().splitlines():

@@ -44,8 +44,24 @@ def test_groups_cover_the_batchable_sets_in_runs_of_per_job():
     assert [parse_expert_path(f)["k"] for f in files] == list(range(5))
     assert len({g["rule"] for g in groups}) == 3 and all(re.fullmatch(r"\w+", g["rule"]) for g in groups)
     assert len({g["log"] for g in groups} | {g["benchmark"] for g in groups}) == 6
-    one = expert_group_resources(with_per_job(2), {**groups[0], "seeds": [0]})
-    assert expert_group_resources(with_per_job(2), groups[0])["runtime"] == 2 * one["runtime"]
+    one, two = (expert_group_resources(with_per_job(2), {**groups[0], "seeds": seeds}) for seeds in ([0], [0, 1]))
+    assert two["runtime"] == 2 * one["runtime"] and two["mem_mb"] > one["mem_mb"]  # one more trajectory on the host
+
+
+def test_a_group_too_large_for_the_gpu_fails_before_any_job_naming_the_size_that_fits():
+    config = with_per_job(16, count=16)
+    config["tables"] = [{"name": "t", "cells": [{"method": "mtt", "dataset": "cifar10", "ipc": 1}]}]  # GPU jobs
+    config["runtime"] = {**config["runtime"], "gpu_memory_gb": 8}
+    with pytest.raises(ValueError, match=r"experts.per_job 16: 16 ConvNet experts of cifar10 \(sgd\) trained together "
+                                         r"need .* GB with the margin .* more than runtime.gpu_memory_gb 8; set "
+                                         r"experts.per_job to \d+ or less") as error:
+        expert_groups(config)
+    fits = int(re.search(r"to (\d+) or less", str(error.value))[1])
+    config["experts"]["per_job"] = fits
+    assert [len(g["seeds"]) for g in expert_groups(config)] == [fits, 16 - fits]
+    config["experts"]["per_job"] = fits + 1
+    with pytest.raises(ValueError, match=f"experts.per_job {fits + 1}:"):
+        expert_groups(config)
 
 
 def test_expert_paths_parse_back_to_their_wildcards():
