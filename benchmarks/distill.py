@@ -45,17 +45,19 @@ class Case:
     syn_steps: int = 20            # N
     batch_syn: int | None = None   # None: all synthetic images per inner step
     model: str = "ConvNet"
+    memory: str = "full"           # the unroll's memory mode: full | recompute | constant
     tf32: bool = False             # TF32 for convolutions and matmuls (CUDA only; runtime.tf32 all vs none)
     channels_last: bool = False    # runtime.channels_last on the synthetic images (CUDA only)
 
 
 def distill_config(case: Case) -> DistillConfig:
-    """The preset's settings for (shape, ipc), with the case's N, batch_syn and model, and real init."""
+    """The preset's settings for (shape, ipc), with the case's N, batch_syn, model and memory mode, and real init."""
     settings = resolve_method(load_config(ROOT), case.method, case.shape, case.ipc)
     if settings["kind"] != "trajectory":
         raise SystemExit(f"method '{case.method}' is of kind {settings['kind']}; this benchmark times trajectory "
                          f"matching (APM: benchmarks/apm_chunks.py)")
-    settings.update(syn_steps=case.syn_steps, batch_syn=case.batch_syn, model=case.model, init="real")
+    settings.update(syn_steps=case.syn_steps, batch_syn=case.batch_syn, model=case.model, memory=case.memory,
+                    init="real")
     return DistillConfig.from_dict(settings)
 
 
@@ -116,6 +118,13 @@ class Problem:
             torch.autograd.grad(loss, theta)
 
 
+def estimate(cfg: DistillConfig, shape: str):
+    """The memory model's estimate of a distillation job of `cfg` on `shape`."""
+    from distillery.budget.memory import distill_estimate
+
+    return distill_estimate(cfg, get_spec(shape))
+
+
 def build_step(case: Case, device: str):
     """A fresh problem's iteration (for the CPU peak-RSS child process)."""
     return Problem(case, device).step
@@ -137,7 +146,8 @@ def measure(args, pairs: list[tuple[Case, Case | None]], device: str) -> list[di
                        "saved_mib": harness.saved_mib(p.step, p.persistent()), "num_params": p.student.num_params,
                        "batch": p.batch, "syn_steps": p.cfg.syn_steps}
             if device == "cuda":
-                metrics["peak_mib"] = harness.cuda_peak_mib(p.step)
+                metrics.update(harness.cuda_peaks(p.step),
+                               memory_model=harness.memory_model(lambda: estimate(p.cfg, case.shape)))
             elif not args.no_rss:
                 metrics["peak_mib"] = harness.cpu_peak_mib(build_step, case, args.threads)
             metrics["images_finite"] = bool(torch.isfinite(p.images.detach()).all())
@@ -158,9 +168,11 @@ def main() -> None:
     p.add_argument("--batch-syn", nargs="+", type=lambda v: None if v == "all" else int(v), default=[None],
                    help="images per inner step ('all': every synthetic image)")
     p.add_argument("--model", nargs="+", default=["ConvNet"])
+    p.add_argument("--memory", nargs="+", default=["full"], choices=["full", "recompute", "constant"])
     args = p.parse_args()
     cases = harness.grid(Case, {"method": args.method, "shape": args.shape, "ipc": args.ipc,
-                                "syn_steps": args.syn_steps, "batch_syn": args.batch_syn, "model": args.model})
+                                "syn_steps": args.syn_steps, "batch_syn": args.batch_syn, "model": args.model,
+                                "memory": args.memory})
     harness.run("distill", args, cases, functools.partial(measure, args))
 
 

@@ -55,6 +55,13 @@ class Problem:
         train_network(self.images, self.labels, 0.01, self.case.arch, self.num_classes, 0, self.cfg)
 
 
+def estimate(case: Case, images: int, cfg: EvalConfig):
+    """The memory model's estimate of an evaluation of `images` synthetic images."""
+    from distillery.budget.memory import evaluate_estimate
+
+    return evaluate_estimate(case.arch, images, get_spec(case.shape), cfg, False)
+
+
 def measure(args, pairs: list[tuple[Case, Case | None]], device: str) -> list[dict]:
     rows = []
     for a, b in pairs:
@@ -64,6 +71,9 @@ def measure(args, pairs: list[tuple[Case, Case | None]], device: str) -> list[di
         for key, p in problems.items():
             row[key] = {"seconds": times[key], "epochs_per_second": p.case.epochs / times[key],
                         "images": len(p.images)}
+            if device == "cuda":
+                row[key].update(harness.cuda_peaks(p.train), memory_model=harness.memory_model(
+                    lambda: estimate(p.case, len(p.images), p.cfg)))
         rows.append(row)
         print(f"{device} {a}: {row['a']['epochs_per_second']:.2f} epochs/s"
               + (f"; b {row['b']['epochs_per_second']:.2f} epochs/s" if b else ""), file=sys.stderr)

@@ -13,6 +13,7 @@ import sys
 from dataclasses import asdict, dataclass
 
 import torch
+import yaml
 
 import harness
 from distillery.data import get_spec
@@ -60,6 +61,15 @@ class Problem:
                 train_expert(self.images, self.labels, c.model, self.num_classes, self.recipe, seed)
 
 
+def estimate(case: Case):
+    """The memory model's estimate of the case's experts: K at once when batched, one at a time in turn."""
+    from distillery.budget.memory import expert_group_estimate
+
+    recipe = get_recipe(case.recipe, epochs=case.epochs, batch=case.batch)
+    together = case.experts if case.mode == "batched" else 1
+    return expert_group_estimate(recipe, case.model, get_spec(case.shape), False, together)
+
+
 def measure(args, pairs: list[tuple[Case, Case | None]], device: str) -> list[dict]:
     rows = []
     for a, b in pairs:
@@ -69,6 +79,8 @@ def measure(args, pairs: list[tuple[Case, Case | None]], device: str) -> list[di
         for key, p in problems.items():
             c = p.case
             row[key] = {"seconds": times[key], "images_per_second": c.experts * c.epochs * c.images / times[key]}
+            if device == "cuda":
+                row[key].update(harness.cuda_peaks(p.train), memory_model=harness.memory_model(lambda: estimate(c)))
         rows.append(row)
         print(f"{device} {a}: {row['a']['images_per_second']:.0f} images/s"
               + (f"; b {row['b']['images_per_second']:.0f} images/s" if b else ""), file=sys.stderr)
@@ -84,10 +96,12 @@ def main() -> None:
     p.add_argument("--model", nargs="+", default=["ConvNet"])
     p.add_argument("--recipe", nargs="+", default=["sgd"])
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch", nargs="+", type=int, default=[256])
+    p.add_argument("--tf32", nargs="+", type=yaml.safe_load, default=[False], help="false and/or true (CUDA only)")
     args = p.parse_args()
     cases = harness.grid(Case, {"mode": args.mode, "experts": args.experts, "shape": args.shape,
                                 "images": args.images, "model": args.model, "recipe": args.recipe,
-                                "epochs": [args.epochs]})
+                                "epochs": [args.epochs], "batch": args.batch, "tf32": args.tf32})
     harness.run("experts", args, cases, functools.partial(measure, args))
 
 

@@ -8,7 +8,8 @@ Memory:
 - `saved_mib`: bytes of the distinct storages autograd saves for backward during one step (saved_tensors_hooks;
   each is held to the end of the step, so no address is reused and counted twice), less the problem's
   persistent tensors: the part of memory that grows with the unroll, nearly the same on every device.
-- `peak_mib`: on CUDA, torch.cuda.max_memory_allocated during one step above the allocation before it. On
+- `peak_mib`: on CUDA, torch.cuda.max_memory_allocated during one step above the allocation before it
+  (`peak_total_mib`: the whole allocation at that peak, the problem's persistent tensors included). On
   the CPU, the rise of the peak resident set over one step (Linux VmHWM, reset through /proc/self/clear_refs)
   above the resident set before it, in a fresh 'spawn' process that built the problem and ran one step first,
   with glibc's mmap threshold fixed at 64 KiB (MALLOC_MMAP_THRESHOLD_) so that freed tensors go back to the
@@ -51,6 +52,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--no-rss", action="store_true", help="skip the CPU peak-RSS child processes")
     p.add_argument("--no-save", action="store_true", help="print the JSON only")
     p.add_argument("--name", help="results file benchmarks/results/<name>_<device>.json (default: the script's)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder of the results file (default benchmarks/results)")
     return p
 
 
@@ -140,14 +142,27 @@ def saved_mib(fn: Callable[[], Any], existing: Iterable[torch.Tensor] = ()) -> f
     return sum(s.nbytes() for s in storages.values()) / 2**20
 
 
-def cuda_peak_mib(fn: Callable[[], Any]) -> float:
-    """MiB of CUDA memory allocated at the peak of `fn` above what was allocated before it."""
+def cuda_peaks(fn: Callable[[], Any]) -> dict[str, float]:
+    """torch.cuda.max_memory_allocated during `fn`: above the allocation before it (`peak_mib`) and in all
+    (`peak_total_mib`, the problem's persistent tensors included)."""
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     fn()
     torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
+    peak = torch.cuda.max_memory_allocated()
+    return {"peak_mib": (peak - base) / 2**20, "peak_total_mib": peak / 2**20}
+
+
+def memory_model(estimate: Callable[[], Any], without: Iterable[str] = ("train split", "test split")) -> dict:
+    """The memory model's estimate (a distillery.budget.memory Estimate, where the checkout has the model) to set
+    beside a measured peak: MiB in all and per part, without the parts the benchmark does not hold (the dataset's
+    splits: its tensors are random ones of their own size)."""
+    try:
+        parts = {k: v / 2**20 for k, v in estimate().parts.items() if k not in set(without)}
+    except Exception as error:  # no model in this checkout, or another interface than this was written against
+        return {"estimate_mib": None, "why": f"{type(error).__name__}: {error}"}
+    return {"estimate_mib": sum(parts.values()), "parts_mib": parts}
 
 
 def _resident_mib() -> dict[str, float]:
@@ -194,15 +209,15 @@ def ratios(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
 
 
 def record(name: str, device: str, args: argparse.Namespace, rows: list[dict]) -> dict:
-    """Print the run as one JSON line and (unless --no-save) write it to benchmarks/results/<name>_<device>.json."""
+    """Print the run as one JSON line and (unless --no-save) write it to <--out>/<name>_<device>.json."""
     out = {"benchmark": name, "command": shlex.join(["python", *sys.argv]), "torch": torch.__version__,
            "device": device, "device_name": device_name(device), "threads": torch.get_num_threads(),
            "python": platform.python_version(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "repeat": args.repeat, "warmup": args.warmup, "compare": args.compare, "rows": rows}
     print(json.dumps(out), flush=True)  # one line per device: JSON Lines on stdout
     if not args.no_save:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"{name}_{device}.json").write_text(json.dumps(out, indent=1) + "\n")
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{name}_{device}.json").write_text(json.dumps(out, indent=1) + "\n")
     return out
 
 

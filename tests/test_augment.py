@@ -154,6 +154,7 @@ def test_cpu_generator_drives_augmentation_on_any_device(x: torch.Tensor) -> Non
         assert torch.allclose(a.double(), b, atol=1e-5)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_same_seed_same_augmentation_on_cpu_and_gpu(x: torch.Tensor) -> None:
     for group in GROUPS:

@@ -27,6 +27,7 @@ def test_the_default_config_sets_tf32_as_the_references_torch_did():
     assert load_config(Path(__file__).resolve().parents[1])["runtime"]["tf32"] == "all"
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_tf32_modes_set_both_flags_explicitly_and_channels_last_keeps_values():
     before = _flags()
@@ -50,6 +51,7 @@ def test_to_device_moves_and_casts_like_to_on_the_cpu():
     assert torch.equal(to_device(v, "cpu", torch.long), v.to(torch.long))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_to_device_to_cuda_is_asynchronous_and_exact():
     from distillery.runtime import to_device

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from distillery.augment import DEFAULT_STRATEGY, dsa
 from distillery.models import build_model
 from distillery.progress import Progress, log
+from distillery.runtime import to_device
 from distillery.sam import SharpnessAware
 from distillery.seeds import generator, role_seeds, seeded
 
@@ -68,7 +69,7 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
     """
     with seeded(seed, "eval-init"):
         model = build_model(arch, images.shape[1], num_classes, images.shape[-1])
-    model.to(images.device).train()
+    model.to(images.device, non_blocking=True).train()  # no host wait on CUDA: the loop reads nothing back
     shuffle, aug = generator(seed, "eval-shuffle"), generator(seed, "eval-dsa")
     opt = _optimizer(model, lr, cfg)
     criterion = F.l1_loss if labels.is_floating_point() else F.cross_entropy
@@ -76,7 +77,7 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
     for epoch in range(cfg.epochs):
         if epoch == cfg.epochs // 2 and cfg.epochs > 1:
             opt = _optimizer(model, lr * cfg.decay, cfg)
-        order = torch.randperm(len(images), generator=shuffle).to(images.device)
+        order = to_device(torch.randperm(len(images), generator=shuffle), images.device)
         for idx in order.split(cfg.batch):
             x = dsa(images[idx], aug, cfg.dsa)  # one draw, shared by both SAM passes
 

@@ -63,3 +63,10 @@ def to_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | 
     if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, dtype, non_blocking=True)
     return t.to(device, dtype)
+
+
+def host_read(*values: torch.Tensor) -> list[float]:
+    """The scalars a loop needs on the host, in one device-to-host copy (as float64, exact for float32 values and
+    integers below 2^53). On CUDA this is where a loop waits for the GPU: every deliberate host read of the
+    distillation and evaluation loops goes through here, and tests/test_cuda.py fails on any other."""
+    return torch.stack([v.detach().reshape(()).to(torch.float64) for v in values]).tolist()

@@ -12,6 +12,8 @@ from distillery.plan import (
     check_config,
     eval_config,
     expert_files,
+    expert_group_resources,
+    expert_groups,
     expert_overrides,
     expert_seeds,
     figure_sources,
@@ -89,12 +91,21 @@ def buffers(files):
     return [ancient(f) for f in files]
 
 
-def expert_inputs(wildcards):
-    """train_expert's data, ancient too: in a fresh clone the data is prepared after `dvc pull`, newer than the
+def expert_data(dataset, norm):
+    """An expert's data, ancient too: in a fresh clone the data is prepared after `dvc pull`, newer than the
     buffers. (A job still to write an input reruns its consumers, ancient or not: prepare the data first,
     `--until prepare_data fit_zca`, as the README says.)"""
-    files = data_files(wildcards.dataset, wildcards.norm == "zca")
+    files = data_files(dataset, norm == "zca")
     return dict(zip(files, buffers(files.values())))
+
+
+def expert_inputs(wildcards):
+    return expert_data(wildcards.dataset, wildcards.norm)
+
+
+def group_res(group, key):
+    """A resource of an expert group's job (plan.expert_group_resources), by attempt."""
+    return lambda wildcards, attempt: expert_group_resources(config, group, attempt)[key]
 
 
 def expert_stats_inputs(wildcards):

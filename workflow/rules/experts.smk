@@ -21,6 +21,35 @@ rule train_expert:
         "../../scripts/train_expert.py"
 
 
+# experts.per_job > 1: one job per group of experts (plan.expert_groups), writing the same files as train_expert.
+# Their outputs name no wildcards, so Snakemake prefers these rules to train_expert for those files.
+for group in expert_groups(config):
+
+    rule:
+        name:
+            group["rule"]
+        input:
+            **expert_data(group["dataset"], group["norm"]),
+        output:
+            group["files"],
+        params:
+            overrides=expert_overrides(config, group["dataset"]),
+            device=config["device"],
+        log:
+            group["log"],
+        benchmark:
+            group["benchmark"]
+        threads: 1
+        resources:
+            mem_mb=group_res(group, "mem_mb"),
+            runtime=group_res(group, "runtime"),
+            gpu=group_res(group, "gpu"),
+        conda:
+            "../../envs/distillery.yaml"
+        script:
+            "../../scripts/train_experts.py"
+
+
 rule expert_stats:
     input:
         unpack(expert_stats_inputs),

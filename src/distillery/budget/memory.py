@@ -197,6 +197,18 @@ def expert_estimate(recipe: Recipe, model: str, spec: DatasetSpec, zca: bool) ->
     return Estimate(parts, load, host)
 
 
+def expert_group_estimate(recipe: Recipe, model: str, spec: DatasetSpec, zca: bool, experts: int) -> Estimate:
+    """`experts` experts trained together in one job (experts.batched, experts.per_job): the data once; each
+    expert's parameters, optimiser state, saved activations (its vmapped minibatch) and host trajectory."""
+    one = expert_estimate(recipe, model, spec, zca)
+    each = ("parameters and optimiser", "saved for backward", "trajectory")
+
+    def scaled(table: dict[str, float]) -> dict[str, float]:
+        return {name: value * experts if name in each else value for name, value in table.items()}
+
+    return Estimate(scaled(one.parts), one.load, scaled(one.host))
+
+
 def evaluate_estimate(arch: str, images: int, spec: DatasetSpec, cfg: EvalConfig, zca: bool,
                       real: bool = False) -> Estimate:
     """An evaluate (or nas_train) job: a fresh `arch` trained on `images` (the training split when `real`)."""

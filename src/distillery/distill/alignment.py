@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from distillery.functional import FlatModel
+from distillery.runtime import to_device
 
 
 def balance_coefficient(t: int, max_start_epoch: int, theta: float, base: float) -> float:
@@ -66,7 +67,7 @@ def filter_perturbation(start: Tensor, shapes: Sequence[torch.Size], scale: floa
     for piece, shape, perturbed in zip(start.split([math.prod(s) for s in shapes]), shapes, mask):
         if perturbed:
             filters = piece.view(shape[0], -1)
-            d = torch.randn(filters.shape, generator=generator, dtype=start.dtype).to(start.device)
+            d = to_device(torch.randn(filters.shape, generator=generator, dtype=start.dtype), start.device)
             d = d / d.norm(dim=1, keepdim=True) * filters.norm(dim=1, keepdim=True)
             piece = (filters + scale * d).reshape(-1)
         pieces.append(piece)
@@ -84,7 +85,7 @@ def weight_perturbation(start: Tensor, shapes: Sequence[torch.Size], alpha: floa
     pieces = []
     for piece, shape in zip(start.split([math.prod(s) for s in shapes]), shapes):
         if len(shape) == 4:
-            d = torch.randn(piece.shape, generator=generator, dtype=start.dtype).to(start.device)
+            d = to_device(torch.randn(piece.shape, generator=generator, dtype=start.dtype), start.device)
             piece = piece + alpha * (d / d.norm()) * piece
         pieces.append(piece)
     return torch.cat(pieces)

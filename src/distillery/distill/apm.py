@@ -22,6 +22,7 @@ from distillery.distill.matching import DistillationError, DistillResult
 from distillery.functional import FlatModel
 from distillery.models import build_model
 from distillery.progress import Progress
+from distillery.runtime import host_read, to_device
 from distillery.seeds import generator, role_seed, seeded
 
 
@@ -58,8 +59,8 @@ def load_teacher(trajectory: Tensor, model_name: str, num_classes: int, like: Te
     size = FlatModel(module).num_params
     if trajectory.shape[-1] != size:
         raise ValueError(f"the teacher has {trajectory.shape[-1]} parameters but {model_name} has {size}")
-    module.to(like.device, like.dtype)
-    torch.nn.utils.vector_to_parameters(trajectory[-1].to(like.device, like.dtype), module.parameters())
+    module.to(like.device, like.dtype, non_blocking=True)  # no host wait: the skeleton's values are replaced
+    torch.nn.utils.vector_to_parameters(to_device(trajectory[-1], like.device, like.dtype), module.parameters())
     return frozen(module)
 
 
@@ -74,7 +75,7 @@ def train_student(images: Tensor, targets: Tensor, model_name: str, num_classes:
     """
     with seeded(seed, "apm-student"):
         model = build_model(model_name, images.shape[1], num_classes, images.shape[-1])
-    model.to(images.device, images.dtype).train()
+    model.to(images.device, images.dtype, non_blocking=True).train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr_net, momentum=0.9, weight_decay=5e-4)
     aug, order = generator(seed, "apm-student-dsa"), generator(seed, "apm-student-batches")
     epochs = cfg.student_epochs
@@ -85,7 +86,7 @@ def train_student(images: Tensor, targets: Tensor, model_name: str, num_classes:
         if epoch == epochs // 2 + 1:
             for group in opt.param_groups:
                 group["lr"] = cfg.lr_net * 0.1
-        for idx in torch.randperm(len(images), generator=order).to(images.device).split(cfg.student_batch):
+        for idx in to_device(torch.randperm(len(images), generator=order), images.device).split(cfg.student_batch):
             loss = F.l1_loss(model(dsa(images[idx], aug, cfg.dsa)), targets[idx])
             loss.backward()
             opt.step()
@@ -109,8 +110,9 @@ def image_loss(images: Tensor, labels: Tensor, teacher: nn.Module, students: Seq
 
 
 def loss_and_gradient(images: Tensor, labels: Tensor, teacher: nn.Module, students: Sequence[nn.Module],
-                      cfg: DistillConfig) -> tuple[float, Tensor]:
-    """image_loss and its gradient w.r.t. `images`, in chunks of cfg.update_syn images.
+                      cfg: DistillConfig) -> tuple[Tensor, Tensor]:
+    """image_loss (a 0-dim tensor on the images' device, not read to the host) and its gradient w.r.t. `images`, in
+    chunks of cfg.update_syn images.
 
     Each chunk's loss is weighted |c|/|images|, so the sums equal the unchunked loss and gradient. Within a
     chunk the teacher's graph is kept and each term is back-propagated on its own (as the authors' code), so
@@ -131,7 +133,7 @@ def loss_and_gradient(images: Tensor, labels: Tensor, teacher: nn.Module, studen
             (part,) = torch.autograd.grad(weight * term, x, retain_graph=i < len(students))
             grad[start:start + size] += part
             total += weight * term.detach()
-    return float(total), grad
+    return total, grad
 
 
 def image_gradient(images: Tensor, labels: Tensor, teacher: nn.Module, students: Sequence[nn.Module],
@@ -142,7 +144,7 @@ def image_gradient(images: Tensor, labels: Tensor, teacher: nn.Module, students:
 
 def draw_subset(n: int, size: int, select: torch.Generator, device: torch.device) -> Tensor:
     """`size` distinct random indices of the `n` synthetic images (the first `size` of a permutation)."""
-    return torch.randperm(n, generator=select)[:size].to(device)
+    return to_device(torch.randperm(n, generator=select)[:size], device)
 
 
 def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
@@ -197,8 +199,9 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
             students = train_student(subset, targets, cfg.model, num_classes, cfg,
                                      role_seed(cfg.seed, f"apm-refresh-{refreshes}"))
             refreshes += 1
-        loss, grad = loss_and_gradient(syn_images.detach()[idx], syn_labels[idx], teacher, students, cfg)
-        skipped = not (math.isfinite(loss) and bool(torch.isfinite(grad.sum())))
+        total, grad = loss_and_gradient(syn_images.detach()[idx], syn_labels[idx], teacher, students, cfg)
+        loss, grad_sum = host_read(total, grad.sum())  # the iteration's one host read
+        skipped = not (math.isfinite(loss) and math.isfinite(grad_sum))
         if not skipped:
             syn_images.grad = torch.zeros_like(syn_images)
             syn_images.grad[idx] = grad

@@ -20,7 +20,7 @@ from distillery.distill.init import init_synthetic
 from distillery.distill.memory import memory_unroll, step_gradient, velocity
 from distillery.functional import FlatModel
 from distillery.progress import Progress
-from distillery.runtime import to_device
+from distillery.runtime import host_read, to_device
 from distillery.seeds import generator
 
 
@@ -95,7 +95,7 @@ def perturb_start(start: Tensor, cfg: DistillConfig, noise: torch.Generator) -> 
     if cfg.perturb == "none":
         return start
     eps = torch.randn(start.shape, generator=noise) * cfg.perturb_scale
-    return start + eps.to(start.device)
+    return start + to_device(eps, start.device)
 
 
 def nearest_step(path: Sequence[Tensor], target: Tensor, distance: str) -> int:
@@ -105,13 +105,14 @@ def nearest_step(path: Sequence[Tensor], target: Tensor, distance: str) -> int:
     l2 is its paper's squared L2, ties to the earliest step (the shortest trajectory that gets as close). The
     code's initial bound of 10000 (no step below it leaves the index unset) is not kept: the minimum is taken
     over all N steps. No gradient flows through the choice; a non-finite distance is picked like any other,
-    so the loss shows it."""
+    so the loss shows it. The index is read to the host (ATT's second read of an iteration): the backward then
+    runs through the first k steps only, not all N."""
     with torch.no_grad():
         gaps = torch.stack([(theta - target).pow(2).sum() if distance == "l2" else (theta - target).abs().sum()
                             for theta in path])
         if distance == "l1":  # the last minimum: the first of the reversed distances
-            return len(gaps) - int(torch.argmin(gaps.flip(0)))
-        return int(torch.argmin(gaps)) + 1
+            return len(gaps) - int(host_read(torch.argmin(gaps.flip(0)))[0])
+        return int(host_read(torch.argmin(gaps))[0]) + 1
 
 
 def trajectory_loss(cfg: DistillConfig, student: FlatModel, trajectory: Tensor, t: int, images: Tensor,
@@ -266,7 +267,7 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
             checkpoint.step(it, state)
     progress.close()
     result = ema if ema is not None else syn_images.detach()
-    return DistillResult(result, syn_labels, float(syn_lr.detach()), history)
+    return DistillResult(result, syn_labels, host_read(syn_lr)[0], history)
 
 
 def update(syn_images: Tensor, syn_lr: Tensor, opt_img: torch.optim.Optimizer, opt_lr: torch.optim.Optimizer,
@@ -277,7 +278,7 @@ def update(syn_images: Tensor, syn_lr: Tensor, opt_img: torch.optim.Optimizer, o
     before = syn_lr.detach().clone(), {k: v.clone() for k, v in opt_lr.state[syn_lr].items()
                                        if isinstance(v, Tensor)}
     opt_lr.step()  # a non-finite lr gradient makes the new lr non-finite, caught below
-    loss_value, new_lr, grad_sum = torch.stack([loss.detach(), syn_lr.detach(), syn_images.grad.sum()]).tolist()
+    loss_value, new_lr, grad_sum = host_read(loss, syn_lr, syn_images.grad.sum())
     problem = None
     if not (math.isfinite(loss_value) and math.isfinite(grad_sum)):
         problem = f"the matching loss ({loss_value:.4g}) or a gradient is not finite"

@@ -5,7 +5,7 @@ from distillery.experts.smooth import (clip_coefficient, decay_epoch, epoch_lr, 
                                        restarts_optimizer)
 from distillery.experts.smoothness import avg_var, epoch_changes, run_expert_stats, snapshot_accuracies
 from distillery.experts.store import ExpertSampler, load_expert, save_expert
-from distillery.experts.train import run_expert_training, train_expert
+from distillery.experts.train import run_expert_group, run_expert_training, train_expert
 
 __all__ = ["RECIPES", "Recipe", "get_recipe", "ExpertSampler", "load_expert", "save_expert", "train_expert",
            "run_expert_training", "train_experts_batched", "check_batchable", "clip_coefficient", "decay_epoch",

@@ -11,11 +11,13 @@ from torch import Tensor
 from torch.func import grad_and_value, vmap
 
 from distillery.augment import dsa
+from distillery.checkpoint import Checkpoint
 from distillery.experts.recipes import Recipe
 from distillery.experts.smooth import epoch_lr, restarts_optimizer
 from distillery.functional import FlatModel
 from distillery.models import build_model, parse_convnet_name
 from distillery.progress import Progress
+from distillery.runtime import to_device
 from distillery.seeds import generator, seeded
 
 
@@ -40,12 +42,13 @@ def check_batchable(model_name: str, recipe: Recipe) -> None:
 
 
 def train_experts_batched(images: Tensor, labels: Tensor, model_name: str, num_classes: int, recipe: Recipe,
-                          seeds: list[int], role: str = "expert") -> Tensor:
+                          seeds: list[int], role: str = "expert", checkpoint: Checkpoint | None = None) -> Tensor:
     """Train one expert per seed together; returns their trajectories [K, epochs+1, P] on the CPU ([K, 2, P]
     with `final_only`), row k equal to `train_expert(images, labels, model_name, num_classes, recipe,
     seeds[k], role)[0]`: the same init, batches, augmentation, SGD (torch's momentum and weight-decay rule)
     and lr schedule (with its optimizer restart). Pays where one expert leaves the device idle (small models or
-    batches)."""
+    batches). `checkpoint` saves the state every `every` epochs and, after SIGTERM, at the next batch; a resumed
+    run equals an uninterrupted one."""
     check_batchable(model_name, recipe)
     if not seeds:
         raise ValueError("seeds is empty: give one seed per expert to train")
@@ -72,15 +75,36 @@ def train_experts_batched(images: Tensor, labels: Tensor, model_name: str, num_c
                              dtype=theta.dtype)
     trajectory[:, 0] = theta.cpu()
     momentum: Tensor | None = None
+    first_epoch, position, orders = 0, 0, None
+    total = torch.zeros(len(seeds), device=device, dtype=theta.dtype)
+
+    def state(resume_at: int) -> dict:
+        """What a restart needs to continue at epoch `resume_at` (at `position` within it, when `orders` is set)."""
+        return {"step": resume_at, "position": position,
+                "orders": None if orders is None else [o.cpu() for o in orders], "total": total.cpu(),
+                "theta": theta.cpu(), "momentum": None if momentum is None else momentum.cpu(),
+                "trajectory": trajectory, "shuffles": [g.get_state() for g in shuffles],
+                "augs": [g.get_state() for g in augs]}
+
+    saved = checkpoint.resume() if checkpoint is not None else None
+    if saved is not None:
+        theta, total = saved["theta"].to(device), saved["total"].to(device)
+        momentum = None if saved["momentum"] is None else saved["momentum"].to(device)
+        trajectory.copy_(saved["trajectory"])
+        for g, g_state in zip(shuffles + augs, saved["shuffles"] + saved["augs"]):
+            g.set_state(g_state)
+        first_epoch, position = saved["step"], saved["position"]
+        orders = None if saved["orders"] is None else [o.to(device) for o in saved["orders"]]
     progress = Progress(recipe.epochs, f"{role} {seeds[0]}..{seeds[-1]} (x{len(seeds)})")
-    for epoch in range(recipe.epochs):
+    for epoch in range(first_epoch, recipe.epochs):
         lr = epoch_lr(recipe, epoch)
-        if restarts_optimizer(recipe, epoch):
-            momentum = None
-        orders = [torch.randperm(len(images), generator=g).to(device) for g in shuffles]
-        total = torch.zeros(len(seeds), device=device, dtype=theta.dtype)
-        for start in range(0, len(images), recipe.batch):
-            idx = [order[start:start + recipe.batch] for order in orders]
+        if orders is None:  # a fresh epoch (not one resumed mid-way)
+            if restarts_optimizer(recipe, epoch):
+                momentum = None
+            orders, position = [to_device(torch.randperm(len(images), generator=g), device) for g in shuffles], 0
+            total = torch.zeros(len(seeds), device=device, dtype=theta.dtype)
+        while position < len(images):
+            idx = [order[position:position + recipe.batch] for order in orders]
             x = torch.stack([dsa(images[i], g) if recipe.dsa else images[i] for i, g in zip(idx, augs)])
             y = torch.stack([labels[i] for i in idx])
             grads, losses = step(theta, x, y)
@@ -92,8 +116,14 @@ def train_experts_batched(images: Tensor, labels: Tensor, model_name: str, num_c
                 grads = momentum
             theta = theta.add(grads, alpha=-lr)
             total += losses.detach() * len(idx[0])
+            position += recipe.batch
+            if checkpoint is not None and position < len(images):
+                checkpoint.poll(lambda: state(epoch))
         if not recipe.final_only or epoch + 1 == recipe.epochs:
             trajectory[:, -1 if recipe.final_only else epoch + 1] = theta.cpu()
         progress.update(epoch + 1, loss=float(total.mean()) / len(images))
+        orders = None
+        if checkpoint is not None:
+            checkpoint.step(epoch + 1, lambda: state(epoch + 1))
     progress.close()
     return trajectory

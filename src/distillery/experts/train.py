@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -13,6 +13,7 @@ from distillery.augment import dsa
 from distillery.checkpoint import Checkpoint, checkpoint_path
 from distillery.data import load_meta, load_split, load_zca
 from distillery.evaluate import accuracy
+from distillery.experts.batched import train_experts_batched
 from distillery.experts.recipes import Recipe, get_recipe
 from distillery.experts.smooth import epoch_lr, expert_loss, restarts_optimizer
 from distillery.experts.store import save_expert
@@ -117,6 +118,20 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
     return trajectory, model
 
 
+def expert_identity(recipe: Recipe, seed: int, model_name: str, zca: bool, meta: dict) -> dict:
+    """How an expert was trained, as its file records it (and its checkpoint's identity)."""
+    return {"recipe": asdict(recipe), "seed": seed, "model": model_name, "zca": zca,
+            "dataset_sha256": meta["sha256"]["train.pt"]}
+
+
+def expert_meta(identity: dict, meta: dict, model: torch.nn.Module, train: tuple[Tensor, Tensor],
+                test: tuple[Tensor, Tensor], seconds: float) -> dict:
+    """An expert file's metadata: its identity, dataset, seeds, the final weights' train and test accuracy, seconds."""
+    return {**identity, "dataset": meta["name"],
+            "seeds": role_seeds(identity["seed"], ("expert-init", "expert-shuffle", "expert-dsa")),
+            "train_accuracy": accuracy(model, *train), "test_accuracy": accuracy(model, *test), "seconds": seconds}
+
+
 def run_expert_training(prepared_dir: str | Path, out_path: str | Path, model_name: str, recipe: str, seed: int,
                         zca_path: str | Path | None = None, overrides: dict | None = None,
                         device: str = "cpu", checkpoint_every: int = 5) -> dict:
@@ -127,17 +142,43 @@ def run_expert_training(prepared_dir: str | Path, out_path: str | Path, model_na
     images, labels = load_split(prepared_dir, "train", zca=zca, device=device)
     test_images, test_labels = load_split(prepared_dir, "test", zca=zca, device=device)
     chosen = get_recipe(recipe, **(overrides or {}))
-    identity = {"recipe": asdict(chosen), "seed": seed, "model": model_name, "zca": zca is not None,
-                "dataset_sha256": meta["sha256"]["train.pt"]}
+    identity = expert_identity(chosen, seed, model_name, zca is not None, meta)
     tic = time.perf_counter()
     with Checkpoint(checkpoint_path(out_path), checkpoint_every, identity) as checkpoint:
         trajectory, model = train_expert(images, labels, model_name, meta["num_classes"], chosen, seed,
                                          checkpoint=checkpoint)
-    expert_meta = {**identity, "dataset": meta["name"],
-                   "seeds": role_seeds(seed, ("expert-init", "expert-shuffle", "expert-dsa")),
-                   "train_accuracy": accuracy(model, images, labels),
-                   "test_accuracy": accuracy(model, test_images, test_labels),
-                   "seconds": time.perf_counter() - tic}
-    save_expert(out_path, trajectory, expert_meta)
+    expert = expert_meta(identity, meta, model, (images, labels), (test_images, test_labels),
+                         time.perf_counter() - tic)
+    save_expert(out_path, trajectory, expert)
     checkpoint.clear()
-    return expert_meta
+    return expert
+
+
+def run_expert_group(prepared_dir: str | Path, out_paths: Sequence[str | Path], model_name: str, recipe: str,
+                     seeds: Sequence[int], zca_path: str | Path | None = None, overrides: dict | None = None,
+                     device: str = "cpu", checkpoint_every: int = 5) -> list[dict]:
+    """Train experts `seeds` together in one job (train_experts_batched, for a GPU that one expert leaves idle) and
+    save each to its `out_paths` entry as run_expert_training would (trajectories equal up to rounding; `seconds`
+    is the group's time over its size); returns their metadata. Checkpoints beside the first path."""
+    if len(out_paths) != len(seeds) or not seeds:
+        raise ValueError(f"an expert group needs one output path per seed; got {len(out_paths)} paths for seeds "
+                         f"{list(seeds)}")
+    meta = load_meta(prepared_dir)
+    zca = load_zca(zca_path) if zca_path else None
+    images, labels = load_split(prepared_dir, "train", zca=zca, device=device)
+    test_images, test_labels = load_split(prepared_dir, "test", zca=zca, device=device)
+    chosen = get_recipe(recipe, **(overrides or {}))
+    identities = [expert_identity(chosen, seed, model_name, zca is not None, meta) for seed in seeds]
+    tic = time.perf_counter()
+    with Checkpoint(checkpoint_path(out_paths[0]), checkpoint_every, {"group": identities}) as checkpoint:
+        trajectories = train_experts_batched(images, labels, model_name, meta["num_classes"], chosen, list(seeds),
+                                             checkpoint=checkpoint)
+    seconds = (time.perf_counter() - tic) / len(seeds)
+    model = build_model(model_name, images.shape[1], meta["num_classes"], images.shape[-1]).to(device)
+    experts = []
+    for path, identity, trajectory in zip(out_paths, identities, trajectories):
+        torch.nn.utils.vector_to_parameters(trajectory[-1].to(device), model.parameters())  # the final weights
+        experts.append(expert_meta(identity, meta, model, (images, labels), (test_images, test_labels), seconds))
+        save_expert(path, trajectory, experts[-1])
+    checkpoint.clear()
+    return experts
