@@ -1,6 +1,7 @@
 """Integration tier: the Snakemake workflow through its CLI, in a temporary directory."""
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile")]
+# The Snakefile imports the library too: this checkout's, not whichever distillery the environment installed.
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
 
 TINY = {
     "experts": {"count": 2, "overrides": {"epochs": 4}},
@@ -29,7 +32,7 @@ def snakemake(workdir: Path, config: dict | None, *args: str) -> subprocess.Comp
     if config is not None:
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         command += ["--configfile", str(workdir / "config.yaml")]
-    return subprocess.run(command + list(args), capture_output=True, text=True, timeout=900)
+    return subprocess.run(command + list(args), capture_output=True, text=True, timeout=900, env=ENV)
 
 
 def job_counts(output: str) -> dict[str, int]:

@@ -86,8 +86,11 @@ class Checkpoint:
         log.info("SIGTERM: saving a checkpoint and stopping")
         if self.path is not None:
             save_torch({"identity": self.identity, "state": state()}, self.path)
-        where = f"checkpoint {self.path}" if self.path else "no checkpoint (none configured)"
-        raise Preempted(f"stopped by SIGTERM; {where}; rerun the job to resume")
+        if self.path is None:
+            raise Preempted("stopped by SIGTERM (no checkpoint configured); run the same snakemake command again to "
+                            "redo the job")
+        raise Preempted(f"stopped by SIGTERM; checkpoint {self.path} saved; run the same snakemake command again to "
+                        f"resume from it")
 
     def clear(self) -> None:
         """Remove the checkpoint once the job's output is written."""

@@ -15,6 +15,7 @@ from distillery.models import build_model
 from distillery.progress import Progress, log
 from distillery.sam import SharpnessAware
 from distillery.seeds import generator, role_seeds, seeded
+from distillery.typecheck import check_types
 
 EVAL_ROLES = ("eval-init", "eval-shuffle", "eval-dsa")
 
@@ -32,6 +33,7 @@ class EvalConfig:
     soft_labels: bool = False     # train on the set's soft labels (teacher logits) with an L1 loss, as APM does
 
     def __post_init__(self) -> None:
+        check_types(self, "evaluation")
         if self.epochs < 1 or self.batch < 1:
             raise ValueError(f"evaluation epochs and batch must be at least 1 (got {self.epochs}, {self.batch})")
         if self.sam_rho < 0:

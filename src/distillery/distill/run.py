@@ -11,13 +11,13 @@ from torch import Tensor
 
 from distillery.checkpoint import Checkpoint, checkpoint_path
 from distillery.data import load_meta, load_split, load_zca
-from distillery.distill.config import DistillConfig
+from distillery.distill.config import DistillConfig, fit_batch_syn
 from distillery.distill.coreset import check_ipc, embed, forgetting_counts, select_coreset
 from distillery.distill.apm import distill_adversarial
 from distillery.distill.matching import DistillResult, distill_trajectory
 from distillery.experts import ExpertSampler, get_recipe, load_expert
 from distillery.functional import FlatModel
-from distillery.io import atomic_path, save_torch, sha256_tensor
+from distillery.io import atomic_path, regenerate, save_torch, sha256_tensor
 from distillery.models import build_model
 from distillery.seeds import SEED_ROLES, generator, role_seeds
 
@@ -129,6 +129,7 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
     """
     cfg = DistillConfig.from_dict(method)
     meta, images, labels = load_training(cfg, prepared_dir, zca_path, device)
+    cfg = fit_batch_syn(cfg, meta["num_classes"])
     identity = {"settings": cfg.to_dict(), "dataset_sha256": meta["sha256"]["train.pt"],
                 "experts": [load_expert(path, verify=False)[1].get("sha256") for path in expert_paths]}
     tic = time.perf_counter()
@@ -167,7 +168,7 @@ def save_synset(path: str | Path, images: Tensor, labels: Tensor, lr: float | No
 def load_synset(path: str | Path, expect: dict | None = None) -> dict:
     """A synthetic set written by run_distillation: images, labels, learned lr (None for coresets), soft labels
     (teacher logits, APM; None otherwise), meta — its checksum verified and `expect` meta fields matched."""
-    rerun = "delete it and rerun its distill job (snakemake --forcerun distill <file>)"
+    rerun = regenerate(path, "distill")
     try:
         synset = torch.load(path, weights_only=True, map_location="cpu")
         images, labels, meta = synset["images"], synset["labels"], synset["meta"]

@@ -9,9 +9,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from distillery.io import save_torch, sha256_tensor
-
-RETRAIN = "delete it and rerun its train_expert job (snakemake --forcerun train_expert <file>)"
+from distillery.io import regenerate, save_torch, sha256_tensor
 
 
 def save_expert(path: str | Path, trajectory: Tensor, meta: dict) -> None:
@@ -26,19 +24,20 @@ def save_expert(path: str | Path, trajectory: Tensor, meta: dict) -> None:
 def load_expert(path: str | Path, expect: dict | None = None, verify: bool = True) -> tuple[Tensor, dict]:
     """Memory-mapped trajectory and its metadata; `expect` fields (model, zca, num_params, ...) must match the
     metadata. `verify` reads the whole trajectory once to compare its sha256 with the metadata's."""
+    retrain = regenerate(path, "train_expert")
     try:
         blob = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
         trajectory, meta = blob["trajectory"], blob["meta"]
     except Exception as err:  # truncated, not a torch file, or missing keys
-        raise ValueError(f"expert file {path} is unreadable ({err}); {RETRAIN}") from err
+        raise ValueError(f"expert file {path} is unreadable ({err}); {retrain}") from err
     if tuple(trajectory.shape) != (meta.get("epochs", -1) + 1, meta.get("num_params")):
         raise ValueError(f"expert file {path}: trajectory shape {tuple(trajectory.shape)} disagrees with its "
-                         f"metadata; {RETRAIN}")
+                         f"metadata; {retrain}")
     if verify and meta.get("sha256") is None:
-        raise ValueError(f"expert file {path} has no checksum (written by an older distillery); {RETRAIN}")
+        raise ValueError(f"expert file {path} has no checksum (written by an older distillery); {retrain}")
     if verify and sha256_tensor(trajectory) != meta["sha256"]:
         raise ValueError(f"expert file {path}: the trajectory does not match its sha256 (corrupted or modified); "
-                         f"{RETRAIN}")
+                         f"{retrain}")
     for key, value in (expect or {}).items():
         if meta.get(key) != value:
             raise ValueError(f"expert file {path} has {key}={meta.get(key)!r} but this run needs {value!r}; "
