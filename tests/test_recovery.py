@@ -199,7 +199,7 @@ def test_every_printed_recovery_command_regenerates_exactly_its_file(finished, t
     blob = torch.load(run / EXPERT, weights_only=True)
     blob["trajectory"][1, 0] += 1.0
     torch.save(blob, run / EXPERT)
-    longer = {**BASE, "distill": {"overrides": {**BASE["distill"]["overrides"], "iterations": 12}}}
+    longer = {**BASE, "distill": {"overrides": {**BASE["distill"]["overrides"], "iterations": 12, "batch_syn": 500}}}
     failed = snakemake(run, longer, "--cores", "2")
     assert failed.returncode != 0 and not (run / SYNSET).exists()
     log = (run / LOGS["distill"]).read_text()
@@ -211,7 +211,9 @@ def test_every_printed_recovery_command_regenerates_exactly_its_file(finished, t
     again = snakemake(run, longer, "--cores", "2")
     assert again.returncode == 0, again.stderr[-3000:]
     synset = tabled_since(run, since)
-    assert synset["meta"]["iterations"] == 12
+    assert synset["meta"]["iterations"] == 12 and synset["meta"]["batch_syn"] == 10, "recorded as used"
+    assert "batch_syn=500 is larger than the synthetic set (IPC 1 x 10 classes = 10 images): using 10" in (
+        run / LOGS["distill"]).read_text()
     # A modified synthetic set, and a truncated prepared split.
     torch.save(dict(synset, images=synset["images"] + 1), SYNSET)
     with pytest.raises(ValueError) as bad_synset:

@@ -78,6 +78,29 @@ def test_bad_config_fails_before_any_job(tmp_path, cell, needle):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("config,needle", [
+    ({"evalution": {"seeds": 1}}, "unknown key 'evalution' at the top level; did you mean 'evaluation'?"),
+    ({"evaluation": {"epochs": "ten"}}, "evaluation.epochs: 'ten' is not an integer"),
+    ({"distill": {"overrides": {"lr_img": "ten"}}}, "lr_img='ten' must be a number"),
+], ids=["misspelt key", "wrong type", "wrong type in a method setting"])
+def test_config_mistakes_fail_before_any_job_naming_the_field(tmp_path, config, needle):
+    result = snakemake(tmp_path, config, "-n", "--cores", "1")
+    assert result.returncode != 0 and needle in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_yaml_error_is_named_with_its_file_and_line_by_the_config_check(tmp_path):
+    """Snakemake reads --configfile before the workflow runs and names neither file nor line; the check does."""
+    (tmp_path / "my.yaml").write_text("evaluation: {seeds: 1\ntables: [x\n")
+    assert snakemake(tmp_path, None, "-n", "--configfile", str(tmp_path / "my.yaml")).returncode != 0
+    check = subprocess.run([sys.executable, "-m", "distillery.plan", "check", str(tmp_path / "my.yaml")], cwd=ROOT,
+                           capture_output=True, text=True, env=ENV)
+    assert check.returncode != 0 and f"{tmp_path / 'my.yaml'}, line 2, column 7: not valid YAML" in check.stderr
+    ok = subprocess.run([sys.executable, "-m", "distillery.plan", "check", "config/paper/mtt.yaml"], cwd=ROOT,
+                        capture_output=True, text=True, env=ENV)
+    assert ok.returncode == 0 and "the config is valid" in ok.stdout
+
+
 @pytest.mark.slow
 def test_tiny_workflow_end_to_end(tmp_path):
     result = snakemake(tmp_path, TINY, "--cores", "2")

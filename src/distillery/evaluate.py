@@ -79,7 +79,8 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
         if epoch == cfg.epochs // 2 and cfg.epochs > 1:
             opt = _optimizer(model, lr * cfg.decay, cfg)
         order = torch.randperm(len(images), generator=shuffle).to(images.device)
-        for idx in order.split(cfg.batch):
+        batches = order.split(cfg.batch)
+        for b, idx in enumerate(batches, 1):
             x = dsa(images[idx], aug, cfg.dsa)  # one draw, shared by both SAM passes
 
             def closure() -> Tensor:
@@ -89,7 +90,7 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
                 return loss
 
             opt.step(closure)
-        progress.update(epoch + 1)
+            progress.update(epoch + b / len(batches))  # within an epoch too: a real training split is long
     progress.close()
     return model
 

@@ -185,8 +185,9 @@ class DistillConfig:
 
 
 def fit_batch_syn(cfg: DistillConfig, num_classes: int) -> DistillConfig:
-    """`cfg` with batch_syn at most the synthetic set's size (IPC × classes): a larger minibatch is the whole set
-    (the same batches, as the references' code runs it), so it is lowered to that size, logged and recorded as used."""
+    """`cfg` with batch_syn at most the synthetic set's size (IPC × classes): a larger minibatch is the whole set, the
+    same images (the references' code selects them all too), so it is lowered to that size, logged and recorded as
+    used. (APM's code would still scale its image gradient by size / batch_syn there; ours does not either way.)"""
     size = cfg.ipc * num_classes
     if cfg.kind not in ("trajectory", "adversarial") or cfg.batch_syn is None or cfg.batch_syn <= size:
         return cfg
