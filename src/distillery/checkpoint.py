@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from distillery.io import save_torch
+from distillery.io import beside, save_torch
 
 log = logging.getLogger("distillery")
 
@@ -21,8 +21,7 @@ class Preempted(RuntimeError):
 
 def checkpoint_path(output: str | Path) -> Path:
     """Where the job writing `output` keeps its checkpoint: a hidden file beside it, removed once it is written."""
-    output = Path(output)
-    return output.with_name(f".{output.name}.ckpt")
+    return beside(output, "ckpt")
 
 
 class Checkpoint:

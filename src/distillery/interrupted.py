@@ -15,31 +15,26 @@ import socket
 import time
 from pathlib import Path
 
-from distillery.io import atomic_write
+from distillery.io import atomic_write, beside
 
-RUNNING, COUNT = ".running", ".interrupted"
-
-
-def _beside(output: str | Path, suffix: str) -> Path:
-    output = Path(output)
-    return output.with_name(f".{output.name}{suffix}")
+RUNNING, COUNT = "running", "interrupted"
 
 
 def interruptions(output: str | Path) -> int:
     """How many runs left the job writing `output` unfinished (0 for none): the job's `interrupted` param."""
-    path = _beside(output, COUNT)
+    path = beside(output, COUNT)
     return int(path.read_text()) if path.is_file() else 0
 
 
 def mark_running(output: str | Path) -> None:
     """Mark the job writing `output` as started (host, pid and time, for `record_interruptions` and for people)."""
     record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    atomic_write(_beside(output, RUNNING), lambda f: f.write(json.dumps(record).encode()))
+    atomic_write(beside(output, RUNNING), lambda f: f.write(json.dumps(record).encode()))
 
 
 def clear_running(output: str | Path) -> None:
     """The job writing `output` succeeded."""
-    _beside(output, RUNNING).unlink(missing_ok=True)
+    beside(output, RUNNING).unlink(missing_ok=True)
 
 
 def _still_running(marker: Path) -> bool:
@@ -58,12 +53,12 @@ def record_interruptions(root: str | Path) -> list[Path]:
     """After a failed run: count one more interruption for every output under `root` whose job started and did not
     finish (its marker left, its process gone), and remove the marker; returns those outputs."""
     found = []
-    for marker in sorted(Path(root).rglob(f".*{RUNNING}")):
+    for marker in sorted(Path(root).rglob(f".*.{RUNNING}")):
         if _still_running(marker):
             continue
-        output = marker.with_name(marker.name[1:-len(RUNNING)])
+        output = marker.with_name(marker.name[1:-len(RUNNING) - 1])
         count = interruptions(output) + 1
-        atomic_write(_beside(output, COUNT), lambda f: f.write(str(count).encode()))
+        atomic_write(beside(output, COUNT), lambda f: f.write(str(count).encode()))
         marker.unlink(missing_ok=True)
         found.append(output)
     return found

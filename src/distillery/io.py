@@ -48,6 +48,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def beside(output: str | Path, suffix: str) -> Path:
+    """The hidden file `.<name>.<suffix>` next to `output`, where a job keeps state about it (checkpoint, marks)."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.{suffix}")
+
+
 def regenerate(path: str | Path, rule: str) -> str:
     """The advice an error about a bad workflow artifact ends with: the command that redoes exactly the job of `rule`
     writing `path` (the file first: Snakemake's list options such as --configfile would take it as theirs)."""
