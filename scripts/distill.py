@@ -1,14 +1,13 @@
 """Snakemake adapter: distil one (method, dataset, IPC) — or one group of it, or merge its groups — into
 synset.pt and its per-iteration log."""
-import _library  # noqa: F401  (the checkout's src/ on sys.path under --sdm conda)
+import _library  # the checkout's src/ on sys.path (--sdm conda); the job wrapper
 from pathlib import Path
 
 from distillery.distill import run_distillation
-from distillery.runtime import job_setup
 
-device = job_setup(snakemake.log[0], snakemake.threads, snakemake.params.device, snakemake.config["runtime"]["tf32"])
-run_distillation(snakemake.params.settings, Path(snakemake.input.meta).parent, snakemake.output.synset,
-                 snakemake.output.log_csv, expert_paths=snakemake.input.experts,
-                 group_paths=snakemake.input.get("groups", []), zca_path=snakemake.input.get("zca"), device=device,
-                 checkpoint_every=snakemake.config["reliability"]["checkpoint_every"],
-                 max_bad=snakemake.config["reliability"]["max_bad_iterations"])
+with _library.job(snakemake) as device:
+    run_distillation(snakemake.params.settings, Path(snakemake.input.meta).parent, snakemake.output.synset,
+                     snakemake.output.log_csv, expert_paths=snakemake.input.experts,
+                     group_paths=snakemake.input.get("groups", []), zca_path=snakemake.input.get("zca"), device=device,
+                     checkpoint_every=snakemake.config["reliability"]["checkpoint_every"],
+                     max_bad=snakemake.config["reliability"]["max_bad_iterations"])

@@ -1,8 +1,7 @@
 """Snakemake adapter: matching loss and learned lr over distillation iterations."""
-import _library  # noqa: F401  (the checkout's src/ on sys.path under --sdm conda)
+import _library  # the checkout's src/ on sys.path (--sdm conda); the job wrapper
 from distillery.report import plot_curves
-from distillery.runtime import job_setup
 
-job_setup(snakemake.log[0], snakemake.threads, "cpu")
 w = snakemake.wildcards
-plot_curves(snakemake.input[0], snakemake.output.png, title=f"{w.method} · {w.dataset} · IPC {w.ipc}")
+with _library.job(snakemake, device="cpu"):
+    plot_curves(snakemake.input[0], snakemake.output.png, title=f"{w.method} · {w.dataset} · IPC {w.ipc}")

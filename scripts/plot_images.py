@@ -1,10 +1,9 @@
 """Snakemake adapter: a grid of the distilled images, as pixels."""
-import _library  # noqa: F401  (the checkout's src/ on sys.path under --sdm conda)
+import _library  # the checkout's src/ on sys.path (--sdm conda); the job wrapper
 from pathlib import Path
 
 from distillery.report import plot_images
-from distillery.runtime import job_setup
 
-job_setup(snakemake.log[0], snakemake.threads, "cpu")
-plot_images(snakemake.input.synset, Path(snakemake.input.meta).parent, snakemake.output.png,
-            zca_path=snakemake.input.get("zca"))
+with _library.job(snakemake, device="cpu"):
+    plot_images(snakemake.input.synset, Path(snakemake.input.meta).parent, snakemake.output.png,
+                zca_path=snakemake.input.get("zca"))

@@ -1,16 +1,19 @@
 """The README's troubleshooting table, row by row: each bad input fails before any compute with an error that
 names the problem and what to do."""
 import copy
+from unittest import mock
 
 import pytest
 import torch
 
 from distillery import plan
+from distillery.runtime import resolve_device
 from distillery.data import prepare
 from distillery.experts import ExpertSampler, save_expert
 from distillery.seeds import generator
 
 ROOT = plan.Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / plan.SCHEMA
 
 
 def config_with(cell: dict, **sections) -> dict:
@@ -31,6 +34,21 @@ def tiny_imagenet_flat(tmp_path):
 def short_buffers(tmp_path):
     save_expert(tmp_path / "0.pt", torch.zeros(3, 5), {"model": "ConvNet"})
     ExpertSampler([tmp_path / "0.pt"], generator(0, "experts"), min_epochs=3)
+
+
+def yaml_syntax_error(tmp_path):
+    (tmp_path / "my.yaml").write_text("evaluation: {seeds: 1\ntables: [x\n")
+    plan.load_config(ROOT, tmp_path / "my.yaml")
+
+
+def cuda_without_a_gpu(tmp_path):
+    with mock.patch("torch.cuda.is_available", return_value=False):
+        resolve_device(plan.load_config(ROOT, write(tmp_path / "my.yaml", "device: cuda\n"))["device"])
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
 
 
 ROWS = {
@@ -59,7 +77,19 @@ ROWS = {
         "of runtime.gpu_memory_gb"),
     "experts shorter than the run needs (buffer files)": (short_buffers,
                                                           "has 2 epochs but this run needs 3 .* train longer experts"),
+    "a misspelt top-level key": (lambda tmp: plan.check_schema({**config_with({}), "evalution": {"seeds": 1}}, SCHEMA),
+                                 "unknown key 'evalution' at the top level; did you mean 'evaluation'\\?"),
+    "a value of the wrong type": (lambda tmp: plan.check_schema(config_with({}, evaluation={"epochs": "ten"}), SCHEMA),
+                                  "evaluation.epochs: 'ten' is not an integer"),
+    "a method setting of the wrong type": (
+        lambda tmp: plan.check_config(config_with({}, distill={"overrides": {"lr_img": "ten"}})),
+        "lr_img='ten' must be a number"),
+    "YAML syntax error": (yaml_syntax_error, "my.yaml, line 2, column 7: not valid YAML"),
+    "`device: cuda` without a visible GPU": (cuda_without_a_gpu, "device: 'cuda' was requested but this machine has "
+                                                                 "no visible CUDA device; set device: auto"),
 }
+# Rows that are not errors: a logged adjustment.
+LOGGED = {"batch_syn above IPC × classes"}
 
 
 @pytest.mark.parametrize("row", ROWS, ids=list(ROWS))
@@ -70,8 +100,20 @@ def test_bad_input_fails_early_with_a_clear_message(row, tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), "nothing half-written"
 
 
+def test_a_minibatch_larger_than_the_synthetic_set_is_the_set_logged_and_recorded(caplog):
+    from distillery.distill.config import DistillConfig, fit_batch_syn
+
+    cfg = DistillConfig(method="mtt", kind="trajectory", ipc=1, batch_syn=500)
+    with caplog.at_level("WARNING", logger="distillery"):
+        fitted = fit_batch_syn(cfg, num_classes=10)
+    assert fitted.batch_syn == 10 and fitted.to_dict()["batch_syn"] == 10  # the synset's meta is to_dict()
+    assert "batch_syn=500 is larger than the synthetic set (IPC 1 x 10 classes = 10 images): using 10" in caplog.text
+    assert fit_batch_syn(fitted, 10) is fitted
+    assert fit_batch_syn(DistillConfig("mtt", "trajectory", 2), 10).batch_syn is None  # null: all images already
+
+
 def test_every_row_is_in_the_readme_troubleshooting_table():
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("## Troubleshooting"):]
-    for row in ROWS:
+    for row in [*ROWS, *LOGGED]:
         assert f"| {row} |" in table, row

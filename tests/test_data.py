@@ -96,7 +96,8 @@ def test_truncated_split_file_is_rejected_with_its_name(digits_dir, tmp_path):
     prepare("digits", tmp_path / "raw", tmp_path / "broken")
     path = tmp_path / "broken" / "train.pt"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(ValueError, match=r"train\.pt.*delete the folder .*rerun prepare"):
+    with pytest.raises(ValueError,
+                       match=r"train\.pt.*rerun its prepare_data job: `snakemake --force .*broken/meta\.json --cores 1`"):
         load_split(tmp_path / "broken", "train")
     load_split(tmp_path / "broken", "test")  # the untouched split still loads
 

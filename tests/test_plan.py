@@ -197,3 +197,28 @@ def test_digits_expert_batch_stays_with_digits_in_a_users_own_config(tmp_path):
     config["experts"]["overrides"] = {"epochs": 5}
     assert get_recipe("sgd", **expert_overrides(config, "cifar10")).epochs == 5
     assert get_recipe("sgd", **expert_overrides(config, "digits")) == get_recipe("sgd", batch=32, epochs=5)
+
+
+def test_schema_problems_name_the_field_the_nearest_key_and_the_type():
+    from distillery.plan import SCHEMA, check_schema
+
+    config = load_default()
+    config["evaluation"] = {**config["evaluation"], "epoch": 5, "seeds": "3"}
+    config["evalution"] = {}
+    with pytest.raises(ValueError) as error:
+        check_schema(config, ROOT / SCHEMA)
+    assert str(error.value).splitlines()[1:] == [
+        "  evaluation.seeds: '3' is not an integer",
+        "  unknown key 'epoch' in evaluation; did you mean 'epochs'? (allowed: batch, decay, default_lr, dsa, epochs, "
+        "momentum, sam_rho, seeds, soft_labels, weight_decay)",
+        "  unknown key 'evalution' at the top level; did you mean 'evaluation'? (allowed: data_dir, device, distill, "
+        "dvc_experts, evaluation, experts, hparams, methods, nas, nas_subset, protocols, reliability, reported_files, "
+        "resources, runtime, seed, stability, tables)"]
+    check_schema(load_default(), ROOT / SCHEMA)  # the default config fits
+
+
+def test_every_shipped_config_fits_the_schema_which_refuses_unknown_top_level_keys():
+    from distillery.plan import SCHEMA, check_schema
+
+    for extra in [*sorted((ROOT / "config/paper").glob("*.yaml")), ROOT / "config/examples/combinations.yaml"]:
+        check_schema(load_config(ROOT, extra), ROOT / SCHEMA)

@@ -1,6 +1,7 @@
 """Integration tier: the Snakemake workflow through its CLI, in a temporary directory."""
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile")]
+# The Snakefile imports the library too: this checkout's, not whichever distillery the environment installed.
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
 
 TINY = {
     "experts": {"count": 2, "overrides": {"epochs": 4}},
@@ -29,7 +32,7 @@ def snakemake(workdir: Path, config: dict | None, *args: str) -> subprocess.Comp
     if config is not None:
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         command += ["--configfile", str(workdir / "config.yaml")]
-    return subprocess.run(command + list(args), capture_output=True, text=True, timeout=900)
+    return subprocess.run(command + list(args), capture_output=True, text=True, timeout=900, env=ENV)
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -74,6 +77,29 @@ def test_bad_config_fails_before_any_job(tmp_path, cell, needle):
     assert result.returncode != 0
     assert needle in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("config,needle", [
+    ({"evalution": {"seeds": 1}}, "unknown key 'evalution' at the top level; did you mean 'evaluation'?"),
+    ({"evaluation": {"epochs": "ten"}}, "evaluation.epochs: 'ten' is not an integer"),
+    ({"distill": {"overrides": {"lr_img": "ten"}}}, "lr_img='ten' must be a number"),
+], ids=["misspelt key", "wrong type", "wrong type in a method setting"])
+def test_config_mistakes_fail_before_any_job_naming_the_field(tmp_path, config, needle):
+    result = snakemake(tmp_path, config, "-n", "--cores", "1")
+    assert result.returncode != 0 and needle in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_yaml_error_is_named_with_its_file_and_line_by_the_config_check(tmp_path):
+    """Snakemake reads --configfile before the workflow runs and names neither file nor line; the check does."""
+    (tmp_path / "my.yaml").write_text("evaluation: {seeds: 1\ntables: [x\n")
+    assert snakemake(tmp_path, None, "-n", "--configfile", str(tmp_path / "my.yaml")).returncode != 0
+    check = subprocess.run([sys.executable, "-m", "distillery.plan", "check", str(tmp_path / "my.yaml")], cwd=ROOT,
+                           capture_output=True, text=True, env=ENV)
+    assert check.returncode != 0 and f"{tmp_path / 'my.yaml'}, line 2, column 7: not valid YAML" in check.stderr
+    ok = subprocess.run([sys.executable, "-m", "distillery.plan", "check", "config/paper/mtt.yaml"], cwd=ROOT,
+                        capture_output=True, text=True, env=ENV)
+    assert ok.returncode == 0 and "the config is valid" in ok.stdout
 
 
 @pytest.mark.slow

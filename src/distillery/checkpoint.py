@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from distillery.io import save_torch
+from distillery.io import beside, save_torch
 
 log = logging.getLogger("distillery")
 
@@ -21,8 +21,7 @@ class Preempted(RuntimeError):
 
 def checkpoint_path(output: str | Path) -> Path:
     """Where the job writing `output` keeps its checkpoint: a hidden file beside it, removed once it is written."""
-    output = Path(output)
-    return output.with_name(f".{output.name}.ckpt")
+    return beside(output, "ckpt")
 
 
 class Checkpoint:
@@ -86,8 +85,11 @@ class Checkpoint:
         log.info("SIGTERM: saving a checkpoint and stopping")
         if self.path is not None:
             save_torch({"identity": self.identity, "state": state()}, self.path)
-        where = f"checkpoint {self.path}" if self.path else "no checkpoint (none configured)"
-        raise Preempted(f"stopped by SIGTERM; {where}; rerun the job to resume")
+        if self.path is None:
+            raise Preempted("stopped by SIGTERM (no checkpoint configured); run the same snakemake command again to "
+                            "redo the job")
+        raise Preempted(f"stopped by SIGTERM; checkpoint {self.path} saved; run the same snakemake command again to "
+                        f"resume from it")
 
     def clear(self) -> None:
         """Remove the checkpoint once the job's output is written."""

@@ -16,6 +16,7 @@ from distillery.progress import Progress, log
 from distillery.runtime import to_device
 from distillery.sam import SharpnessAware
 from distillery.seeds import generator, role_seeds, seeded
+from distillery.typecheck import check_types
 
 EVAL_ROLES = ("eval-init", "eval-shuffle", "eval-dsa")
 
@@ -33,6 +34,7 @@ class EvalConfig:
     soft_labels: bool = False     # train on the set's soft labels (teacher logits) with an L1 loss, as APM does
 
     def __post_init__(self) -> None:
+        check_types(self, "evaluation")
         if self.epochs < 1 or self.batch < 1:
             raise ValueError(f"evaluation epochs and batch must be at least 1 (got {self.epochs}, {self.batch})")
         if self.sam_rho < 0:
@@ -78,7 +80,8 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
         if epoch == cfg.epochs // 2 and cfg.epochs > 1:
             opt = _optimizer(model, lr * cfg.decay, cfg)
         order = to_device(torch.randperm(len(images), generator=shuffle), images.device)
-        for idx in order.split(cfg.batch):
+        batches = order.split(cfg.batch)
+        for b, idx in enumerate(batches, 1):
             x = dsa(images[idx], aug, cfg.dsa)  # one draw, shared by both SAM passes
 
             def closure() -> Tensor:
@@ -88,7 +91,7 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
                 return loss
 
             opt.step(closure)
-        progress.update(epoch + 1)
+            progress.update(epoch + b / len(batches))  # within an epoch too: a real training split is long
     progress.close()
     return model
 

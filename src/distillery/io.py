@@ -48,6 +48,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def beside(output: str | Path, suffix: str) -> Path:
+    """The hidden file `.<name>.<suffix>` next to `output`, where a job keeps state about it (checkpoint, marks)."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.{suffix}")
+
+
+def regenerate(path: str | Path, rule: str) -> str:
+    """The advice an error about a bad workflow artifact ends with: the command that redoes exactly the job of `rule`
+    writing `path` (the file first: Snakemake's list options such as --configfile would take it as theirs)."""
+    return (f"rerun its {rule} job: `snakemake --force {path} --cores 1` (your run's --configfile or --profile after "
+            f"it), then your command again")
+
+
 def save_torch(obj: Any, path: str | Path) -> None:
     """torch.save into an open file (a path would put the random temp name into the archive's bytes)."""
     atomic_write(path, lambda f: torch.save(obj, f))

@@ -4,6 +4,7 @@ The Snakefile and the tests both use this, so the paths rules write and the path
 """
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 import re
@@ -89,12 +90,56 @@ def merge(base: dict, update: dict) -> dict:
     return merged
 
 
+def load_yaml(path: str | Path) -> dict:
+    """A YAML config file; a syntax error names the file, line and column (Snakemake's own message names neither)."""
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"{path}{where}: not valid YAML: {error.problem or error.context}") from None
+
+
 def load_config(root: str | Path, *extra: str | Path) -> dict:
     """The workflow's config as Snakemake builds it: CONFIG_FILES under `root`, then each `extra` file."""
     config: dict = {}
     for path in [Path(root) / f for f in CONFIG_FILES] + [Path(p) for p in extra]:
-        config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
+        config = merge(config, load_yaml(path))
     return config
+
+
+SCHEMA = "workflow/schemas/config.schema.yaml"  # relative to the repository
+JSON_TYPES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+              "array": "a list", "object": "a mapping", "null": "null"}
+
+
+def _schema_problem(error) -> str:
+    """One schema violation as a line naming the field: an unknown key with the nearest allowed one, a wrong type
+    with the type expected, else jsonschema's own message."""
+    field = ".".join(str(part) for part in error.absolute_path)
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        allowed = sorted(error.schema.get("properties", {}))
+        lines = []
+        for key in (k for k in error.instance if k not in allowed):
+            near = difflib.get_close_matches(str(key), allowed, n=1)
+            lines.append(f"unknown key '{key}' {f'in {field}' if field else 'at the top level'}"
+                         f"{f'; did you mean {near[0]!r}?' if near else ''} (allowed: {', '.join(allowed)})")
+        return "\n".join(lines)
+    if error.validator == "type":
+        expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        return f"{field}: {error.instance!r} is not {' or '.join(JSON_TYPES.get(t, t) for t in expected)}"
+    return f"{field or 'config'}: {error.message}"
+
+
+def check_schema(config: dict, schema_path: str | Path) -> None:
+    """The config against the workflow's JSON schema, each problem naming its field (Snakemake's validate, run after
+    this, then fills in the defaults)."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    problems = sorted(_schema_problem(error) for error in jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if problems:
+        raise ValueError("the config does not fit workflow/schemas/config.schema.yaml:\n  " + "\n  ".join(problems))
 
 
 def _as_list(value) -> list:
@@ -621,6 +666,8 @@ def expert_set_files(config: dict, dataset: str, norm: str, model: str, recipe: 
 
 def main(argv: list[str] | None = None) -> None:
     """From the repository root, CONFIG merged over the default config as Snakemake does:
+    `python -m distillery.plan check CONFIG...` checks the config files as the workflow does before any job, and
+    names the file and line of a YAML error (Snakemake reads --configfile before the workflow can, and does not);
     `python -m distillery.plan expert-sets CONFIG` prints the `dvc_experts` entries of CONFIG's expert sets;
     `python -m distillery.plan expert-files CONFIG DATASET NORM MODEL RECIPE` prints that set's files;
     `python -m distillery.plan cost CONFIG [--gpu-memory-gb N] [--device gpu|cpu] [--csv FILE]` prints every
@@ -629,6 +676,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m distillery.plan", description=main.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("check").add_argument("config", nargs="+")
     commands.add_parser("expert-sets").add_argument("config")
     files = commands.add_parser("expert-files")
     for name in ("config", "dataset", "norm", "model", "recipe"):
@@ -640,6 +688,12 @@ def main(argv: list[str] | None = None) -> None:
     cost.add_argument("--csv", default="cost.csv", help="summary CSV (distillations: <stem>_distillations.csv)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "check":
+            config = load_config(Path.cwd(), *args.config)
+            check_schema(config, Path.cwd() / SCHEMA)
+            check_config(config)
+            print(f"{' '.join(args.config)}: the config is valid")
+            return
         config = load_config(Path.cwd(), args.config)
         if args.command == "cost":
             from distillery.budget.cost import write_cost

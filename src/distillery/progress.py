@@ -1,4 +1,5 @@
-"""Progress of long steps: a log line every few steps (step, metrics, ETA) and a bar on a terminal."""
+"""Progress of long steps: a log line every few steps and at least once a minute (step, metrics, ETA), and a
+bar on a terminal."""
 from __future__ import annotations
 
 import logging
@@ -16,24 +17,31 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    """Reports `update(step, **metrics)` to the log every `every` steps and to a tqdm bar on a TTY."""
+    """Reports `update(step, **metrics)` to the log every `every` steps (default 1/20 of `total`) and, whatever the
+    step length, at least every `interval` seconds (a minute), each line with the elapsed time and the ETA; and to a
+    tqdm bar on a TTY. `step` counts the work done (up to `total`) and may be fractional (the batches of an epoch), so
+    a long step shows life within it; `done` is where a resumed run starts, so its ETA counts only this run's pace."""
 
-    def __init__(self, total: int, desc: str, every: int | None = None):
-        self.total, self.desc = total, desc
+    def __init__(self, total: int, desc: str, every: int | None = None, interval: float = 60.0, done: float = 0):
+        self.total, self.desc, self.done, self.interval = total, desc, done, interval
         self.every = every or max(1, total // 20)
-        self.start = time.perf_counter()
-        self.bar = tqdm(total=total, desc=desc, disable=not sys.stderr.isatty(), leave=False)
+        self.start = self.last = time.perf_counter()
+        self.bar = tqdm(total=total, initial=int(done), desc=desc, disable=not sys.stderr.isatty(), leave=False)
 
-    def update(self, step: int, **metrics: float) -> None:
-        """`step` counts completed steps (1..total)."""
-        self.bar.update(step - self.bar.n)
+    def update(self, step: float, **metrics: float) -> None:
+        """`step`: the work done so far (1..total; fractions within a step)."""
+        self.bar.update(int(step) - self.bar.n)
         if metrics:
             self.bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
-        if step % self.every == 0 or step == self.total:
-            elapsed = time.perf_counter() - self.start
-            eta = elapsed / step * (self.total - step)
+        now = time.perf_counter()
+        whole = step == int(step) and (int(step) % self.every == 0 or step == self.total)
+        if whole or now - self.last >= self.interval:
+            self.last = now
+            elapsed = now - self.start
+            eta = _clock(elapsed / (step - self.done) * (self.total - step)) if step > self.done else "?"
             shown = " ".join(f"{k} {v:.5g}" for k, v in metrics.items())
-            log.info("%s %d/%d %s elapsed %s eta %s", self.desc, step, self.total, shown, _clock(elapsed), _clock(eta))
+            count = f"{int(step)}" if step == int(step) else f"{step:.2f}"
+            log.info("%s %s/%d %s elapsed %s eta %s", self.desc, count, self.total, shown, _clock(elapsed), eta)
 
     def close(self) -> None:
         self.bar.close()

@@ -1,10 +1,18 @@
-"""What every workflow job does first: log to its log file, size its thread pool, pick its device."""
+"""What every workflow job runs inside: its log file (its own error included), its thread pool, its device, a
+clean stop on SIGTERM, and the mark that it has not finished yet (distillery.interrupted)."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import torch
 
+from distillery.checkpoint import Preempted
+from distillery.interrupted import clear_running, mark_running
 from distillery.progress import setup_logging
 
 log = logging.getLogger("distillery")
@@ -15,8 +23,42 @@ def resolve_device(name: str = "auto") -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{name}' was requested but no CUDA device is visible; set device: auto or cpu")
+        raise ValueError(f"device: '{name}' was requested but this machine has no visible CUDA device; set device: "
+                         f"auto (each job uses a GPU where its machine has one) or cpu")
     return name
+
+
+def _stop(signum, frame) -> None:
+    raise Preempted("stopped by SIGTERM outside a checkpointed loop; run the same snakemake command again to redo "
+                    "the job")
+
+
+@contextlib.contextmanager
+def job(log_path: str | Path | None, outputs: Sequence[str | Path], threads: int = 1, device: str = "cpu",
+        tf32: str = "all") -> Iterator[str]:
+    """One workflow job: logs to `log_path`, marks `outputs[0]` unfinished until the body succeeds, sizes the thread
+    pool and yields the resolved device (its TF32 mode set). SIGTERM outside a checkpointed loop stops the job
+    (checkpoints take SIGTERM over inside theirs). Any error is logged with its traceback, so the job's log holds it
+    as well as stderr (the SLURM output), and the job exits with status 1."""
+    setup_logging(str(log_path) if log_path else None)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if main else None
+    try:
+        if outputs:
+            mark_running(outputs[0])
+        torch.set_num_threads(max(1, threads))
+        resolved = resolve_device(device)
+        if set_tf32(resolved, tf32):
+            log.info("device %s, TF32 mode %s (runtime.tf32)", resolved, tf32)
+        yield resolved
+    except (Exception, KeyboardInterrupt) as error:
+        log.exception("job failed: %s: %s", type(error).__name__, error)
+        raise SystemExit(1) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if outputs:
+        clear_running(outputs[0])
 
 
 # runtime.tf32: which CUDA kernels may use TF32 (about 10 mantissa bits instead of 23, several times faster on
@@ -24,16 +66,6 @@ def resolve_device(name: str = "auto") -> str:
 # defaults, pinned by MTT, FTD, AST and APM, and ATT's NGC container (docs/fidelity.md); "conv" is PyTorch's
 # default since 1.12 (convolutions only); "none" is strict float32 everywhere.
 TF32_MODES = ("all", "conv", "none")
-
-
-def job_setup(log_path: str | None, threads: int, device: str = "auto", tf32: str = "all") -> str:
-    """Log to the job's log file, size the thread pool, resolve the device and set its TF32 mode explicitly."""
-    setup_logging(log_path)
-    torch.set_num_threads(max(1, threads))
-    resolved = resolve_device(device)
-    if set_tf32(resolved, tf32):
-        log.info("device %s, TF32 mode %s (runtime.tf32)", resolved, tf32)
-    return resolved
 
 
 def set_tf32(device: str, mode: str) -> bool:

@@ -1,15 +1,19 @@
 # Config validation and input functions. Everything that computes lives in the distillery library.
+import sys
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from distillery.budget.cost import config_digest
 from distillery.distill.config import DistillConfig
+from distillery.interrupted import interruptions, record_interruptions
 from distillery.plan import (
     EXPERT_MEASURES,
     LOGGED_KINDS,
     PATHS,
     check_config,
+    check_schema,
     eval_config,
     expert_files,
     expert_group_resources,
@@ -34,13 +38,21 @@ from distillery.plan import (
     table_sources,
     table_spec,
 )
-from snakemake.logging import logger
+from distillery.runtime import resolve_device
 
 
-validate(config, schema="../schemas/config.schema.yaml")
+check_schema(config, f"{workflow.basedir}/schemas/config.schema.yaml")  # errors naming the field
+validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
 check_config(config)
 for warning in initial_share_warnings(config):
     logger.warning(f"Warning: {warning}")
+resolve_device(config["device"])  # a CUDA request this machine cannot meet fails here, before any job or deletion
+
+
+onerror:
+    # Snakemake records a failed job as finished: count it, so the next run redoes it (distillery.interrupted).
+    for output in record_interruptions("results"):
+        print(f"{output}: its job did not finish; the next run redoes it", file=sys.stderr)
 
 
 wildcard_constraints:
@@ -73,6 +85,12 @@ def res(rule_name, key, study_spec=stability_spec):
         return rule_resources(config, rule_name, dataset, attempt, job=dict(wildcards.items()))[key]
 
     return value
+
+
+def interrupted(path):
+    """A job param: how many runs left the job writing `path` unfinished (distillery.interrupted), so a job that
+    failed is redone by the next run although Snakemake recorded it as finished."""
+    return lambda wildcards: interruptions(path.format(**wildcards))
 
 
 def settings(wildcards):

@@ -5,6 +5,7 @@ rule prepare_data:
         meta=PATHS["meta"],
     params:
         data_dir=config["data_dir"],
+        interrupted=interrupted(PATHS["train"]),
     log:
         "results/logs/prepare_data/{dataset}.log",
     benchmark:
@@ -25,6 +26,8 @@ rule fit_zca:
         meta=PATHS["meta"],
     output:
         PATHS["zca"],
+    params:
+        interrupted=interrupted(PATHS["zca"]),
     log:
         "results/logs/fit_zca/{dataset}.log",
     benchmark:

@@ -8,7 +8,7 @@ rule distill:
         log_csv=PATHS["distill_log"],
     params:
         settings=distill_params,
-        device=config["device"],
+        interrupted=interrupted(PATHS["synset"]),
     log:
         "results/logs/distill/{method}/{dataset}/ipc{ipc}.log",
     benchmark:
@@ -32,7 +32,7 @@ rule distill_group:
         log_csv=PATHS["group_log"],
     params:
         settings=group_params,
-        device=config["device"],
+        interrupted=interrupted(PATHS["group_synset"]),
     log:
         "results/logs/distill_group/{method}/{dataset}/ipc{ipc}/group{group}.log",
     benchmark:

@@ -5,7 +5,7 @@ rule evaluate:
         PATHS["eval"],
     params:
         evaluation=lambda wildcards: vars(eval_config(config, wildcards.protocol)),
-        device=config["device"],
+        interrupted=interrupted(PATHS["eval"]),
     log:
         "results/logs/evaluate/{method}/{dataset}/ipc{ipc}/{arch}/{protocol}/seed{seed}.log",
     benchmark:

@@ -5,7 +5,7 @@ rule train_expert:
         PATHS["expert"],
     params:
         overrides=lambda wildcards: expert_overrides(config, wildcards.dataset),
-        device=config["device"],
+        interrupted=interrupted(PATHS["expert"]),
     log:
         "results/logs/train_expert/{dataset}/{norm}/{model}/{recipe}/{k}.log",
     benchmark:
@@ -34,7 +34,7 @@ for group in expert_groups(config):
             group["files"],
         params:
             overrides=expert_overrides(config, group["dataset"]),
-            device=config["device"],
+            interrupted=interrupted(group["files"][0]),
         log:
             group["log"],
         benchmark:
@@ -56,7 +56,7 @@ rule expert_stats:
     output:
         PATHS["expert_stats"],
     params:
-        device=config["device"],
+        interrupted=interrupted(PATHS["expert_stats"]),
     log:
         "results/logs/expert_stats/{dataset}/{norm}/{model}/{recipe}.log",
     benchmark:

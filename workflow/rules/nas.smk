@@ -11,7 +11,7 @@ rule nas_train:
     params:
         evaluation=lambda wildcards: vars(nas_eval_config(config, wildcards.study, wildcards.source)),
         seed=config["seed"],
-        device=config["device"],
+        interrupted=interrupted(PATHS["nas_result"]),
     log:
         "results/logs/nas_train/{study}/{source}/{arch}.log",
     benchmark:

@@ -10,7 +10,7 @@ rule stability_trial:
     params:
         settings=stability_params,
         iterations=lambda wildcards: stability_spec(config, wildcards.study)["iterations"],
-        device=config["device"],
+        interrupted=interrupted(PATHS["stability_trial"]),
     log:
         "results/logs/stability_trial/{study}/{method}/{parameter}_x{multiplier}/seed{seed}.log",
     benchmark:

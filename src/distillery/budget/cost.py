@@ -302,8 +302,11 @@ def header(config: dict, device: str, name: str) -> str:
 
 
 def config_digest(config: dict) -> str:
-    """A short hash of the whole config: the cost rule's parameter, so that any change recomputes the table."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """A short hash of the config without its run-time settings (device, reliability, runtime.tf32, which change
+    no estimate): the cost rule's parameter, so that any other change recomputes the table."""
+    planned = {key: value for key, value in config.items() if key not in ("device", "reliability")}
+    planned["runtime"] = {k: v for k, v in (config.get("runtime") or {}).items() if k != "tf32"}
+    return hashlib.sha256(json.dumps(planned, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def write_cost(config: dict, device: str, name: str, csv_path: str | Path, distill_csv_path: str | Path,

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from distillery.io import sha256_file, write_temp
+from distillery.io import regenerate, sha256_file, write_temp
 from .folders import load_imagenet64_splits, load_imagenet_subset_splits, load_tiny_imagenet_splits
 from .registry import IMAGENET_SUBSETS, DatasetSpec, get_spec
 from .sources import RawSplits, load_digits_splits, load_fashion_mnist_splits, load_torchvision_splits
@@ -95,7 +95,7 @@ def load_meta(prepared_dir: str | Path) -> dict:
 def _read_split(prepared_dir: Path, split: str, meta: dict) -> dict:
     """Load one split file after checking its sha256 against meta.json."""
     path = prepared_dir / SPLIT_FILES[split]
-    advice = f"delete the folder {prepared_dir} and rerun prepare"
+    advice = regenerate(prepared_dir / "meta.json", "prepare_data")
     if not path.is_file():
         raise ValueError(f"{path} is missing: {advice}")
     if sha256_file(path) != meta["sha256"][path.name]:

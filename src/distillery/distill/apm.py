@@ -184,7 +184,7 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
         select.set_state(saved["select"])
         teachers.load_state(saved["teachers"])
         history, refreshes, first, bad = saved["history"], saved["refreshes"], saved["step"] + 1, saved["bad"]
-    progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}")
+    progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}", done=first - 1)
     for it in range(first, cfg.iterations + 1):
         tic = time.perf_counter()
         for group in opt.param_groups:

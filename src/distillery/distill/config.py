@@ -1,9 +1,11 @@
 """The settings of one distillation: method kind, components and hyperparameters, validated on creation."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import logging
+from dataclasses import asdict, dataclass, fields, replace
 
 from distillery.augment import DEFAULT_STRATEGY
+from distillery.typecheck import check_types
 
 KINDS = ("coreset", "trajectory", "adversarial", "merged")
 INITS = ("real", "noise", "representative")
@@ -83,6 +85,7 @@ class DistillConfig:
         def bad(field: str, why: str) -> None:
             raise ValueError(f"method '{self.method}': {field}={getattr(self, field)!r} {why}")
 
+        check_types(self, f"method '{self.method}'")
         if self.kind not in KINDS:
             bad("kind", f"is not one of {', '.join(KINDS)}")
         if self.init not in INITS:
@@ -203,3 +206,16 @@ class DistillConfig:
         defaults = {f.name: f.default for f in fields(self)}
         kept = ("method", "kind", "ipc")
         return {k: v for k, v in asdict(self).items() if k in kept or v != defaults.get(k)}
+
+
+def fit_batch_syn(cfg: DistillConfig, num_classes: int) -> DistillConfig:
+    """`cfg` with batch_syn at most the synthetic set's size (IPC × classes): a larger minibatch is the whole set, the
+    same images (the references' code selects them all too), so it is lowered to that size, logged and recorded as
+    used. (APM's code would still scale its image gradient by size / batch_syn there; ours does not either way.)"""
+    size = cfg.ipc * num_classes
+    if cfg.kind not in ("trajectory", "adversarial") or cfg.batch_syn is None or cfg.batch_syn <= size:
+        return cfg
+    logging.getLogger("distillery").warning(
+        "method '%s': batch_syn=%d is larger than the synthetic set (IPC %d x %d classes = %d images): using %d",
+        cfg.method, cfg.batch_syn, cfg.ipc, num_classes, size, size)
+    return replace(cfg, batch_syn=size)

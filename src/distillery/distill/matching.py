@@ -238,7 +238,7 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
         experts.load_state(saved["experts"])
         history, first, bad = saved["history"], saved["step"] + 1, saved["bad"]
     first_lr = float(syn_lr.detach())
-    progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}")
+    progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}", done=first - 1)
     for it in range(first, cfg.iterations + 1):
         tic = time.perf_counter()
         trajectory = next(experts)

@@ -12,13 +12,13 @@ from torch import Tensor
 
 from distillery.checkpoint import Checkpoint, checkpoint_path
 from distillery.data import load_meta, load_split, load_zca
-from distillery.distill.config import DistillConfig
+from distillery.distill.config import DistillConfig, fit_batch_syn
 from distillery.distill.coreset import check_ipc, embed, forgetting_counts, select_coreset
 from distillery.distill.apm import distill_adversarial
 from distillery.distill.matching import DistillResult, distill_trajectory
 from distillery.experts import ExpertSampler, get_recipe, load_expert
 from distillery.functional import FlatModel
-from distillery.io import atomic_path, save_torch, sha256_tensor
+from distillery.io import atomic_path, regenerate, save_torch, sha256_tensor
 from distillery.models import build_model
 from distillery.progress import log
 from distillery.seeds import SEED_ROLES, generator, role_seeds
@@ -138,6 +138,7 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
     if on_cuda:  # the GPU check of the memory model: the measured peak beside the estimate
         torch.cuda.reset_peak_memory_stats()
     meta, images, labels = load_training(cfg, prepared_dir, zca_path, device)
+    cfg = fit_batch_syn(cfg, meta["num_classes"])
     identity = {"settings": cfg.to_dict(), "dataset_sha256": meta["sha256"]["train.pt"],
                 "experts": [load_expert(path, verify=False)[1].get("sha256") for path in expert_paths]}
     tic = time.perf_counter()
@@ -190,7 +191,7 @@ def load_synset(path: str | Path, expect: dict | None = None, verify: bool = Tru
     """A synthetic set written by run_distillation: images, labels, learned lr (None for coresets), soft labels
     (teacher logits, APM; None otherwise), meta — its checksum verified and `expect` meta fields matched.
     `verify=False` memory-maps the tensors and skips the checksum (to read the metadata)."""
-    rerun = "delete it and rerun its distill job (snakemake --forcerun distill <file>)"
+    rerun = regenerate(path, "distill")
     try:
         synset = torch.load(path, weights_only=True, map_location="cpu", mmap=not verify)
         images, labels, meta = synset["images"], synset["labels"], synset["meta"]

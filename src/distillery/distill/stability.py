@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from distillery.distill.config import DistillConfig
+from distillery.distill.config import DistillConfig, fit_batch_syn
 from distillery.distill.matching import DistillationError
 from distillery.distill.run import load_training, match_trajectories
 from distillery.io import save_json
@@ -37,6 +37,7 @@ def stability_trial(settings: dict, prepared_dir: str | Path, expert_paths: Sequ
     the outcome as JSON to `out_path`. A DistillationError is a failed run; any other error propagates."""
     cfg = trial_config(settings, parameter, multiplier, seed, iterations)
     meta, images, labels = load_training(cfg, prepared_dir, zca_path, device)
+    cfg = fit_batch_syn(cfg, meta["num_classes"])
     try:
         result = match_trajectories(cfg, meta, images, labels, expert_paths, max_bad=0)  # the first NaN fails
         success, reason, done, loss, lr = True, "", iterations, result.history[-1]["loss"], result.lr

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from distillery.typecheck import check_types
+
 OPTIMIZERS = ("sgd", "gsam", "adam")
 # Part of a recipe's identity: expert files are stored per recipe name, so these are never overridden.
 IDENTITY_SETTINGS = ("optimizer", "rho", "alpha", "adaptive", "lr_decay_at", "lr_decay", "lr_decay_delay",
@@ -46,6 +48,7 @@ class Recipe:
         def bad(problem: str) -> ValueError:
             return ValueError(f"expert recipe '{self.name}': {problem}")
 
+        check_types(self, f"expert recipe '{self.name}'")
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise bad(f"lr must be > 0, weight_decay >= 0 and momentum in [0, 1) (got lr {self.lr}, weight_decay "
                       f"{self.weight_decay}, momentum {self.momentum})")

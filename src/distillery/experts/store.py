@@ -10,9 +10,7 @@ import torch
 from torch import Tensor
 
 from distillery.experts.recipes import recipe_changes
-from distillery.io import save_torch, sha256_tensor
-
-RETRAIN = "delete it and rerun its train_expert job (snakemake --forcerun train_expert <file>)"
+from distillery.io import regenerate, save_torch, sha256_tensor
 
 
 def save_expert(path: str | Path, trajectory: Tensor, meta: dict) -> None:
@@ -29,24 +27,25 @@ def load_expert(path: str | Path, expect: dict | None = None, verify: bool = Tru
     metadata, and `expect["recipe"]` (a recipe name) must be the recipe the file was trained with, as that recipe
     is now (recipe_changes: a file trained before a recipe changed is stale). `verify` reads the whole trajectory
     once to compare its sha256 with the metadata's."""
+    retrain = regenerate(path, "train_expert")
     try:
         blob = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
         trajectory, meta = blob["trajectory"], blob["meta"]
     except Exception as err:  # truncated, not a torch file, or missing keys
-        raise ValueError(f"expert file {path} is unreadable ({err}); {RETRAIN}") from err
+        raise ValueError(f"expert file {path} is unreadable ({err}); {retrain}") from err
     if tuple(trajectory.shape) != (meta.get("epochs", -1) + 1, meta.get("num_params")):
         raise ValueError(f"expert file {path}: trajectory shape {tuple(trajectory.shape)} disagrees with its "
-                         f"metadata; {RETRAIN}")
+                         f"metadata; {retrain}")
     if verify and meta.get("sha256") is None:
-        raise ValueError(f"expert file {path} has no checksum (written by an older distillery); {RETRAIN}")
+        raise ValueError(f"expert file {path} has no checksum (written by an older distillery); {retrain}")
     if verify and sha256_tensor(trajectory) != meta["sha256"]:
         raise ValueError(f"expert file {path}: the trajectory does not match its sha256 (corrupted or modified); "
-                         f"{RETRAIN}")
+                         f"{retrain}")
     for key, value in (expect or {}).items():
         if key == "recipe":
             if changes := recipe_changes(value, meta.get("recipe") or {}):
                 raise ValueError(f"expert file {path} was not trained with expert recipe '{value}' as it is now "
-                                 f"({', '.join(changes)}); {RETRAIN}")
+                                 f"({', '.join(changes)}); {retrain}")
         elif meta.get(key) != value:
             raise ValueError(f"expert file {path} has {key}={meta.get(key)!r} but this run needs {value!r}; "
                              f"it was trained for another setting — retrain it or point to the right buffers")

@@ -67,8 +67,9 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
     first_epoch, position, order, total = 0, 0, None, torch.zeros((), device=device)
 
     def state(resume_at: int) -> dict:
-        """What a restart needs to continue at epoch `resume_at` (at `position` within it, when `order` is set)."""
-        return {"epoch": resume_at, "position": position, "order": None if order is None else order.cpu(),
+        """What a restart needs to continue at epoch `resume_at` (at `position` within it, when `order` is set);
+        its `step` is the epochs done, as Checkpoint logs it."""
+        return {"step": resume_at, "position": position, "order": None if order is None else order.cpu(),
                 "total": total.cpu(), "model": model.state_dict(), "optimizer": base.state_dict(),
                 "trajectory": trajectory, "shuffle": shuffle.get_state(), "aug": aug.get_state()}
 
@@ -79,9 +80,9 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
         trajectory.copy_(saved["trajectory"])
         shuffle.set_state(saved["shuffle"])
         aug.set_state(saved["aug"])
-        first_epoch, position, total = saved["epoch"], saved["position"], saved["total"].to(device)
+        first_epoch, position, total = saved["step"], saved["position"], saved["total"].to(device)
         order = None if saved["order"] is None else saved["order"].to(device)
-    progress = Progress(recipe.epochs, f"{role} {seed}")
+    progress = Progress(recipe.epochs, f"{role} {seed}", done=first_epoch + position / len(images))
     for epoch in range(first_epoch, recipe.epochs):
         for group in base.param_groups:  # the schedule changes the lr; the state is kept unless restarted
             group["lr"] = epoch_lr(recipe, epoch)
@@ -106,8 +107,10 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
                 on_batch(idx, seen[0])
             total += loss.detach() * len(idx)
             position += recipe.batch
-            if checkpoint is not None and position < len(images):
-                checkpoint.poll(lambda: state(epoch))
+            if position < len(images):
+                progress.update(epoch + position / len(images))  # no loss here: reading it would wait for the GPU
+                if checkpoint is not None:
+                    checkpoint.poll(lambda: state(epoch))
         if not recipe.final_only or epoch + 1 == recipe.epochs:
             trajectory[-1 if recipe.final_only else epoch + 1] = flat.flatten().cpu()
         progress.update(epoch + 1, loss=float(total) / len(images))
