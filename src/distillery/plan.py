@@ -588,13 +588,14 @@ def check_config(config: dict) -> None:
 INITIAL_SHARE_WARNING = 0.10  # warn before any job where an EMA result keeps more of its initial images
 
 
-def initial_share_line(dataset: str, settings: dict) -> str | None:
-    """'ftd cifar10 IPC 10: decay 0.9995 ^ 5000 iterations keeps 8.2% initial images', or None without an EMA."""
-    share = DistillConfig.from_dict(settings).initial_share() if settings["kind"] == "trajectory" else None
-    if share is None:
+def initial_share_line(dataset: str, settings: dict) -> tuple[str, float] | None:
+    """('ftd cifar10 IPC 10: EMA decay 0.9995 ^ 5000 iterations keeps 8.2% of the initial images', 0.082), or
+    None without an EMA."""
+    if settings.get("ema_decay") is None:  # also imported sets, whose settings are no DistillConfig
         return None
+    share = DistillConfig.from_dict(settings).initial_share()
     return (f"{settings['method']} {dataset} IPC {settings['ipc']}: EMA decay {settings['ema_decay']} ^ "
-            f"{settings['iterations']} iterations keeps {100 * share:.1f}% of the initial images")
+            f"{settings['iterations']} iterations keeps {100 * share:.1f}% of the initial images"), share
 
 
 def initial_share_warnings(config: dict) -> list[str]:
@@ -602,9 +603,9 @@ def initial_share_warnings(config: dict) -> list[str]:
     images (decay^iterations), naming the cell, the decay and the iterations."""
     warnings = []
     for dataset, settings in distillations(config):
-        line = initial_share_line(dataset, settings)
-        if line and DistillConfig.from_dict(settings).initial_share() > INITIAL_SHARE_WARNING:
-            warnings.append(f"{line} (more than {100 * INITIAL_SHARE_WARNING:.0f}%): the result is largely its "
+        found = initial_share_line(dataset, settings)
+        if found and found[1] > INITIAL_SHARE_WARNING:
+            warnings.append(f"{found[0]} (more than {100 * INITIAL_SHARE_WARNING:.0f}%): the result is largely its "
                             f"initialisation; raise iterations or lower ema_decay unless that is the run to reproduce")
     return list(dict.fromkeys(warnings))
 
@@ -615,9 +616,9 @@ def table_notes(config: dict, table: str) -> list[str]:
     notes = [spec["note"]] if spec.get("note") else []
     shares = []
     for cell in table_cells(config, table):
-        line = initial_share_line(cell.dataset, resolve_method(config, cell.method, cell.dataset, cell.ipc))
-        if line and line not in shares:
-            shares.append(line)
+        found = initial_share_line(cell.dataset, resolve_method(config, cell.method, cell.dataset, cell.ipc))
+        if found and found[0] not in shares:
+            shares.append(found[0])
     if shares:
         notes.append("EMA results (FTD, ATT: no bias correction, so decay^iterations of the result is still the "
                      "initial images): " + "; ".join(shares) + ".")

@@ -192,8 +192,8 @@ class DistillConfig:
     def initial_share(self, updates: int | None = None) -> float | None:
         """The weight of the initial images in the EMA result after `updates` EMA steps (default: one per
         iteration): decay^updates, since e ← d·e + (1−d)·x starts at the initial images with no bias correction
-        (FTD's and ATT's ModelEmaV2). None without an EMA."""
-        if self.ema_decay is None:
+        (FTD's and ATT's ModelEmaV2). None without an EMA (only trajectory matching keeps one)."""
+        if self.ema_decay is None or self.kind != "trajectory":
             return None
         return self.ema_decay ** (self.iterations if updates is None else updates)
 

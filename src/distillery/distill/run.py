@@ -158,8 +158,8 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
     synset_meta = {**cfg.to_dict(), "dataset": meta["name"], "dataset_sha256": meta["sha256"]["train.pt"],
                    "num_classes": meta["num_classes"], "experts": len(expert_paths), "seconds": seconds,
                    "seeds": role_seeds(cfg.seed, SEED_ROLES), "skipped": skipped}
-    if cfg.ema_decay is not None and cfg.kind == "trajectory":
-        share = cfg.initial_share(cfg.iterations - skipped)  # skipped iterations do not update the EMA
+    share = cfg.initial_share(cfg.iterations - skipped)  # skipped iterations do not update the EMA
+    if share is not None:
         synset_meta["initial_share"] = share
         log.info("%s ipc%d: the EMA result keeps %.1f%% of the initial images (decay %s ^ %d updates)", cfg.method,
                  cfg.ipc, 100 * share, cfg.ema_decay, cfg.iterations - skipped)
