@@ -104,8 +104,10 @@ def evaluate(images: Tensor, labels: Tensor, lr: float | None, arch: str, test_i
 
 
 def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str, seed: int, cfg: EvalConfig,
-                    zca_path: str | Path | None = None, device: str = "cpu", protocol: str = "default") -> dict:
-    """Evaluate a synset file on the test split (in the synset's domain: ZCA or normalised); JSON-ready."""
+                    zca_path: str | Path | None = None, device: str = "cpu", protocol: str = "default",
+                    gpu_memory_gb: float | None = None) -> dict:
+    """Evaluate a synset file on the test split (in the synset's domain: ZCA or normalised); JSON-ready.
+    `gpu_memory_gb` (runtime.gpu_memory_gb) keeps a test split too large for the GPU on the host (data.load_split)."""
     from distillery.data import load_meta, load_split, load_zca
     from distillery.distill.run import load_synset
 
@@ -114,7 +116,7 @@ def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str
     if meta["zca"] and zca_path is None:
         raise ValueError(f"{synset_path} was distilled in the ZCA domain: pass the dataset's zca.pt")
     zca = load_zca(zca_path) if meta["zca"] else None
-    test_images, test_labels = load_split(prepared_dir, "test", zca=zca, device=device)
+    test_images, test_labels = load_split(prepared_dir, "test", zca=zca, device=device, gpu_memory_gb=gpu_memory_gb)
     images, labels = synset["images"].to(device), synset["labels"].to(device)
     if cfg.soft_labels:
         if synset.get("soft_labels") is None:

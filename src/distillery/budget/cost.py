@@ -17,6 +17,7 @@ from pathlib import Path
 from distillery import plan
 from distillery.budget import memory, timing
 from distillery.budget.memory import GB, Estimate
+from distillery.data.host import DEVICE_SHARE
 from distillery.data.registry import get_spec
 from distillery.distill.config import DistillConfig
 from distillery.experts.recipes import get_recipe
@@ -24,7 +25,7 @@ from distillery.experts.recipes import get_recipe
 COSTED = ("prepare_data", "fit_zca", "train_expert", "expert_stats", "distill", "distill_group", "evaluate",
           "stability_trial", "nas_train")
 SUMMARY_COLUMNS = ("table", "kind", "jobs", "memory", "peak_gpu_gb", "host_gb", "hours_per_job", "hours",
-                   "gpu_hours")
+                   "gpu_hours", "on_host")
 DISTILL_COLUMNS = ("method", "dataset", "ipc", "kind", "memory", "chunk", "batch_syn", "syn_steps", "iterations",
                    "peak_gpu_gb", "fits", "hours")
 
@@ -79,14 +80,15 @@ def distill_job(config: dict, rule: str, dataset: str, settings: dict, device: s
     else:
         seconds = timing.coreset_seconds(cfg, spec, where)
     key = (rule, settings["method"], dataset, settings["ipc"], settings["seed"], iterations)
-    return Job(rule, key, dataset, memory.distill_estimate(cfg, spec), seconds, on_gpu, settings)
+    return Job(rule, key, dataset, memory.distill_estimate(cfg, spec, memory.gpu_memory_gb(config)), seconds, on_gpu,
+               settings)
 
 
 def expert_job(config: dict, dataset: str, norm: str, model: str, recipe: str, k: int, device: str) -> Job:
     spec, chosen = get_spec(dataset), _recipe(config, recipe, dataset)
     on_gpu, where = _device(config, "train_expert", dataset, device)
     return Job("train_expert", ("train_expert", dataset, norm, model, recipe, k), dataset,
-               memory.expert_estimate(chosen, model, spec, norm == "zca"),
+               memory.expert_estimate(chosen, model, spec, norm == "zca", memory.gpu_memory_gb(config)),
                timing.expert_seconds(chosen, model, spec, where), on_gpu)
 
 
@@ -97,7 +99,8 @@ def stats_job(config: dict, dataset: str, norm: str, model: str, recipe: str, de
     seconds = experts * timing.training_seconds(model, 0, 0, 1, spec, where,
                                                 tested=(chosen.epochs + 1) * spec.test_size)
     return Job("expert_stats", ("expert_stats", dataset, norm, model, recipe), dataset,
-               memory.expert_stats_estimate(model, spec, norm == "zca", chosen.epochs), seconds, on_gpu)
+               memory.expert_stats_estimate(model, spec, norm == "zca", chosen.epochs, memory.gpu_memory_gb(config)),
+               seconds, on_gpu)
 
 
 def evaluate_job(config: dict, method: str, dataset: str, ipc: int, arch: str, protocol: str, seed: int,
@@ -107,7 +110,8 @@ def evaluate_job(config: dict, method: str, dataset: str, ipc: int, arch: str, p
     on_gpu, where = _device(config, "evaluate", dataset, device)
     images = ipc * spec.num_classes
     return Job("evaluate", ("evaluate", method, dataset, ipc, arch, protocol, seed), dataset,
-               memory.evaluate_estimate(arch, images, spec, protocol_cfg, settings["zca"]),
+               memory.evaluate_estimate(arch, images, spec, protocol_cfg, settings["zca"],
+                                        gpu_gb=memory.gpu_memory_gb(config)),
                timing.evaluate_seconds(arch, images, spec, protocol_cfg, where), on_gpu)
 
 
@@ -214,7 +218,8 @@ def sections(config: dict, device: str) -> dict[str, list[Job]]:
 
 
 def summarise(name: str, jobs: list[Job]) -> list[dict]:
-    """One row per job kind: count, memory modes, largest GPU peak and host memory, mean hours, total hours."""
+    """One row per job kind: count, memory modes, largest GPU peak and host memory, mean hours, total hours, and the
+    datasets' splits its jobs keep on the host (too large for the GPU: data.host)."""
     rows = []
     for kind in COSTED:
         mine = [job for job in jobs if job.rule == kind]
@@ -231,7 +236,9 @@ def summarise(name: str, jobs: list[Job]) -> list[dict]:
                      "peak_gpu_gb": _max(job.estimate.required / GB for job in mine if job.estimate and job.on_gpu),
                      "host_gb": _max(job.estimate.host_bytes(job.on_gpu) / GB for job in mine if job.estimate),
                      "hours_per_job": hours / len(timed) if timed else None, "hours": hours,
-                     "gpu_hours": sum(job.seconds for job in mine if job.on_gpu and job.seconds) / 3600})
+                     "gpu_hours": sum(job.seconds for job in mine if job.on_gpu and job.seconds) / 3600,
+                     "on_host": ", ".join(sorted({f"{job.dataset} {split}" for job in mine if job.estimate
+                                                  for split in job.estimate.host_splits}))})
     return rows
 
 
@@ -294,7 +301,9 @@ def header(config: dict, device: str, name: str) -> str:
              f"by tables are counted in each, once in the total).",
              f"Time per inner step ({device}): {sources['unroll'].source}.",
              f"Time per training batch ({device}): {sources['training'].source}.",
-             "Not costed: prepare_data and fit_zca (I/O), tables, figures and plots (local jobs)."]
+             "Not costed: prepare_data and fit_zca (I/O), tables, figures and plots (local jobs).",
+             f"on_host: splits whose whole load would take over {100 * DEVICE_SHARE:.0f}% of the GPU stay on the host "
+             "as uint8, a batch at a time normalised on the device."]
     if device == "gpu":
         cpu = timing.rates("cpu")
         lines.append(f"Jobs without a GPU: {cpu['unroll'].source}; {cpu['training'].source}.")

@@ -32,11 +32,13 @@ def trial_config(settings: dict, parameter: str, multiplier: float, seed: int, i
 
 def stability_trial(settings: dict, prepared_dir: str | Path, expert_paths: Sequence[str | Path], parameter: str,
                     multiplier: float, seed: int, iterations: int, out_path: str | Path,
-                    zca_path: str | Path | None = None, device: str = "cpu") -> dict:
+                    zca_path: str | Path | None = None, device: str = "cpu",
+                    gpu_memory_gb: float | None = None) -> dict:
     """Distil with `settings[parameter] * multiplier` (nothing else changed but seed and iterations) and write
-    the outcome as JSON to `out_path`. A DistillationError is a failed run; any other error propagates."""
+    the outcome as JSON to `out_path`. A DistillationError is a failed run; any other error propagates.
+    `gpu_memory_gb` (runtime.gpu_memory_gb) keeps a training split too large for the GPU on the host."""
     cfg = trial_config(settings, parameter, multiplier, seed, iterations)
-    meta, images, labels = load_training(cfg, prepared_dir, zca_path, device)
+    meta, images, labels = load_training(cfg, prepared_dir, zca_path, device, gpu_memory_gb)
     cfg = fit_batch_syn(cfg, meta["num_classes"])
     try:
         result = match_trajectories(cfg, meta, images, labels, expert_paths, max_bad=0)  # the first NaN fails
