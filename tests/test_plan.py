@@ -56,7 +56,7 @@ def test_unknown_method_and_missing_hparams_are_named():
 def test_experts_too_short_for_the_start_epochs_fail_before_any_job():
     config = load_default()
     config["experts"]["overrides"] = {"epochs": 5}
-    with pytest.raises(ValueError, match="needs experts of at least 11 epochs"):
+    with pytest.raises(ValueError, match="has 5 epochs but this run needs 11"):
         check_config(config)
 
 

@@ -15,7 +15,6 @@ WIDTHS = (32, 64, 128, 256)
 ACTS = {"sigmoid": "AS", "relu": "AR", "leakyrelu": "AL"}
 NORMS = {"none": "NN", "batchnorm": "BN", "layernorm": "LN", "instancenorm": "IN", "groupnorm": "GN"}
 POOLS = {"none": "NP", "maxpool": "MP", "avgpool": "AP"}
-SPACES = ("convnet", "bench201")
 
 
 def convnet_space() -> list[str]:
