@@ -81,4 +81,3 @@ def expert_group_resources(config: dict, group: dict, attempt: int = 1) -> dict:
              - expert_estimate(recipe, group["model"], spec, zca).host_bytes(on_gpu))
     return {**chosen, "mem_mb": chosen["mem_mb"] + math.ceil(extra / 2**20) * attempt,
             "runtime": chosen["runtime"] * size}
-

@@ -92,4 +92,3 @@ def nas_results(config: dict, study: str) -> list[dict]:
     spec = nas_spec(config, study)
     return [{"source": source, "arch": arch, "path": PATHS["nas_result"].format(study=study, source=source, arch=arch)}
             for source in spec["sources"] for arch in nas_architectures(config, study)]
-

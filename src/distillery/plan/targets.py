@@ -26,7 +26,6 @@ class Cell:
     protocol: str = "default"
 
 
-
 def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
@@ -51,7 +50,6 @@ def table_cells(config: dict, table: str | None = None) -> list[Cell]:
     if table is not None and not cells:
         table_spec(config, table)  # names the tables there are
     return cells
-
 
 
 def expert_dir(dataset: str, settings: dict) -> dict:
@@ -218,4 +216,3 @@ def expert_set_files(config: dict, dataset: str, norm: str, model: str, recipe: 
         raise ValueError(f"not an expert set: norm '{norm}' ({' or '.join(NORMS)}), model '{model}'")
     where = dict(dataset=dataset, norm=norm, model=model, recipe=recipe)
     return [PATHS["expert"].format(**where, k=k) for k in expert_seeds(config)]
-
