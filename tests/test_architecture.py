@@ -101,20 +101,23 @@ def test_the_import_graph_sees_known_edges():
     graph, _ = import_graph()
     assert {"distillery.plan.paths", "distillery.budget", "distillery.budget.memory"} <= graph["distillery.plan.settings"]
     assert "distillery.plan" not in graph["distillery.plan.settings"]  # its own package is already being imported
-    assert {"distillery.nas", "distillery.nas.space"} <= graph["distillery.plan.cost"]
+    assert {"distillery.models", "distillery.models.convnet"} <= graph["distillery.plan.cost"]
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
 def test_no_import_circle():
     graph, _ = import_graph()
-    assert circles(graph) == []
+    found = circles(graph)
+    assert found == [], "import circles:\n" + "\n".join(
+        " <-> ".join(group) + "\n  " + "; ".join(f"{a} -> {', '.join(sorted(graph[a] & set(group)))}" for a in group)
+        for group in found)
 
 
 def test_no_function_level_import_of_a_distillery_module():
     """A distillery import inside a function hides an edge of the graph (often one that closes a circle): every
     import of the library stands at the top of its module."""
     _, in_functions = import_graph()
-    assert in_functions == []
+    assert in_functions == [], "imports inside functions (module:line modules):\n" + "\n".join(in_functions)
 
 
 def test_no_module_over_400_lines():
@@ -153,7 +156,10 @@ def test_every_schema_enum_is_a_table_of_the_library():
               "properties.nas.items.properties.space": choices.NAS_SPACES}
     assert set(enums) == set(tables), "an enum of the schema without its table here (or a table moved)"
     for where, values in enums.items():
-        assert tuple(values) == tables[where], where
+        if where == "definitions.dataset":  # the registry's order is its own; the schema lists them by source
+            assert sorted(values) == sorted(tables[where]) and len(values) == len(set(values))
+        else:
+            assert tuple(values) == tables[where], where
 
 
 def test_closed_wildcards_of_the_workflow_come_from_the_tables():

@@ -21,8 +21,7 @@ from distillery.data.host import DEVICE_SHARE
 from distillery.data.registry import get_spec
 from distillery.distill.config import DistillConfig
 from distillery.experts.recipes import get_recipe
-from distillery.models.convnet import parse_convnet_name
-from distillery.nas.space import POOLS
+from distillery.models.convnet import name_codes, parse_convnet_name
 from distillery.plan import timing
 from distillery.plan.settings import (declared_resources, eval_config, eval_seeds, expert_overrides, expert_seeds,
                                       resolve_method)
@@ -145,7 +144,7 @@ def _nas_costed(arch: str) -> str:
     kwargs = parse_convnet_name(arch)
     if kwargs is None:
         return arch
-    pool = POOLS[kwargs.get("pool", "avgpool")]
+    pool = name_codes("pool")[kwargs.get("pool", "avgpool")]
     return f"ConvNetD{kwargs.get('depth', 3)}W{kwargs.get('width', 128)}{pool}"
 
 
