@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distillery.budget import calibrate, cost, memory, timing
+from distillery.budget import calibrate, memory
 from distillery.budget.memory import GB
 from distillery.budget.saved import peak_saved
 from distillery.data import get_spec
@@ -17,7 +17,8 @@ from distillery.distill.apm import frozen, loss_and_gradient
 from distillery.evaluate import EvalConfig, train_network
 from distillery.experts import get_recipe, train_expert
 from distillery.models import build_model
-from distillery.plan import expert_overrides, load_config, main, resolve_method
+from distillery.plan import cost, expert_overrides, load_config, resolve_method, timing
+from distillery.plan.__main__ import main
 from distillery.seeds import generator, seeded
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +101,7 @@ def test_full_size_per_image_step_bytes_are_the_committed_counts():
 
 
 def test_committed_calibration_equals_fresh_probes():
-    """calibration.json is what the probes count today (regenerate it with python -m distillery.budget.calibrate
+    """calibration.json is what the probes count today (regenerate it with python -m distillery.plan calibrate
     after changing the unroll, the models or the augmentation)."""
     table = calibrate._entries()
     for key in ("unroll|ConvNet|3|32|10|full|float32", "unroll|ConvNet|3|32|100|recompute|float32",

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from distillery.budget import calibrate
+from distillery.choices import AUTO, EXACT_MEMORIES, FEATURE_SELECTS
 from distillery.data.host import LOAD_BYTES_PER_PIXEL, split_on_device
 from distillery.data.registry import DatasetSpec, get_spec
 from distillery.distill.config import DistillConfig
@@ -32,8 +33,6 @@ HOST_BASE_GB = {"gpu": 3.0, "cpu": 1.0}  # a Python process with torch (and the 
 FLOAT = 4                                # every job computes in float32
 ROWS_AT_ONCE = 1024                      # evaluate.accuracy's and expert_stats' batch: the most rows of a split
                                          # kept on the host that a job moves at once, besides its own batches
-AUTO = "auto"                            # the planner's memory setting, besides DistillConfig's MEMORIES
-EXACT_MODES = ("full", "recompute")      # what `memory: auto` chooses from (constant is first order)
 
 
 @dataclass
@@ -182,7 +181,7 @@ def coreset_estimate(cfg: DistillConfig, spec: DatasetSpec, gpu_gb: float | None
     n = cfg.ipc * spec.num_classes
     data, load, host, kept = data_parts(spec, ("train",), cfg.zca, gpu_gb, n)  # the chosen n rows at once
     parts = dict(data)
-    if cfg.select in ("herding", "kmeans"):
+    if cfg.select in FEATURE_SELECTS:
         features = calibrate.num_features(cfg.model, spec.channels, spec.size, spec.num_classes)
         parts["features"] = spec.train_size * features * FLOAT + 512 * _train_slope(cfg.model, spec)
     elif cfg.select == "forgetting":
@@ -283,7 +282,7 @@ def plan_memory(cfg: DistillConfig, requested: str, spec: DatasetSpec, gpu_gb: f
             return {"memory": requested, "chunk": cfg.chunk}
         modes = [(requested, cfg.chunk)]
     else:
-        for memory in EXACT_MODES:
+        for memory in EXACT_MEMORIES:
             if fits(memory, cfg.chunk):
                 return {"memory": memory, "chunk": cfg.chunk}
         largest = _largest(lambda k: fits("recompute", k), min(cfg.chunk or batch, batch) - 1)

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from distillery.choices import STABILITY_PARAMETERS
 from distillery.distill.config import DistillConfig, fit_batch_syn
 from distillery.distill.matching import DistillationError
 from distillery.distill.run import load_training, match_trajectories
 from distillery.io import save_json
 
-PARAMETERS = ("lr_img", "lr_lr")
 
 
 def finite(value) -> float | None:
@@ -22,8 +22,8 @@ def finite(value) -> float | None:
 
 def trial_config(settings: dict, parameter: str, multiplier: float, seed: int, iterations: int) -> DistillConfig:
     """The method's config with `parameter` multiplied by `multiplier`, and the trial's seed and iterations."""
-    if parameter not in PARAMETERS:
-        raise ValueError(f"stability parameter must be one of {', '.join(PARAMETERS)}, got {parameter!r}")
+    if parameter not in STABILITY_PARAMETERS:
+        raise ValueError(f"stability parameter must be one of {', '.join(STABILITY_PARAMETERS)}, got {parameter!r}")
     cfg = DistillConfig.from_dict(settings)
     if cfg.kind != "trajectory":
         raise ValueError(f"method '{cfg.method}': the stability study needs kind trajectory, got {cfg.kind!r}")

@@ -14,14 +14,24 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from distillery import plan
-from distillery.budget import memory, timing
+from distillery.budget import memory
 from distillery.budget.memory import GB, Estimate
+from distillery.choices import EXPERT_MEASURES, LOGGED_KINDS
 from distillery.data.host import DEVICE_SHARE
 from distillery.data.registry import get_spec
 from distillery.distill.config import DistillConfig
 from distillery.experts.recipes import get_recipe
+from distillery.models.convnet import name_codes, parse_convnet_name
+from distillery.plan import timing
+from distillery.plan.settings import (declared_resources, eval_config, eval_seeds, expert_overrides, expert_seeds,
+                                      resolve_method)
+from distillery.plan.studies import (nas_eval_config, nas_results, nas_settings, nas_spec, stability_settings,
+                                     stability_spec)
+from distillery.plan.targets import expert_dir, expert_files, figure_sources, table_cells, table_spec
 
+# Rules whose mem_mb and runtime come from the memory and time models (budget/) unless the table names them.
+MODELLED_RULES = ("train_expert", "expert_stats", "distill", "distill_group", "evaluate", "stability_trial",
+                  "nas_train")
 COSTED = ("prepare_data", "fit_zca", "train_expert", "expert_stats", "distill", "distill_group", "evaluate",
           "stability_trial", "nas_train")
 SUMMARY_COLUMNS = ("table", "kind", "jobs", "memory", "peak_gpu_gb", "host_gb", "hours_per_job", "hours",
@@ -53,7 +63,7 @@ class Job:
 
 
 def _gpu(config: dict, rule: str, dataset: str) -> bool:
-    return plan.rule_resources(config, rule, dataset)["gpu"] > 0
+    return declared_resources(config, rule, dataset)[0]["gpu"] > 0
 
 
 def _device(config: dict, rule: str, dataset: str, device: str) -> tuple[bool, str]:
@@ -63,8 +73,8 @@ def _device(config: dict, rule: str, dataset: str, device: str) -> tuple[bool, s
 
 
 def _recipe(config: dict, name: str, dataset: str):
-    """The recipe a dataset's experts train with (plan.expert_overrides)."""
-    return get_recipe(name, **plan.expert_overrides(config, dataset))
+    """The recipe a dataset's experts train with (settings.expert_overrides)."""
+    return get_recipe(name, **expert_overrides(config, dataset))
 
 
 def distill_job(config: dict, rule: str, dataset: str, settings: dict, device: str,
@@ -95,7 +105,7 @@ def expert_job(config: dict, dataset: str, norm: str, model: str, recipe: str, k
 def stats_job(config: dict, dataset: str, norm: str, model: str, recipe: str, device: str) -> Job:
     spec, chosen = get_spec(dataset), _recipe(config, recipe, dataset)
     on_gpu, where = _device(config, "expert_stats", dataset, device)
-    experts = len(plan.expert_seeds(config))
+    experts = len(expert_seeds(config))
     seconds = experts * timing.training_seconds(model, 0, 0, 1, spec, where,
                                                 tested=(chosen.epochs + 1) * spec.test_size)
     return Job("expert_stats", ("expert_stats", dataset, norm, model, recipe), dataset,
@@ -105,8 +115,8 @@ def stats_job(config: dict, dataset: str, norm: str, model: str, recipe: str, de
 
 def evaluate_job(config: dict, method: str, dataset: str, ipc: int, arch: str, protocol: str, seed: int,
                  device: str) -> Job:
-    spec, settings = get_spec(dataset), plan.resolve_method(config, method, dataset, ipc)
-    protocol_cfg = plan.eval_config(config, protocol)
+    spec, settings = get_spec(dataset), resolve_method(config, method, dataset, ipc)
+    protocol_cfg = eval_config(config, protocol)
     on_gpu, where = _device(config, "evaluate", dataset, device)
     images = ipc * spec.num_classes
     return Job("evaluate", ("evaluate", method, dataset, ipc, arch, protocol, seed), dataset,
@@ -116,9 +126,9 @@ def evaluate_job(config: dict, method: str, dataset: str, ipc: int, arch: str, p
 
 
 def nas_job(config: dict, study: str, source: str, arch: str, device: str) -> Job:
-    spec_ = plan.nas_spec(config, study)
-    spec, settings = get_spec(spec_["dataset"]), plan.nas_settings(config, study, source)
-    protocol = plan.nas_eval_config(config, study, source)
+    spec_ = nas_spec(config, study)
+    spec, settings = get_spec(spec_["dataset"]), nas_settings(config, study, source)
+    protocol = nas_eval_config(config, study, source)
     on_gpu, where = _device(config, "nas_train", spec.name, device)
     real = settings is None
     images = spec.train_size if real else settings["ipc"] * spec.num_classes
@@ -131,12 +141,10 @@ def nas_job(config: dict, study: str, source: str, arch: str, device: str) -> Jo
 def _nas_costed(arch: str) -> str:
     """NAS architectures are costed by depth, width and pooling (norm and activation change little), so 720
     ConvNets need 48 calibrations; other names are costed as themselves."""
-    from distillery.models.convnet import parse_convnet_name
-
     kwargs = parse_convnet_name(arch)
     if kwargs is None:
         return arch
-    pool = {"none": "NP", "maxpool": "MP", "avgpool": "AP"}[kwargs.get("pool", "avgpool")]
+    pool = name_codes("pool")[kwargs.get("pool", "avgpool")]
     return f"ConvNetD{kwargs.get('depth', 3)}W{kwargs.get('width', 128)}{pool}"
 
 
@@ -149,43 +157,43 @@ def _distillation_jobs(config: dict, dataset: str, settings: dict, device: str, 
     """A synthetic set's jobs: its data, its experts, its groups (a merged method), then its own job."""
     jobs = _data_jobs(dataset, settings["zca"])
     if settings["kind"] == "merged":
-        group = plan.resolve_method(config, settings["groups_of"], dataset, settings["group_ipc"])
+        group = resolve_method(config, settings["groups_of"], dataset, settings["group_ipc"])
         for g in range(settings["ipc"] // settings["group_ipc"]):
             jobs += _distillation_jobs(config, dataset, {**group, "seed": group["seed"] + g}, device, "distill_group")
-    for path in plan.expert_files(config, dataset, settings):
-        where = plan.expert_dir(dataset, settings)
+    for path in expert_files(config, dataset, settings):
+        where = expert_dir(dataset, settings)
         jobs.append(expert_job(config, **where, k=int(Path(path).stem), device=device))
     return jobs + [distill_job(config, rule, dataset, settings, device)]
 
 
 def table_jobs(config: dict, table: str, device: str) -> list[Job]:
     """Every job the table needs, each once."""
-    spec = plan.table_spec(config, table)
+    spec = table_spec(config, table)
     measure = spec.get("measure", "accuracy")
     jobs = []
-    for cell in plan.table_cells(config, table):
-        settings = plan.resolve_method(config, cell.method, cell.dataset, cell.ipc)
-        if measure in plan.EXPERT_MEASURES:
-            where = plan.expert_dir(cell.dataset, settings)
+    for cell in table_cells(config, table):
+        settings = resolve_method(config, cell.method, cell.dataset, cell.ipc)
+        if measure in EXPERT_MEASURES:
+            where = expert_dir(cell.dataset, settings)
             jobs += _data_jobs(cell.dataset, settings["zca"])
-            jobs += [expert_job(config, **where, k=k, device=device) for k in plan.expert_seeds(config)]
+            jobs += [expert_job(config, **where, k=k, device=device) for k in expert_seeds(config)]
             jobs.append(stats_job(config, **where, device=device))
             continue
         jobs += _distillation_jobs(config, cell.dataset, settings, device)
         if measure == "accuracy":
             jobs += [evaluate_job(config, cell.method, cell.dataset, cell.ipc, cell.arch, cell.protocol, seed,
-                                  device) for seed in plan.eval_seeds(config)]
+                                  device) for seed in eval_seeds(config)]
     if "smoothness" in spec.get("figures", []):
-        for source in plan.figure_sources(config, table, "smoothness").values():
+        for source in figure_sources(config, table, "smoothness").values():
             dataset, norm, model, recipe = Path(source["path"]).parts[-5:-1]
             jobs.append(stats_job(config, dataset, norm, model, recipe, device))
     return _unique(jobs)
 
 
 def stability_jobs(config: dict, study: str, device: str) -> list[Job]:
-    spec, jobs = plan.stability_spec(config, study), []
+    spec, jobs = stability_spec(config, study), []
     for method in spec["methods"]:
-        settings = plan.stability_settings(config, study, method)
+        settings = stability_settings(config, study, method)
         jobs += _distillation_jobs(config, spec["dataset"], settings, device)[:-1]  # experts, not the distill
         trial = distill_job(config, "stability_trial", spec["dataset"], settings, device, spec["iterations"])
         for parameter in spec["parameters"]:
@@ -195,13 +203,13 @@ def stability_jobs(config: dict, study: str, device: str) -> list[Job]:
 
 
 def nas_jobs(config: dict, study: str, device: str) -> list[Job]:
-    spec, jobs = plan.nas_spec(config, study), []
+    spec, jobs = nas_spec(config, study), []
     for source in spec["sources"]:
-        settings = plan.nas_settings(config, study, source)
+        settings = nas_settings(config, study, source)
         jobs += _data_jobs(spec["dataset"], False)
         if settings is not None:
             jobs += _distillation_jobs(config, spec["dataset"], settings, device)
-    jobs += [nas_job(config, study, r["source"], r["arch"], device) for r in plan.nas_results(config, study)]
+    jobs += [nas_job(config, study, r["source"], r["arch"], device) for r in nas_results(config, study)]
     return _unique(jobs)
 
 
@@ -261,7 +269,7 @@ def config_cost(config: dict, device: str = "gpu") -> tuple[list[dict], list[dic
             distills.append({"method": s["method"], "dataset": job.dataset, "ipc": s["ipc"], "kind": s["kind"],
                              "memory": s["memory"] if s["kind"] == "trajectory" else "", "chunk": s["chunk"],
                              "batch_syn": s["batch_syn"], "syn_steps": s["syn_steps"] if s["kind"] == "trajectory"
-                             else "", "iterations": s["iterations"] if s["kind"] in plan.LOGGED_KINDS else "",
+                             else "", "iterations": s["iterations"] if s["kind"] in LOGGED_KINDS else "",
                              "peak_gpu_gb": job.estimate.required / GB,
                              "fits": job.estimate.fits(gpu_gb), "hours": job.seconds / 3600})
     return rows, distills
@@ -344,10 +352,10 @@ TIME_SAFETY, TIME_FIXED_MINUTES = 1.5, 15
 
 
 def job(config: dict, rule: str, wildcards: dict, device: str) -> Job:
-    """The Job a rule's wildcards name (the modelled rules of plan.MODELLED_RULES)."""
+    """The Job a rule's wildcards name (the MODELLED_RULES)."""
     w = wildcards
     if rule in ("distill", "distill_group"):
-        settings = plan.resolve_method(config, w["method"], w["dataset"], int(w["ipc"]))
+        settings = resolve_method(config, w["method"], w["dataset"], int(w["ipc"]))
         if rule == "distill_group":
             settings = {**settings, "seed": settings["seed"] + int(w["group"])}
         return distill_job(config, rule, w["dataset"], settings, device)
@@ -359,12 +367,12 @@ def job(config: dict, rule: str, wildcards: dict, device: str) -> Job:
         return evaluate_job(config, w["method"], w["dataset"], int(w["ipc"]), w["arch"], w["protocol"],
                             int(w["seed"]), device)
     if rule == "stability_trial":
-        spec = plan.stability_spec(config, w["study"])
-        settings = plan.stability_settings(config, w["study"], w["method"])
+        spec = stability_spec(config, w["study"])
+        settings = stability_settings(config, w["study"], w["method"])
         return distill_job(config, rule, spec["dataset"], settings, device, spec["iterations"])
     if rule == "nas_train":
         return nas_job(config, w["study"], w["source"], w["arch"], device)
-    raise ValueError(f"rule '{rule}' is not modelled; modelled: {', '.join(plan.MODELLED_RULES)}")
+    raise ValueError(f"rule '{rule}' is not modelled; modelled: {', '.join(MODELLED_RULES)}")
 
 
 def job_resources(config: dict, rule: str, wildcards: dict, on_gpu: bool) -> dict:
