@@ -3,10 +3,11 @@ import torch
 import torch.nn.functional as F
 
 from distillery.distill import DistillConfig, distill_trajectory, init_synthetic, matching_loss, unroll
-from distillery.distill.matching import Batches, DistillationError
+from distillery.distill.matching import Batches
 from distillery.functional import FlatModel
 from distillery.models import ConvNet
 from distillery.seeds import generator
+from distillery.synset import DistillationError
 
 
 def tiny_student(dtype=torch.float32) -> FlatModel:
@@ -188,7 +189,7 @@ def test_ema_result_follows_the_update_rule_and_never_feeds_back():
 
 
 def test_gaussian_start_perturbation_has_the_requested_scale():
-    from distillery.distill.matching import perturb_start
+    from distillery.distill.components import perturb_start
 
     start = torch.zeros(40_000)
     noisy = perturb_start(start, config(perturb="gaussian", perturb_scale=0.01), generator(0, "perturb"))

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from distillery.evaluate import EvalConfig, accuracy, evaluate, train_network
+from distillery.evaluate import EvalConfig, evaluate, train_network
+from distillery.metrics import accuracy
 
 FAST = EvalConfig(epochs=6, batch=8)
 

@@ -13,10 +13,11 @@ import torch
 
 from distillery.checkpoint import Checkpoint, Preempted, checkpoint_path
 from distillery.data import prepare
-from distillery.distill.run import load_synset, run_distillation
+from distillery.distill.run import run_distillation
 from distillery.evaluate import EvalConfig, evaluate_synset
 from distillery.experts import ExpertSampler, load_expert, run_expert_training
 from distillery.seeds import generator
+from distillery.synset import load_synset
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 MTT = dict(method="mtt", kind="trajectory", ipc=2, model="ConvNetD2W16", iterations=24, syn_steps=4,

@@ -16,11 +16,11 @@ import yaml
 from distillery.budget.memory import AUTO, expert_estimate, expert_group_estimate, gpu_memory_gb, plan_memory
 from distillery.data import get_spec
 from distillery.distill.config import DistillConfig
-from distillery.distill.run import load_synset
 from distillery.evaluate import EvalConfig
 from distillery.experts import check_batchable, get_recipe
 from distillery.models import is_model_name
 from distillery.nas import REAL, SPACES, convnet_space, read_ground_truth, sample
+from distillery.synset import load_synset
 
 PATHS = {
     "train": "results/data/{dataset}/train.pt",

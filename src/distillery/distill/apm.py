@@ -12,18 +12,17 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from distillery.augment import dsa
 from distillery.checkpoint import Checkpoint
 from distillery.distill.config import DistillConfig
 from distillery.distill.init import init_synthetic
-from distillery.distill.matching import DistillationError, DistillResult
-from distillery.functional import FlatModel
+from distillery.functional import frozen, snapshot_model
 from distillery.models import build_model
 from distillery.progress import Progress
 from distillery.runtime import host_read, to_device
 from distillery.seeds import generator, role_seed, seeded
+from distillery.synset import DistillationError, DistillResult
 
 
 def disagreement(student_logits: Tensor, teacher_logits: Tensor, kind: str) -> Tensor:
@@ -37,31 +36,10 @@ def disagreement(student_logits: Tensor, teacher_logits: Tensor, kind: str) -> T
     raise ValueError(f"unknown disagreement '{kind}'; choose l1, l2 or cosine")
 
 
-def frozen(net: nn.Module) -> nn.Module:
-    """`net` in eval mode with its parameters excluded from autograd (gradients still flow to its inputs)."""
-    return net.eval().requires_grad_(False)
-
-
 @torch.no_grad()
 def predict(net: nn.Module, images: Tensor, batch: int) -> Tensor:
     """The logits of `net` on `images`, `batch` at a time, without a graph."""
     return torch.cat([net(images[i:i + batch]) for i in range(0, len(images), batch)])
-
-
-def load_teacher(trajectory: Tensor, model_name: str, num_classes: int, like: Tensor) -> nn.Module:
-    """A frozen `model_name` holding the trajectory's last row (a teacher's final weights), on `like`'s device
-    and dtype. Trajectories hold parameters only, so models with BatchNorm running statistics are refused."""
-    with seeded(0, "apm-teacher-skeleton"):  # the weights are replaced; keep the global RNG untouched
-        module = build_model(model_name, like.shape[1], num_classes, like.shape[-1])
-    if any(isinstance(m, _BatchNorm) and m.track_running_stats for m in module.modules()):
-        raise ValueError(f"{model_name} keeps BatchNorm running statistics, which teacher files do not store; "
-                         "use a model without them (e.g. the instance-norm ConvNet)")
-    size = FlatModel(module).num_params
-    if trajectory.shape[-1] != size:
-        raise ValueError(f"the teacher has {trajectory.shape[-1]} parameters but {model_name} has {size}")
-    module.to(like.device, like.dtype, non_blocking=True)  # no host wait: the skeleton's values are replaced
-    torch.nn.utils.vector_to_parameters(to_device(trajectory[-1], like.device, like.dtype), module.parameters())
-    return frozen(module)
 
 
 def train_student(images: Tensor, targets: Tensor, model_name: str, num_classes: int, cfg: DistillConfig,
@@ -193,7 +171,7 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
         if refresh or cfg.apm_subset == "iteration":
             idx = draw_subset(n, chosen, select, device)
         if refresh:
-            teacher = load_teacher(next(teachers), cfg.model, num_classes, syn_images)
+            teacher = snapshot_model(next(teachers), cfg.model, num_classes, syn_images)
             subset = syn_images.detach()[idx]
             targets = predict(teacher, subset, cfg.student_batch)
             students = train_student(subset, targets, cfg.model, num_classes, cfg,
@@ -220,5 +198,5 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
                                          "history": history, "refreshes": refreshes, "bad": bad})
     progress.close()
     result = syn_images.detach()
-    soft_labels = predict(load_teacher(next(teachers), cfg.model, num_classes, result), result, cfg.student_batch)
+    soft_labels = predict(snapshot_model(next(teachers), cfg.model, num_classes, result), result, cfg.student_batch)
     return DistillResult(result, syn_labels, cfg.lr_net, history, soft_labels=soft_labels)

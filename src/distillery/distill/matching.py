@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -12,8 +11,9 @@ from torch import Tensor
 
 from distillery.augment import dsa
 from distillery.checkpoint import Checkpoint
-from distillery.distill.alignment import (balance_coefficient, filter_mask, filter_perturbation,
-                                         intermediate_points, intermediate_weights, weight_perturbation)
+from distillery.distill.components import (balance_coefficient, filter_mask, filter_perturbation,
+                                          intermediate_points, intermediate_weights, nearest_step, perturb_start,
+                                          weight_perturbation)
 from distillery.distill.config import DistillConfig
 from distillery.distill.coreset import select_coreset
 from distillery.distill.init import init_synthetic
@@ -22,14 +22,7 @@ from distillery.functional import FlatModel
 from distillery.progress import Progress
 from distillery.runtime import host_read, to_device
 from distillery.seeds import generator
-
-
-class DistillationError(RuntimeError):
-    """The run diverged (non-finite loss, non-positive learning rate) and was stopped at `iteration`."""
-
-    def __init__(self, message: str, iteration: int, loss: float, lr: float):
-        super().__init__(message)
-        self.iteration, self.loss, self.lr = iteration, loss, lr
+from distillery.synset import DistillationError, DistillResult
 
 
 class Batches:
@@ -90,31 +83,6 @@ def matching_loss(theta: Tensor, start: Tensor, target: Tensor) -> Tensor:
     return (theta - target).pow(2).sum() / (start - target).pow(2).sum()
 
 
-def perturb_start(start: Tensor, cfg: DistillConfig, noise: torch.Generator) -> Tensor:
-    """The student's start: θ*_t, or θ*_t + ε with ε ~ N(0, σ²I) (FTD Eq. 9, "MTT + Robust Learning")."""
-    if cfg.perturb == "none":
-        return start
-    eps = torch.randn(start.shape, generator=noise) * cfg.perturb_scale
-    return start + to_device(eps, start.device)
-
-
-def nearest_step(path: Sequence[Tensor], target: Tensor, distance: str) -> int:
-    """ATT's match step: the 1-based k whose θ̂_k in `path` (θ̂_1 … θ̂_N) is nearest `target`.
-
-    l1 is ATT's code (distill_ATT.py: L1 distance, running minimum with `>=`, so ties go to the later step);
-    l2 is its paper's squared L2, ties to the earliest step (the shortest trajectory that gets as close). The
-    code's initial bound of 10000 (no step below it leaves the index unset) is not kept: the minimum is taken
-    over all N steps. No gradient flows through the choice; a non-finite distance is picked like any other,
-    so the loss shows it. The index is read to the host (ATT's second read of an iteration): the backward then
-    runs through the first k steps only, not all N."""
-    with torch.no_grad():
-        gaps = torch.stack([(theta - target).pow(2).sum() if distance == "l2" else (theta - target).abs().sum()
-                            for theta in path])
-        if distance == "l1":  # the last minimum: the first of the reversed distances
-            return len(gaps) - int(host_read(torch.argmin(gaps.flip(0)))[0])
-        return int(host_read(torch.argmin(gaps))[0]) + 1
-
-
 def trajectory_loss(cfg: DistillConfig, student: FlatModel, trajectory: Tensor, t: int, images: Tensor,
                     labels: Tensor, lr: Tensor, batches: Batches, aug: torch.Generator,
                     noise: torch.Generator) -> tuple[Tensor, int]:
@@ -168,16 +136,6 @@ def initial_images(cfg: DistillConfig, images: Tensor, labels: Tensor, num_class
                           features=features, clusters=cfg.init_clusters, seed=cfg.seed)
 
 
-@dataclass
-class DistillResult:
-    images: Tensor
-    labels: Tensor
-    lr: float
-    history: list[dict] = field(default_factory=list)  # per iteration: iteration, loss, lr, start_epoch,
-    #                                                     match_step, seconds
-    soft_labels: Tensor | None = None  # APM: a teacher's logits on the images, the labels for evaluation
-
-
 def check_length(epochs: int, cfg: DistillConfig) -> None:
     """Expert trajectories must reach epoch max_start_epoch − 1 + expert_epochs (the last start plus M)."""
     needed = cfg.max_start_epoch - 1 + cfg.expert_epochs
@@ -185,6 +143,31 @@ def check_length(epochs: int, cfg: DistillConfig) -> None:
         raise ValueError(f"expert trajectories have {epochs} epochs but max_start_epoch {cfg.max_start_epoch} + "
                          f"expert_epochs {cfg.expert_epochs} needs {needed}; train longer experts or lower "
                          f"max_start_epoch")
+
+
+def update(syn_images: Tensor, syn_lr: Tensor, opt_img: torch.optim.Optimizer, opt_lr: torch.optim.Optimizer,
+           loss: Tensor) -> tuple[str | None, float, float]:
+    """Step the lr, then the images, unless the loss or a gradient is not finite or the new lr leaves (0, ∞):
+    then undo the lr step (value and momentum) and say why. Returns (why or None, loss, new lr): the iteration's
+    one host read, which the log uses too."""
+    before = syn_lr.detach().clone(), {k: v.clone() for k, v in opt_lr.state[syn_lr].items()
+                                       if isinstance(v, Tensor)}
+    opt_lr.step()  # a non-finite lr gradient makes the new lr non-finite, caught below
+    loss_value, new_lr, grad_sum = host_read(loss, syn_lr, syn_images.grad.sum())
+    problem = None
+    if not (math.isfinite(loss_value) and math.isfinite(grad_sum)):
+        problem = f"the matching loss ({loss_value:.4g}) or a gradient is not finite"
+    elif not 0 < new_lr < math.inf:
+        problem = f"the learned learning rate would become {new_lr:.3g}"
+    if problem is not None:
+        with torch.no_grad():
+            syn_lr.copy_(before[0])
+        opt_lr.state[syn_lr].update(before[1])
+        if not before[1]:
+            opt_lr.state.pop(syn_lr, None)
+        return problem, loss_value, new_lr
+    opt_img.step()
+    return None, loss_value, new_lr
 
 
 def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
@@ -268,28 +251,3 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
     progress.close()
     result = ema if ema is not None else syn_images.detach()
     return DistillResult(result, syn_labels, host_read(syn_lr)[0], history)
-
-
-def update(syn_images: Tensor, syn_lr: Tensor, opt_img: torch.optim.Optimizer, opt_lr: torch.optim.Optimizer,
-           loss: Tensor) -> tuple[str | None, float, float]:
-    """Step the lr, then the images, unless the loss or a gradient is not finite or the new lr leaves (0, ∞):
-    then undo the lr step (value and momentum) and say why. Returns (why or None, loss, new lr): the iteration's
-    one host read, which the log uses too."""
-    before = syn_lr.detach().clone(), {k: v.clone() for k, v in opt_lr.state[syn_lr].items()
-                                       if isinstance(v, Tensor)}
-    opt_lr.step()  # a non-finite lr gradient makes the new lr non-finite, caught below
-    loss_value, new_lr, grad_sum = host_read(loss, syn_lr, syn_images.grad.sum())
-    problem = None
-    if not (math.isfinite(loss_value) and math.isfinite(grad_sum)):
-        problem = f"the matching loss ({loss_value:.4g}) or a gradient is not finite"
-    elif not 0 < new_lr < math.inf:
-        problem = f"the learned learning rate would become {new_lr:.3g}"
-    if problem is not None:
-        with torch.no_grad():
-            syn_lr.copy_(before[0])
-        opt_lr.state[syn_lr].update(before[1])
-        if not before[1]:
-            opt_lr.state.pop(syn_lr, None)
-        return problem, loss_value, new_lr
-    opt_img.step()
-    return None, loss_value, new_lr

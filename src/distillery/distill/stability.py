@@ -8,9 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from distillery.distill.config import DistillConfig, fit_batch_syn
-from distillery.distill.matching import DistillationError
 from distillery.distill.run import load_training, match_trajectories
 from distillery.io import save_json
+from distillery.synset import DistillationError
 
 PARAMETERS = ("lr_img", "lr_lr")
 

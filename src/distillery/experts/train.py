@@ -12,12 +12,12 @@ from torch import Tensor
 from distillery.augment import dsa
 from distillery.checkpoint import Checkpoint, checkpoint_path
 from distillery.data import load_meta, load_split, load_zca
-from distillery.evaluate import accuracy
 from distillery.experts.batched import train_experts_batched
 from distillery.experts.recipes import Recipe, get_recipe
 from distillery.experts.smooth import epoch_lr, expert_loss, restarts_optimizer
 from distillery.experts.store import save_expert
 from distillery.functional import FlatModel
+from distillery.metrics import accuracy
 from distillery.models import build_model
 from distillery.progress import Progress
 from distillery.sam import SharpnessAware
