@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from distillery.augment import dsa
-from distillery.checkpoint import Checkpoint
+from distillery.checkpoint import Checkpoint, LoopState
 from distillery.distill.components import (balance_coefficient, filter_mask, filter_perturbation,
                                           intermediate_points, intermediate_weights, nearest_step, perturb_start,
                                           weight_perturbation)
@@ -182,10 +182,10 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
 
     An iteration whose loss or gradients are not finite, or whose step would take the learned lr out of
     (0, ∞), changes nothing and is logged as skipped; more than `max_bad` in a row stop the run with a
-    DistillationError (the last checkpoint is kept). `checkpoint` saves and restores the whole state (images,
-    lr, optimisers, EMA, every random stream, the batch and expert order, history): a resumed run equals an
-    uninterrupted one bit for bit on the CPU; `experts` then needs state()/load_state() (ExpertSampler).
-    """
+    DistillationError (the last checkpoint is kept). `checkpoint` saves and restores the whole state, declared once
+    in its LoopState (images, lr, optimisers, EMA, every random stream, the batch and expert order, history): a
+    resumed run equals an uninterrupted one bit for bit on the CPU; `experts` then needs state()/load_state()
+    (ExpertSampler)."""
     device = images.device
     syn_images, syn_labels = initial_images(cfg, images, labels, num_classes, features)
     syn_images = syn_images.detach().requires_grad_(True)
@@ -195,34 +195,14 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
     ema = syn_images.detach().clone() if cfg.ema_decay is not None else None
     starts, aug = generator(cfg.seed, "start-epoch"), generator(cfg.seed, "dsa")
     noise = generator(cfg.seed, "perturb")
-    streams = {"starts": starts, "aug": aug, "noise": noise}
     batches = Batches(len(syn_images), cfg.batch_syn, generator(cfg.seed, "batches"), device)
-    history, first, bad = [], 1, 0
-
-    def state() -> dict:
-        return {"step": it, "images": syn_images.detach().cpu(), "lr": syn_lr.detach().cpu(),
-                "opt_img": opt_img.state_dict(), "opt_lr": opt_lr.state_dict(),
-                "ema": None if ema is None else ema.cpu(), "history": history, "bad": bad,
-                "streams": {name: g.get_state() for name, g in streams.items()},
-                "batches": batches.state(), "experts": experts.state()}
-
-    saved = checkpoint.resume() if checkpoint is not None else None
-    if saved is not None:
-        with torch.no_grad():
-            syn_images.copy_(saved["images"])
-            syn_lr.copy_(saved["lr"])
-        opt_img.load_state_dict(saved["opt_img"])
-        opt_lr.load_state_dict(saved["opt_lr"])
-        if ema is not None:
-            ema.copy_(saved["ema"])
-        for name, g in streams.items():
-            g.set_state(saved["streams"][name])
-        batches.load_state(saved["batches"])
-        experts.load_state(saved["experts"])
-        history, first, bad = saved["history"], saved["step"] + 1, saved["bad"]
+    loop = LoopState(device, kept=dict(images=syn_images, lr=syn_lr, opt_img=opt_img, opt_lr=opt_lr, ema=ema,
+                                       starts=starts, aug=aug, noise=noise, batches=batches, experts=experts),
+                     values=dict(step=0, history=[], bad=0))
+    loop.resume(checkpoint)
     first_lr = float(syn_lr.detach())
-    progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}", done=first - 1)
-    for it in range(first, cfg.iterations + 1):
+    progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}", done=loop.step)
+    for it in range(loop.step + 1, cfg.iterations + 1):
         tic = time.perf_counter()
         trajectory = next(experts)
         check_length(trajectory.shape[0] - 1, cfg)
@@ -234,20 +214,21 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
         problem, loss_value, lr_value = update(syn_images, syn_lr, opt_img, opt_lr, loss)
         skipped = problem is not None
         if skipped:
-            lr_value = history[-1]["lr"] if history else first_lr  # the lr step was undone
+            lr_value = loop.history[-1]["lr"] if loop.history else first_lr  # the lr step was undone
         elif ema is not None:
             ema.mul_(cfg.ema_decay).add_(syn_images.detach(), alpha=1 - cfg.ema_decay)
-        bad = bad + 1 if skipped else 0
-        history.append({"iteration": it, "loss": loss_value, "lr": lr_value, "start_epoch": t, "match_step": step,
-                        "skipped": int(skipped), "seconds": time.perf_counter() - tic})
-        if bad > max_bad:
+        loop.bad = loop.bad + 1 if skipped else 0
+        loop.history.append({"iteration": it, "loss": loss_value, "lr": lr_value, "start_epoch": t,
+                              "match_step": step, "skipped": int(skipped), "seconds": time.perf_counter() - tic})
+        if loop.bad > max_bad:
             where = f"; the last checkpoint {checkpoint.path} is kept" if checkpoint and checkpoint.path else ""
-            raise DistillationError(f"{cfg.method}: {bad} skipped iteration(s) in a row up to iteration {it}, the "
-                                    f"last because {problem}{where}; lower lr_img (now {cfg.lr_img}) or lr_lr (now "
-                                    f"{cfg.lr_lr})", it, loss_value, lr_value)
+            raise DistillationError(f"{cfg.method}: {loop.bad} skipped iteration(s) in a row up to iteration {it}, "
+                                    f"the last because {problem}{where}; lower lr_img (now {cfg.lr_img}) or lr_lr "
+                                    f"(now {cfg.lr_lr})", it, loss_value, lr_value)
         progress.update(it, loss=loss_value, lr=lr_value)
+        loop.step = it
         if checkpoint is not None:
-            checkpoint.step(it, state)
+            checkpoint.step(it, loop.capture)
     progress.close()
     result = ema if ema is not None else syn_images.detach()
-    return DistillResult(result, syn_labels, host_read(syn_lr)[0], history)
+    return DistillResult(result, syn_labels, host_read(syn_lr)[0], loop.history)
