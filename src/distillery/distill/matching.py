@@ -185,7 +185,8 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
     DistillationError (the last checkpoint is kept). `checkpoint` saves and restores the whole state, declared once
     in its LoopState (images, lr, optimisers, EMA, every random stream, the batch and expert order, history): a
     resumed run equals an uninterrupted one bit for bit on the CPU; `experts` then needs state()/load_state()
-    (ExpertSampler)."""
+    (ExpertSampler).
+    """
     device = images.device
     syn_images, syn_labels = initial_images(cfg, images, labels, num_classes, features)
     syn_images = syn_images.detach().requires_grad_(True)
