@@ -65,9 +65,11 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
     # rows still to come are 0, so a checkpoint of the loop's state holds no uninitialised memory
     trajectory = torch.zeros(2 if recipe.final_only else recipe.epochs + 1, flat.num_params)
     trajectory[0] = flat.flatten().cpu()
+    total = torch.zeros((), device=device)  # the epoch's summed loss, updated in place
     # `step` is the epochs done (as Checkpoint logs it); `position` the images done of the next, when `order` is set
-    loop = LoopState(device, kept=dict(model=model, optimizer=base, trajectory=trajectory, shuffle=shuffle, aug=aug),
-                     values=dict(step=0, position=0, order=None, total=torch.zeros((), device=device)))
+    loop = LoopState(device, kept=dict(model=model, optimizer=base, trajectory=trajectory, total=total, shuffle=shuffle,
+                                       aug=aug),
+                     values=dict(step=0, position=0, order=None))
     loop.resume(checkpoint)
     progress = Progress(recipe.epochs, f"{role} {seed}", done=loop.step + loop.position / len(images))
     for epoch in range(loop.step, recipe.epochs):
@@ -77,7 +79,7 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
             base.state.clear()  # as a rebuilt torch optimizer: no momentum buffers, Adam moments and step 0
         if loop.order is None:
             loop.order, loop.position = torch.randperm(len(images), generator=shuffle).to(device), 0
-            loop.total.zero_()
+            total.zero_()
         while loop.position < len(images):
             idx = loop.order[loop.position:loop.position + recipe.batch]
             x = dsa(images[idx], aug) if recipe.dsa else images[idx]  # one draw, shared by both GSAM passes
@@ -93,7 +95,7 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
             loss = opt.step(closure)
             if on_batch is not None:
                 on_batch(idx, seen[0])
-            loop.total += loss.detach() * len(idx)
+            total += loss.detach() * len(idx)
             loop.position += recipe.batch
             if loop.position < len(images):
                 progress.update(epoch + loop.position / len(images))  # no loss here: reading it would wait for the GPU
@@ -101,7 +103,7 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
                     checkpoint.poll(loop.capture)
         if not recipe.final_only or epoch + 1 == recipe.epochs:
             trajectory[-1 if recipe.final_only else epoch + 1] = flat.flatten().cpu()
-        progress.update(epoch + 1, loss=float(loop.total) / len(images))
+        progress.update(epoch + 1, loss=float(total) / len(images))
         loop.order, loop.step = None, epoch + 1
         if checkpoint is not None:
             checkpoint.step(epoch + 1, loop.capture)
