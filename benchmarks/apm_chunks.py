@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from distillery.distill.apm import frozen, image_gradient
+from distillery.distill.apm import image_gradient
+from distillery.functional import frozen
 from distillery.distill.config import DistillConfig
 from distillery.models import build_model
 from distillery.seeds import generator, seeded

@@ -3,7 +3,7 @@ synset.pt and its per-iteration log."""
 import _library  # the checkout's src/ on sys.path (--sdm conda); the job wrapper
 from pathlib import Path
 
-from distillery.distill import run_distillation
+from distillery.distill.run import run_distillation
 
 with _library.job(snakemake) as device:
     run_distillation(snakemake.params.settings, Path(snakemake.input.meta).parent, snakemake.output.synset,

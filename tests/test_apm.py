@@ -4,12 +4,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from distillery.distill import DistillConfig, apm
-from distillery.distill.apm import (disagreement, distill_adversarial, frozen, image_gradient, image_loss,
+from distillery.distill.apm import (disagreement, distill_adversarial, image_gradient, image_loss,
                                     loss_and_gradient, train_student)
-from distillery.distill.matching import DistillationError
-from distillery.functional import FlatModel
+from distillery.functional import FlatModel, frozen, snapshot_model
 from distillery.models import build_model
 from distillery.seeds import seeded
+from distillery.synset import DistillationError
 
 MODEL = "ConvNetD1W16"  # 1x4x4 images: conv 1->16, instance norm, pool, linear 64->3
 
@@ -162,7 +162,7 @@ def test_apm_draws_a_fresh_subset_every_iteration_as_its_code_and_per_refresh_as
 
 
 def net_from(trajectory: torch.Tensor) -> nn.Module:
-    return apm.load_teacher(trajectory, MODEL, 3, torch.zeros(1, 1, 4, 4))
+    return snapshot_model(trajectory, MODEL, 3, torch.zeros(1, 1, 4, 4))
 
 
 def test_non_finite_iterations_are_skipped_then_stop_the_run():

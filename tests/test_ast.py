@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from distillery.distill import distill_trajectory
-from distillery.distill.alignment import (balance_coefficient, filter_mask, filter_perturbation,
+from distillery.distill.components import (balance_coefficient, filter_mask, filter_perturbation,
                                           intermediate_points, weight_perturbation)
 from distillery.distill.coreset import cluster_quotas, kmeans_indices, representative_picks, select_coreset
 from distillery.distill.matching import Batches, matching_loss, trajectory_loss, unroll_path
@@ -259,8 +259,8 @@ def test_ast_fields_default_off_and_round_trip():
 
 def test_run_distillation_representative_init_and_kmeans_coreset_use_expert_0(tmp_path):
     from distillery.data import load_meta, load_split, prepare
-    from distillery.distill import run_distillation
-    from distillery.distill.run import expert_features, load_synset
+    from distillery.distill.run import expert_features, run_distillation
+    from distillery.synset import load_synset
     from distillery.experts import run_expert_training
 
     torch.set_num_threads(2)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from distillery.distill import distill_trajectory
-from distillery.distill.matching import Batches, matching_loss, nearest_step, trajectory_loss, unroll_path
+from distillery.distill.components import nearest_step
+from distillery.distill.matching import Batches, matching_loss, trajectory_loss, unroll_path
 from distillery.plan import load_config, resolve_method
 from distillery.seeds import generator
 from test_distill import config, make_problem, tiny_student

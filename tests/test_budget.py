@@ -13,7 +13,8 @@ from distillery.budget.memory import GB
 from distillery.budget.saved import peak_saved
 from distillery.data import get_spec
 from distillery.distill.config import DistillConfig
-from distillery.distill.apm import frozen, loss_and_gradient
+from distillery.distill.apm import loss_and_gradient
+from distillery.functional import frozen
 from distillery.evaluate import EvalConfig, train_network
 from distillery.experts import get_recipe, train_expert
 from distillery.models import build_model

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from distillery.data import load_split, prepare
-from distillery.distill import DistillConfig, run_distillation
+from distillery.distill import DistillConfig
 from distillery.distill.coreset import (count_forgetting, forgetting_counts, forgetting_indices, herding_indices,
                                         select_coreset)
-from distillery.distill.run import load_synset
+from distillery.distill.run import run_distillation
+from distillery.synset import load_synset
 from distillery.experts import get_recipe, run_expert_training, train_expert
 from distillery.plan import expert_files, load_config, resolve_method
 from distillery.seeds import generator

@@ -24,7 +24,8 @@ import torch
 from distillery.distill import DistillConfig, distill_trajectory
 from distillery.distill.apm import distill_adversarial
 from distillery.distill.coreset import embed
-from distillery.evaluate import EvalConfig, accuracy, train_network
+from distillery.evaluate import EvalConfig, train_network
+from distillery.metrics import accuracy
 from distillery.experts import get_recipe, train_expert, train_experts_batched
 from distillery.functional import FlatModel
 from distillery.models import build_model

@@ -3,10 +3,11 @@ import torch
 import torch.nn.functional as F
 
 from distillery.distill import DistillConfig, distill_trajectory, init_synthetic, matching_loss, unroll
-from distillery.distill.matching import Batches, DistillationError
+from distillery.distill.matching import Batches
 from distillery.functional import FlatModel
 from distillery.models import ConvNet
 from distillery.seeds import generator
+from distillery.synset import DistillationError
 
 
 def tiny_student(dtype=torch.float32) -> FlatModel:
@@ -188,7 +189,7 @@ def test_ema_result_follows_the_update_rule_and_never_feeds_back():
 
 
 def test_gaussian_start_perturbation_has_the_requested_scale():
-    from distillery.distill.matching import perturb_start
+    from distillery.distill.components import perturb_start
 
     start = torch.zeros(40_000)
     noisy = perturb_start(start, config(perturb="gaussian", perturb_scale=0.01), generator(0, "perturb"))
@@ -221,7 +222,8 @@ def test_a_coreset_job_on_the_host_split_writes_the_device_splits_set(tmp_path, 
     """run_distillation with a GPU too small for digits (gpu_memory_gb 1e-6) keeps the split on the host and logs it;
     the random real subset is the one the whole-split path picks."""
     from distillery.data import prepare
-    from distillery.distill.run import load_synset, run_distillation
+    from distillery.distill.run import run_distillation
+    from distillery.synset import load_synset
 
     prepare("digits", tmp_path / "raw", tmp_path / "digits")
     method = {"method": "random", "kind": "coreset", "ipc": 3, "select": "random"}

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from distillery.evaluate import EvalConfig, accuracy, evaluate, train_network
+from distillery.evaluate import EvalConfig, evaluate, train_network
+from distillery.metrics import accuracy
 
 FAST = EvalConfig(epochs=6, batch=8)
 
@@ -69,7 +70,7 @@ def test_evaluation_on_a_host_test_split_equals_the_device_split(tmp_path):
     """evaluate_synset with a GPU too small for digits' test split (gpu_memory_gb 1e-6) tests on the HostSplit, 1024
     images at a time: the same accuracy as on the whole split."""
     from distillery.data import load_meta, load_split, prepare
-    from distillery.distill.run import save_synset
+    from distillery.synset import save_synset
     from distillery.evaluate import evaluate_synset
 
     prepare("digits", tmp_path / "raw", tmp_path / "digits")

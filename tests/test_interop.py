@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from distillery.data import fit_zca, load_split, load_zca, prepare, save_zca, zca_invert
-from distillery.distill.run import load_synset, run_distillation
+from distillery.distill.run import run_distillation
 from distillery.evaluate import EvalConfig, evaluate_synset
 from distillery.experts import get_recipe, load_expert, train_expert
 from distillery.interop import (export_buffers, import_buffers, import_synset, parameter_shapes, reference_dir,
@@ -20,6 +20,7 @@ from distillery.interop import (export_buffers, import_buffers, import_synset, p
 from distillery.interop.__main__ import main
 from distillery.io import sha256_file
 from distillery.models import build_model
+from distillery.synset import load_synset
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "ConvNetD2W32"  # the digits default (plan.DEFAULT_MODELS)

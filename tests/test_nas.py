@@ -7,7 +7,7 @@ import torch
 from scipy import stats
 
 from distillery.data import load_meta, prepare
-from distillery.distill.run import save_synset
+from distillery.synset import save_synset
 from distillery.evaluate import EvalConfig, evaluate_synset
 from distillery.io import save_json
 from distillery.models import build_model, is_model_name

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from distillery.data import load_split
-from distillery.distill.run import load_synset
+from distillery.synset import load_synset
 from distillery.experts import load_expert
 from test_workflow import ENV, SNAKEMAKE, job_counts, snakemake
 

@@ -1,5 +1,6 @@
 """Reliability, tested by breaking things: killed jobs resume bit for bit, corrupted or mismatched artifacts are
 refused with the file named, and every run records its seeds."""
+import copy
 import json
 import os
 import signal
@@ -11,12 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from distillery.checkpoint import Checkpoint, Preempted, checkpoint_path
+from distillery.checkpoint import Checkpoint, LoopState, Preempted, checkpoint_path
 from distillery.data import prepare
-from distillery.distill.run import load_synset, run_distillation
+from distillery.distill.run import run_distillation
 from distillery.evaluate import EvalConfig, evaluate_synset
 from distillery.experts import ExpertSampler, load_expert, run_expert_training
 from distillery.seeds import generator
+from distillery.synset import load_synset
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 MTT = dict(method="mtt", kind="trajectory", ipc=2, model="ConvNetD2W16", iterations=24, syn_steps=4,
@@ -137,6 +139,47 @@ class StopAfter(Checkpoint):
                 raise Killed
 
 
+class Recorder(Checkpoint):
+    """A checkpoint that also keeps every capture its loop hands it, by step: the loop's whole declared state."""
+
+    def __init__(self, path: Path | None = None, every: int = 1000, identity: dict | None = None):
+        super().__init__(path, every, identity={"test": 1} if identity is None else identity)
+        self.states: dict[int, dict] = {}
+
+    def step(self, step, state):
+        self.states[step] = state()
+        super().step(step, state)
+
+
+def assert_same(expected, actual, where: str) -> None:
+    """Equal bit for bit: tensors (dtype and values), containers entry by entry, plain values; the wall-clock
+    `seconds` of history rows aside."""
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(actual, torch.Tensor) and expected.dtype == actual.dtype, where
+        assert torch.equal(expected, actual), where
+    elif isinstance(expected, dict):
+        assert isinstance(actual, dict) and expected.keys() == actual.keys(), where
+        for key in expected:
+            if key != "seconds":
+                assert_same(expected[key], actual[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert isinstance(actual, (list, tuple)) and len(expected) == len(actual), where
+        for i, (x, y) in enumerate(zip(expected, actual)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert expected == actual, f"{where}: {expected!r} != {actual!r}"
+
+
+def assert_same_states(reference: Recorder, resumed: Recorder) -> None:
+    """Every entry the loop declares in its LoopState equal at every step the resumed run took: an entry added to a
+    declaration is compared here without a change to this test."""
+    assert resumed.states, "the resumed run took at least one step"
+    for step, state in resumed.states.items():
+        assert state.keys() == reference.states[step].keys()
+        for name in state:
+            assert_same(reference.states[step][name], state[name], f"step {step}: {name}")
+
+
 def test_an_expert_stopped_mid_epoch_by_sigterm_resumes_from_that_batch(digits, tmp_path):
     """SIGTERM inside an epoch saves the epoch's order and position; the resumed run equals the uninterrupted one."""
     from distillery.data import load_split
@@ -144,7 +187,8 @@ def test_an_expert_stopped_mid_epoch_by_sigterm_resumes_from_that_batch(digits, 
 
     images, labels = load_split(digits[0], "train")
     recipe = get_recipe("sgd", epochs=2, batch=64)
-    reference, _ = train_expert(images, labels, "ConvNetD2W16", 10, recipe, seed=3)
+    recorded = Recorder(identity={})
+    reference, _ = train_expert(images, labels, "ConvNetD2W16", 10, recipe, seed=3, checkpoint=recorded)
     seen = []
 
     def on_batch(idx, logits):
@@ -156,9 +200,10 @@ def test_an_expert_stopped_mid_epoch_by_sigterm_resumes_from_that_batch(digits, 
     with pytest.raises(Preempted):
         train_expert(images, labels, "ConvNetD2W16", 10, recipe, seed=3, on_batch=on_batch, checkpoint=ckpt)
     assert torch.load(tmp_path / "ckpt", weights_only=True)["state"]["position"] == 5 * 64
-    resumed, _ = train_expert(images, labels, "ConvNetD2W16", 10, recipe, seed=3,
-                              checkpoint=Checkpoint(tmp_path / "ckpt", every=1000, identity={}))
+    again = Recorder(tmp_path / "ckpt", identity={})
+    resumed, _ = train_expert(images, labels, "ConvNetD2W16", 10, recipe, seed=3, checkpoint=again)
     assert torch.equal(reference, resumed)
+    assert_same_states(recorded, again)
 
 
 @pytest.mark.parametrize("changes", [{}, {"ema_decay": 0.9, "perturb": "gaussian", "perturb_scale": 1e-3},
@@ -170,12 +215,14 @@ def test_trajectory_variants_resume_bit_for_bit(digits, tmp_path, changes):
     prepared, experts = digits
     cfg = DistillConfig.from_dict({**MTT, **changes, "iterations": 9})
     meta, images, labels = load_training(cfg, prepared, None, "cpu")
-    reference = match_trajectories(cfg, meta, images, labels, experts)
+    recorded, again = Recorder(), Recorder(tmp_path / "ckpt", 4)
+    reference = match_trajectories(cfg, meta, images, labels, experts, recorded)
     with pytest.raises(Killed):
         match_trajectories(cfg, meta, images, labels, experts, StopAfter(tmp_path / "ckpt", every=4, saves=1))
-    resumed = match_trajectories(cfg, meta, images, labels, experts, Checkpoint(tmp_path / "ckpt", 4, {"test": 1}))
+    resumed = match_trajectories(cfg, meta, images, labels, experts, again)
     assert torch.equal(reference.images, resumed.images) and reference.lr == resumed.lr
     assert [r["loss"] for r in reference.history] == [r["loss"] for r in resumed.history]
+    assert_same_states(recorded, again)
 
 
 def test_apm_resumes_bit_for_bit(digits, tmp_path):
@@ -186,12 +233,92 @@ def test_apm_resumes_bit_for_bit(digits, tmp_path):
     cfg = DistillConfig(method="apm", kind="adversarial", ipc=1, model="ConvNetD2W16", iterations=6, lr_img=0.1,
                         student_epochs=3, checkpoints=1, mid_gap=1, student_batch=10)
     meta, images, labels = load_training(cfg, prepared, None, "cpu")
-    reference = adversarial(cfg, meta, images, labels, experts)
+    recorded, again = Recorder(), Recorder(tmp_path / "ckpt", 2)
+    reference = adversarial(cfg, meta, images, labels, experts, recorded)
     with pytest.raises(Killed):
         adversarial(cfg, meta, images, labels, experts, StopAfter(tmp_path / "ckpt", every=2, saves=1))
-    resumed = adversarial(cfg, meta, images, labels, experts, Checkpoint(tmp_path / "ckpt", 2, {"test": 1}))
+    resumed = adversarial(cfg, meta, images, labels, experts, again)
     assert torch.equal(reference.images, resumed.images)
     assert torch.equal(reference.soft_labels, resumed.soft_labels)
+    assert_same_states(recorded, again)
+
+
+def test_a_batched_group_resumes_every_declared_entry_bit_for_bit(digits, tmp_path):
+    from distillery.data import load_split
+    from distillery.experts import get_recipe, train_experts_batched
+
+    images, labels = (t[:256] for t in load_split(digits[0], "train"))
+    recipe = get_recipe("sgd_momentum", epochs=3, batch=128)  # momentum: a rebound value that must survive
+    recorded, again = Recorder(), Recorder(tmp_path / "ckpt", 1)
+    reference = train_experts_batched(images, labels, "ConvNetD2W16", 10, recipe, [0, 1], checkpoint=recorded)
+    with pytest.raises(Killed):
+        train_experts_batched(images, labels, "ConvNetD2W16", 10, recipe, [0, 1],
+                              checkpoint=StopAfter(tmp_path / "ckpt", every=1, saves=1))
+    resumed = train_experts_batched(images, labels, "ConvNetD2W16", 10, recipe, [0, 1], checkpoint=again)
+    assert torch.equal(reference, resumed) and sorted(again.states) == [2, 3]
+    assert_same_states(recorded, again)
+
+
+class Counter:
+    """An object with state() and load_state(), as Batches and ExpertSampler are."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def state(self) -> dict:
+        return {"n": self.n}
+
+    def load_state(self, state: dict) -> None:
+        self.n = state["n"]
+
+
+def test_a_loop_state_round_trips_every_entry_kind_through_a_checkpoint_without_aliasing(tmp_path):
+    weights = torch.arange(3.0, requires_grad=True)
+    opt = torch.optim.SGD([weights], lr=0.1, momentum=0.9)
+
+    def train_a_little() -> None:  # changes the weights, the momentum buffer and the BatchNorm statistics
+        weights.grad = torch.ones(3)
+        opt.step()
+        module(torch.arange(12.0).view(4, 3) * weights.detach())
+
+    module = torch.nn.BatchNorm1d(3)
+    streams = [generator(1, "a"), generator(2, "b")]
+    counter = Counter(5)
+    train_a_little()
+    loop = LoopState("cpu", kept=dict(weights=weights, opt=opt, module=module, stream=generator(0, "c"),
+                                      streams=streams, counter=counter, absent=None),
+                     values=dict(step=3, history=[{"loss": 1.5}], theta=torch.ones(2), none=None))
+    Checkpoint(tmp_path / "ckpt", 1, {"test": 1}).step(3, loop.capture)
+    captured = loop.capture()
+    expected = copy.deepcopy(captured)
+    train_a_little()
+    for g in streams + [loop._kept["stream"]]:
+        torch.rand(1, generator=g)
+    counter.n = 6
+    loop.theta.add_(1)
+    loop.history.append({"loss": 2.0})
+    loop.step = 4
+    assert_same(expected, captured, "a capture")  # it copied every tensor and container: nothing moved with the loop
+    assert not torch.equal(weights.detach(), expected["weights"]) and counter.n == 6
+    assert loop.resume(Checkpoint(tmp_path / "ckpt", 1, {"test": 1}))
+    assert_same(expected, loop.capture(), "restored")
+    assert loop.step == 3 and loop.history == [{"loss": 1.5}] and loop.none is None and counter.n == 5
+    assert opt.param_groups[0]["params"][0] is weights and weights.requires_grad, "restored in place"
+    assert sorted(expected) == sorted(loop.names()) == ["absent", "counter", "history", "module", "none", "opt",
+                                                        "step", "stream", "streams", "theta", "weights"]
+
+
+def test_a_loop_state_refuses_what_it_cannot_keep_and_a_checkpoint_of_other_entries(tmp_path, caplog):
+    with pytest.raises(TypeError, match="loop state entry 'experts': a list_iterator cannot be checkpointed"):
+        LoopState("cpu", kept=dict(experts=iter([])), values={}).resume(Checkpoint(None, 1, {}))
+    LoopState("cpu", kept=dict(experts=iter([])), values={}).resume(None)  # no checkpoint: nothing to keep
+    with pytest.raises(ValueError, match=r"entries \['capture', 'step'\]: a name is declared twice"):
+        LoopState("cpu", kept=dict(step=torch.zeros(1)), values=dict(step=0, capture=1))
+    path = tmp_path / "ckpt"
+    Checkpoint(path, 1, {}).step(1, lambda: {"step": 1, "images": torch.zeros(1)})
+    loop = LoopState("cpu", kept=dict(images=torch.ones(1)), values=dict(step=0, bad=0))
+    assert not loop.resume(Checkpoint(path, 1, {})) and loop.step == 0
+    assert "holds the entries ['images', 'step'], not this loop's ['bad', 'images', 'step']" in caplog.text
 
 
 def test_a_checkpoint_of_other_settings_is_ignored(tmp_path, caplog):

@@ -9,11 +9,11 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from distillery.data import prepare
-from distillery.evaluate import accuracy
 from distillery.experts import (RECIPES, Recipe, avg_var, clip_coefficient, decay_epoch, epoch_changes, epoch_lr,
                                 expert_loss, get_recipe, gradient_penalty, restarts_optimizer, run_expert_stats,
                                 run_expert_training, snapshot_accuracies, train_expert)
 from distillery.functional import FlatModel
+from distillery.metrics import accuracy
 from distillery.models import build_model
 from distillery.seeds import generator
 

@@ -1,5 +1,6 @@
 """Checkpoints for long jobs: the state is saved atomically every few steps and when SLURM's SIGTERM arrives,
-and loaded on restart when it belongs to the same job, so a preempted job resumes instead of starting over."""
+and loaded on restart when it belongs to the same job, so a preempted job resumes instead of starting over. What a
+loop saves is declared once, in its LoopState."""
 from __future__ import annotations
 
 import logging
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 
 from distillery.io import beside, save_torch
 
@@ -95,3 +97,128 @@ class Checkpoint:
         """Remove the checkpoint once the job's output is written."""
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+
+
+class LoopState:
+    """A loop's whole resumable state, declared once: a checkpoint saves exactly `capture()` and a resume puts it back.
+
+    `kept` are restored into themselves: tensors the loop updates in place (learnable ones too), optimizers, modules,
+    random generators, objects with state()/load_state() (batch orders, expert samplers), lists of these, or None.
+    `values` are what the loop rebinds (counters, its history, tensors it replaces): the loop reads and writes them as
+    attributes (`state.step`), and their tensors go to the CPU and come back on `device`. A capture is a copy: it never
+    aliases the live tensors. A new learnable tensor and its optimizer are two more `kept` entries, nothing else.
+    """
+
+    def __init__(self, device: torch.device | str, kept: dict[str, object], values: dict[str, object]):
+        names = [*kept, *values]
+        clashes = sorted({n for n in names if names.count(n) > 1 or n.startswith("_") or hasattr(LoopState, n)})
+        if clashes:
+            raise ValueError(f"loop state entries {clashes}: a name is declared twice, starts with '_' or is a "
+                             f"LoopState method; rename the entry")
+        self._device, self._kept, self._values = torch.device(device), dict(kept), list(values)
+        self.__dict__.update(values)
+
+    def names(self) -> list[str]:
+        """Every declared entry, kept objects first."""
+        return [*self._kept, *self._values]
+
+    def check(self) -> None:
+        """Raise a TypeError naming the first kept entry that cannot be saved and restored."""
+        for name, obj in self._kept.items():
+            if not _can_keep(obj):
+                raise TypeError(f"loop state entry '{name}': a {type(obj).__name__} cannot be checkpointed; keep a "
+                                f"tensor, optimizer, module, torch.Generator, an object with state() and load_state() "
+                                f"(e.g. ExpertSampler), or a list of these")
+
+    def capture(self) -> dict:
+        """Every entry as CPU tensors and plain data, copied (what Checkpoint saves)."""
+        return {**{name: _snapshot(obj) for name, obj in self._kept.items()},
+                **{name: _on_cpu(getattr(self, name)) for name in self._values}}
+
+    def restore(self, saved: dict) -> None:
+        """Put a capture back: kept objects in place, values rebound (their tensors on `device`)."""
+        for name, obj in self._kept.items():
+            _put_back(obj, saved[name], name)
+        for name in self._values:
+            setattr(self, name, _on_device(saved[name], self._device))
+
+    def resume(self, checkpoint: Checkpoint | None) -> bool:
+        """Restore `checkpoint`'s saved state when it is this loop's (the same entries); True if it was restored.
+        With a checkpoint, every kept entry is checked first, before any compute."""
+        if checkpoint is None:
+            return False
+        self.check()
+        saved = checkpoint.resume()
+        if saved is None:
+            return False
+        if sorted(saved) != sorted(self.names()):
+            log.warning("checkpoint %s holds the entries %s, not this loop's %s (an older distillery); starting over",
+                        checkpoint.path, sorted(saved), sorted(self.names()))
+            return False
+        self.restore(saved)
+        return True
+
+
+def _stateful(obj: object) -> bool:
+    return callable(getattr(obj, "state", None)) and callable(getattr(obj, "load_state", None))
+
+
+def _can_keep(obj: object) -> bool:
+    if isinstance(obj, (list, tuple)):
+        return all(_can_keep(o) for o in obj)
+    return obj is None or isinstance(obj, (torch.Tensor, torch.optim.Optimizer, nn.Module, torch.Generator)) or \
+        _stateful(obj)
+
+
+def _on_cpu(tree: object) -> object:
+    """A copy of `tree` (dicts, lists, tuples, tensors, plain values) with every tensor detached and on the CPU."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {key: _on_cpu(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_on_cpu(value) for value in tree)
+    return tree
+
+
+def _on_device(tree: object, device: torch.device) -> object:
+    """`tree` with every tensor moved to `device`."""
+    if isinstance(tree, torch.Tensor):
+        return tree.to(device)
+    if isinstance(tree, dict):
+        return {key: _on_device(value, device) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_on_device(value, device) for value in tree)
+    return tree
+
+
+def _snapshot(obj: object) -> object:
+    """The saved form of one kept object."""
+    if isinstance(obj, torch.Generator):
+        return obj.get_state()
+    if isinstance(obj, (torch.optim.Optimizer, nn.Module)):
+        return _on_cpu(obj.state_dict())
+    if isinstance(obj, (list, tuple)):
+        return [_snapshot(o) for o in obj]
+    if obj is None or isinstance(obj, torch.Tensor):
+        return _on_cpu(obj)
+    return _on_cpu(obj.state())
+
+
+def _put_back(obj: object, saved: object, name: str) -> None:
+    """Restore one kept object from its saved form, in place."""
+    if (obj is None) != (saved is None) or isinstance(obj, (list, tuple)) and len(obj) != len(saved):
+        raise ValueError(f"loop state entry '{name}': the checkpoint holds {type(saved).__name__} where this run has "
+                         f"{type(obj).__name__}; delete the checkpoint to start over")
+    if isinstance(obj, torch.Generator):
+        obj.set_state(saved)
+    elif isinstance(obj, (torch.optim.Optimizer, nn.Module)):
+        obj.load_state_dict(saved)
+    elif isinstance(obj, (list, tuple)):
+        for item, value in zip(obj, saved):
+            _put_back(item, value, name)
+    elif isinstance(obj, torch.Tensor):
+        with torch.no_grad():
+            obj.copy_(saved)
+    elif obj is not None:
+        obj.load_state(saved)

@@ -11,11 +11,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillery.augment import DEFAULT_STRATEGY, dsa
+from distillery.data import load_meta, load_split, load_zca
+from distillery.metrics import accuracy
 from distillery.models import build_model
 from distillery.progress import Progress, log
 from distillery.runtime import to_device
 from distillery.sam import SharpnessAware
 from distillery.seeds import generator, role_seeds, seeded
+from distillery.synset import load_synset
 from distillery.typecheck import check_types
 
 EVAL_ROLES = ("eval-init", "eval-shuffle", "eval-dsa")
@@ -39,17 +42,6 @@ class EvalConfig:
             raise ValueError(f"evaluation epochs and batch must be at least 1 (got {self.epochs}, {self.batch})")
         if self.sam_rho < 0:
             raise ValueError(f"evaluation sam_rho must be >= 0 (got {self.sam_rho}; 0 = plain SGD)")
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch: int = 1024) -> float:
-    """Top-1 accuracy of `model` in eval mode, without augmentation."""
-    was_training = model.training
-    model.eval()
-    correct = sum((model(images[i:i + batch]).argmax(1) == labels[i:i + batch]).sum()
-                  for i in range(0, len(images), batch))
-    model.train(was_training)
-    return int(correct) / len(images)
 
 
 def _optimizer(model: nn.Module, lr: float, cfg: EvalConfig) -> torch.optim.Optimizer | SharpnessAware:
@@ -108,9 +100,6 @@ def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str
                     gpu_memory_gb: float | None = None) -> dict:
     """Evaluate a synset file on the test split (in the synset's domain: ZCA or normalised); JSON-ready.
     `gpu_memory_gb` (runtime.gpu_memory_gb) keeps a test split too large for the GPU on the host (data.load_split)."""
-    from distillery.data import load_meta, load_split, load_zca
-    from distillery.distill.run import load_synset
-
     synset = load_synset(synset_path, expect={"dataset_sha256": load_meta(prepared_dir)["sha256"]["train.pt"]})
     meta = synset["meta"]
     if meta["zca"] and zca_path is None:

@@ -1,7 +1,7 @@
-"""Distillation: a synthetic set from real data, by trajectory matching (MTT family) or coreset selection."""
+"""Distillation: a synthetic set from real data, by trajectory matching (MTT family) or coreset selection. The job
+that runs one (distill.run) is imported from its module: it sits above budget/, which imports this package."""
 from distillery.distill.config import DistillConfig
 from distillery.distill.init import init_synthetic
 from distillery.distill.matching import distill_trajectory, matching_loss, unroll
-from distillery.distill.run import run_distillation
 
-__all__ = ["DistillConfig", "init_synthetic", "distill_trajectory", "matching_loss", "unroll", "run_distillation"]
+__all__ = ["DistillConfig", "init_synthetic", "distill_trajectory", "matching_loss", "unroll"]

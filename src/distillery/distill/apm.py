@@ -12,18 +12,17 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from distillery.augment import dsa
-from distillery.checkpoint import Checkpoint
+from distillery.checkpoint import Checkpoint, LoopState
 from distillery.distill.config import DistillConfig
 from distillery.distill.init import init_synthetic
-from distillery.distill.matching import DistillationError, DistillResult
-from distillery.functional import FlatModel
+from distillery.functional import frozen, snapshot_model
 from distillery.models import build_model
 from distillery.progress import Progress
 from distillery.runtime import host_read, to_device
 from distillery.seeds import generator, role_seed, seeded
+from distillery.synset import DistillationError, DistillResult
 
 
 def disagreement(student_logits: Tensor, teacher_logits: Tensor, kind: str) -> Tensor:
@@ -37,31 +36,10 @@ def disagreement(student_logits: Tensor, teacher_logits: Tensor, kind: str) -> T
     raise ValueError(f"unknown disagreement '{kind}'; choose l1, l2 or cosine")
 
 
-def frozen(net: nn.Module) -> nn.Module:
-    """`net` in eval mode with its parameters excluded from autograd (gradients still flow to its inputs)."""
-    return net.eval().requires_grad_(False)
-
-
 @torch.no_grad()
 def predict(net: nn.Module, images: Tensor, batch: int) -> Tensor:
     """The logits of `net` on `images`, `batch` at a time, without a graph."""
     return torch.cat([net(images[i:i + batch]) for i in range(0, len(images), batch)])
-
-
-def load_teacher(trajectory: Tensor, model_name: str, num_classes: int, like: Tensor) -> nn.Module:
-    """A frozen `model_name` holding the trajectory's last row (a teacher's final weights), on `like`'s device
-    and dtype. Trajectories hold parameters only, so models with BatchNorm running statistics are refused."""
-    with seeded(0, "apm-teacher-skeleton"):  # the weights are replaced; keep the global RNG untouched
-        module = build_model(model_name, like.shape[1], num_classes, like.shape[-1])
-    if any(isinstance(m, _BatchNorm) and m.track_running_stats for m in module.modules()):
-        raise ValueError(f"{model_name} keeps BatchNorm running statistics, which teacher files do not store; "
-                         "use a model without them (e.g. the instance-norm ConvNet)")
-    size = FlatModel(module).num_params
-    if trajectory.shape[-1] != size:
-        raise ValueError(f"the teacher has {trajectory.shape[-1]} parameters but {model_name} has {size}")
-    module.to(like.device, like.dtype, non_blocking=True)  # no host wait: the skeleton's values are replaced
-    torch.nn.utils.vector_to_parameters(to_device(trajectory[-1], like.device, like.dtype), module.parameters())
-    return frozen(module)
 
 
 def train_student(images: Tensor, targets: Tensor, model_name: str, num_classes: int, cfg: DistillConfig,
@@ -162,7 +140,8 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
 
     A non-finite loss or gradient skips the step (logged); more than `max_bad` in a row stop the run. With
     `checkpoint` the state is saved only at the end of a refresh period (where no student is live), so a
-    SIGTERM is honoured within mid_gap+1 iterations; `teachers` then needs state()/load_state().
+    SIGTERM is honoured within mid_gap+1 iterations; what it saves is the LoopState declared below, and
+    `teachers` then needs state()/load_state().
     """
     device = images.device
     if init is None:
@@ -175,17 +154,11 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
     select = generator(cfg.seed, "apm-select")
     n = len(syn_images)
     chosen = min(cfg.batch_syn or n, n)
-    history, refreshes, first, bad = [], 0, 1, 0
-    saved = checkpoint.resume() if checkpoint is not None else None
-    if saved is not None:
-        with torch.no_grad():
-            syn_images.copy_(saved["images"])
-        opt.load_state_dict(saved["opt"])
-        select.set_state(saved["select"])
-        teachers.load_state(saved["teachers"])
-        history, refreshes, first, bad = saved["history"], saved["refreshes"], saved["step"] + 1, saved["bad"]
-    progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}", done=first - 1)
-    for it in range(first, cfg.iterations + 1):
+    loop = LoopState(device, kept=dict(images=syn_images, opt=opt, select=select, teachers=teachers),
+                     values=dict(step=0, history=[], refreshes=0, bad=0))
+    loop.resume(checkpoint)
+    progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}", done=loop.step)
+    for it in range(loop.step + 1, cfg.iterations + 1):
         tic = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = cfg.lr_img * (cfg.lr_img_decay if it > cfg.iterations // 2 else 1.0)
@@ -193,12 +166,12 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
         if refresh or cfg.apm_subset == "iteration":
             idx = draw_subset(n, chosen, select, device)
         if refresh:
-            teacher = load_teacher(next(teachers), cfg.model, num_classes, syn_images)
+            teacher = snapshot_model(next(teachers), cfg.model, num_classes, syn_images)
             subset = syn_images.detach()[idx]
             targets = predict(teacher, subset, cfg.student_batch)
             students = train_student(subset, targets, cfg.model, num_classes, cfg,
-                                     role_seed(cfg.seed, f"apm-refresh-{refreshes}"))
-            refreshes += 1
+                                     role_seed(cfg.seed, f"apm-refresh-{loop.refreshes}"))
+            loop.refreshes += 1
         total, grad = loss_and_gradient(syn_images.detach()[idx], syn_labels[idx], teacher, students, cfg)
         loss, grad_sum = host_read(total, grad.sum())  # the iteration's one host read
         skipped = not (math.isfinite(loss) and math.isfinite(grad_sum))
@@ -206,19 +179,18 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
             syn_images.grad = torch.zeros_like(syn_images)
             syn_images.grad[idx] = grad
             opt.step()
-        bad = bad + 1 if skipped else 0
-        history.append({"iteration": it, "loss": loss, "lr": cfg.lr_net, "skipped": int(skipped),
-                        "seconds": time.perf_counter() - tic})
-        if bad > max_bad:
-            raise DistillationError(f"{cfg.method}: {bad} skipped iteration(s) in a row: a non-finite image loss ({loss}) "
-                                    f"or gradient, up to iteration {it}; lower lr_img (now {cfg.lr_img}) or lr_net "
-                                    f"(now {cfg.lr_net})", it, loss, cfg.lr_net)
+        loop.bad = loop.bad + 1 if skipped else 0
+        loop.history.append({"iteration": it, "loss": loss, "lr": cfg.lr_net, "skipped": int(skipped),
+                              "seconds": time.perf_counter() - tic})
+        if loop.bad > max_bad:
+            raise DistillationError(f"{cfg.method}: {loop.bad} skipped iteration(s) in a row: a non-finite image loss "
+                                    f"({loss}) or gradient, up to iteration {it}; lower lr_img (now {cfg.lr_img}) or "
+                                    f"lr_net (now {cfg.lr_net})", it, loss, cfg.lr_net)
         progress.update(it, loss=loss, lr=cfg.lr_net)
+        loop.step = it
         if checkpoint is not None and it % (cfg.mid_gap + 1) == 0:
-            checkpoint.step(it, lambda: {"step": it, "images": syn_images.detach().cpu(), "opt": opt.state_dict(),
-                                         "select": select.get_state(), "teachers": teachers.state(),
-                                         "history": history, "refreshes": refreshes, "bad": bad})
+            checkpoint.step(it, loop.capture)
     progress.close()
     result = syn_images.detach()
-    soft_labels = predict(load_teacher(next(teachers), cfg.model, num_classes, result), result, cfg.student_batch)
-    return DistillResult(result, syn_labels, cfg.lr_net, history, soft_labels=soft_labels)
+    soft_labels = predict(snapshot_model(next(teachers), cfg.model, num_classes, result), result, cfg.student_batch)
+    return DistillResult(result, syn_labels, cfg.lr_net, loop.history, soft_labels=soft_labels)

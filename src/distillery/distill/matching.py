@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from distillery.augment import dsa
-from distillery.checkpoint import Checkpoint
-from distillery.distill.alignment import (balance_coefficient, filter_mask, filter_perturbation,
-                                         intermediate_points, intermediate_weights, weight_perturbation)
+from distillery.checkpoint import Checkpoint, LoopState
+from distillery.distill.components import (balance_coefficient, filter_mask, filter_perturbation,
+                                          intermediate_points, intermediate_weights, nearest_step, perturb_start,
+                                          weight_perturbation)
 from distillery.distill.config import DistillConfig
 from distillery.distill.coreset import select_coreset
 from distillery.distill.init import init_synthetic
@@ -23,14 +23,7 @@ from distillery.needs import check_expert_epochs, expert_epochs_needed
 from distillery.progress import Progress
 from distillery.runtime import host_read, to_device
 from distillery.seeds import generator
-
-
-class DistillationError(RuntimeError):
-    """The run diverged (non-finite loss, non-positive learning rate) and was stopped at `iteration`."""
-
-    def __init__(self, message: str, iteration: int, loss: float, lr: float):
-        super().__init__(message)
-        self.iteration, self.loss, self.lr = iteration, loss, lr
+from distillery.synset import DistillationError, DistillResult
 
 
 class Batches:
@@ -91,31 +84,6 @@ def matching_loss(theta: Tensor, start: Tensor, target: Tensor) -> Tensor:
     return (theta - target).pow(2).sum() / (start - target).pow(2).sum()
 
 
-def perturb_start(start: Tensor, cfg: DistillConfig, noise: torch.Generator) -> Tensor:
-    """The student's start: θ*_t, or θ*_t + ε with ε ~ N(0, σ²I) (FTD Eq. 9, "MTT + Robust Learning")."""
-    if cfg.perturb == "none":
-        return start
-    eps = torch.randn(start.shape, generator=noise) * cfg.perturb_scale
-    return start + to_device(eps, start.device)
-
-
-def nearest_step(path: Sequence[Tensor], target: Tensor, distance: str) -> int:
-    """ATT's match step: the 1-based k whose θ̂_k in `path` (θ̂_1 … θ̂_N) is nearest `target`.
-
-    l1 is ATT's code (distill_ATT.py: L1 distance, running minimum with `>=`, so ties go to the later step);
-    l2 is its paper's squared L2, ties to the earliest step (the shortest trajectory that gets as close). The
-    code's initial bound of 10000 (no step below it leaves the index unset) is not kept: the minimum is taken
-    over all N steps. No gradient flows through the choice; a non-finite distance is picked like any other,
-    so the loss shows it. The index is read to the host (ATT's second read of an iteration): the backward then
-    runs through the first k steps only, not all N."""
-    with torch.no_grad():
-        gaps = torch.stack([(theta - target).pow(2).sum() if distance == "l2" else (theta - target).abs().sum()
-                            for theta in path])
-        if distance == "l1":  # the last minimum: the first of the reversed distances
-            return len(gaps) - int(host_read(torch.argmin(gaps.flip(0)))[0])
-        return int(host_read(torch.argmin(gaps))[0]) + 1
-
-
 def trajectory_loss(cfg: DistillConfig, student: FlatModel, trajectory: Tensor, t: int, images: Tensor,
                     labels: Tensor, lr: Tensor, batches: Batches, aug: torch.Generator,
                     noise: torch.Generator) -> tuple[Tensor, int]:
@@ -169,102 +137,9 @@ def initial_images(cfg: DistillConfig, images: Tensor, labels: Tensor, num_class
                           features=features, clusters=cfg.init_clusters, seed=cfg.seed)
 
 
-@dataclass
-class DistillResult:
-    images: Tensor
-    labels: Tensor
-    lr: float
-    history: list[dict] = field(default_factory=list)  # per iteration: iteration, loss, lr, start_epoch,
-    #                                                     match_step, seconds
-    soft_labels: Tensor | None = None  # APM: a teacher's logits on the images, the labels for evaluation
-
-
 def check_length(epochs: int, cfg: DistillConfig) -> None:
     """Expert trajectories must reach epoch max_start_epoch − 1 + expert_epochs (the last start plus M)."""
     check_expert_epochs(epochs, expert_epochs_needed(cfg.max_start_epoch, cfg.expert_epochs), "an expert trajectory")
-
-
-def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
-                       student: FlatModel, experts, features: Tensor | None = None,
-                       checkpoint: Checkpoint | None = None, max_bad: int = 10) -> DistillResult:
-    """Run `cfg.iterations` MTT iterations; `experts` yields [epochs+1, P] trajectories.
-
-    `features` (the training images' embeddings) are needed only for init=representative.
-
-    With `cfg.ema_decay` the result is the EMA e ← d·e + (1−d)·x of the images after every update (FTD),
-    started at the initial images; it never feeds back into distillation.
-
-    An iteration whose loss or gradients are not finite, or whose step would take the learned lr out of
-    (0, ∞), changes nothing and is logged as skipped; more than `max_bad` in a row stop the run with a
-    DistillationError (the last checkpoint is kept). `checkpoint` saves and restores the whole state (images,
-    lr, optimisers, EMA, every random stream, the batch and expert order, history): a resumed run equals an
-    uninterrupted one bit for bit on the CPU; `experts` then needs state()/load_state() (ExpertSampler).
-    """
-    device = images.device
-    syn_images, syn_labels = initial_images(cfg, images, labels, num_classes, features)
-    syn_images = syn_images.detach().requires_grad_(True)
-    syn_lr = torch.tensor(cfg.lr_teacher, device=device, requires_grad=True)
-    opt_img = torch.optim.SGD([syn_images], lr=cfg.lr_img, momentum=cfg.momentum)
-    opt_lr = torch.optim.SGD([syn_lr], lr=cfg.lr_lr, momentum=cfg.momentum)
-    ema = syn_images.detach().clone() if cfg.ema_decay is not None else None
-    starts, aug = generator(cfg.seed, "start-epoch"), generator(cfg.seed, "dsa")
-    noise = generator(cfg.seed, "perturb")
-    streams = {"starts": starts, "aug": aug, "noise": noise}
-    batches = Batches(len(syn_images), cfg.batch_syn, generator(cfg.seed, "batches"), device)
-    history, first, bad = [], 1, 0
-
-    def state() -> dict:
-        return {"step": it, "images": syn_images.detach().cpu(), "lr": syn_lr.detach().cpu(),
-                "opt_img": opt_img.state_dict(), "opt_lr": opt_lr.state_dict(),
-                "ema": None if ema is None else ema.cpu(), "history": history, "bad": bad,
-                "streams": {name: g.get_state() for name, g in streams.items()},
-                "batches": batches.state(), "experts": experts.state()}
-
-    saved = checkpoint.resume() if checkpoint is not None else None
-    if saved is not None:
-        with torch.no_grad():
-            syn_images.copy_(saved["images"])
-            syn_lr.copy_(saved["lr"])
-        opt_img.load_state_dict(saved["opt_img"])
-        opt_lr.load_state_dict(saved["opt_lr"])
-        if ema is not None:
-            ema.copy_(saved["ema"])
-        for name, g in streams.items():
-            g.set_state(saved["streams"][name])
-        batches.load_state(saved["batches"])
-        experts.load_state(saved["experts"])
-        history, first, bad = saved["history"], saved["step"] + 1, saved["bad"]
-    first_lr = float(syn_lr.detach())
-    progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}", done=first - 1)
-    for it in range(first, cfg.iterations + 1):
-        tic = time.perf_counter()
-        trajectory = next(experts)
-        check_length(trajectory.shape[0] - 1, cfg)
-        t = int(torch.randint(cfg.max_start_epoch, (1,), generator=starts))
-        loss, step = trajectory_loss(cfg, student, trajectory, t, syn_images, syn_labels, syn_lr, batches, aug, noise)
-        opt_img.zero_grad(set_to_none=True)
-        opt_lr.zero_grad(set_to_none=True)
-        loss.backward()
-        problem, loss_value, lr_value = update(syn_images, syn_lr, opt_img, opt_lr, loss)
-        skipped = problem is not None
-        if skipped:
-            lr_value = history[-1]["lr"] if history else first_lr  # the lr step was undone
-        elif ema is not None:
-            ema.mul_(cfg.ema_decay).add_(syn_images.detach(), alpha=1 - cfg.ema_decay)
-        bad = bad + 1 if skipped else 0
-        history.append({"iteration": it, "loss": loss_value, "lr": lr_value, "start_epoch": t, "match_step": step,
-                        "skipped": int(skipped), "seconds": time.perf_counter() - tic})
-        if bad > max_bad:
-            where = f"; the last checkpoint {checkpoint.path} is kept" if checkpoint and checkpoint.path else ""
-            raise DistillationError(f"{cfg.method}: {bad} skipped iteration(s) in a row up to iteration {it}, the "
-                                    f"last because {problem}{where}; lower lr_img (now {cfg.lr_img}) or lr_lr (now "
-                                    f"{cfg.lr_lr})", it, loss_value, lr_value)
-        progress.update(it, loss=loss_value, lr=lr_value)
-        if checkpoint is not None:
-            checkpoint.step(it, state)
-    progress.close()
-    result = ema if ema is not None else syn_images.detach()
-    return DistillResult(result, syn_labels, host_read(syn_lr)[0], history)
 
 
 def update(syn_images: Tensor, syn_lr: Tensor, opt_img: torch.optim.Optimizer, opt_lr: torch.optim.Optimizer,
@@ -290,3 +165,68 @@ def update(syn_images: Tensor, syn_lr: Tensor, opt_img: torch.optim.Optimizer, o
         return problem, loss_value, new_lr
     opt_img.step()
     return None, loss_value, new_lr
+
+
+def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
+                       student: FlatModel, experts, features: Tensor | None = None,
+                       checkpoint: Checkpoint | None = None, max_bad: int = 10) -> DistillResult:
+    """Run `cfg.iterations` MTT iterations; `experts` yields [epochs+1, P] trajectories.
+
+    `features` (the training images' embeddings) are needed only for init=representative.
+
+    With `cfg.ema_decay` the result is the EMA e ← d·e + (1−d)·x of the images after every update (FTD),
+    started at the initial images; it never feeds back into distillation.
+
+    An iteration whose loss or gradients are not finite, or whose step would take the learned lr out of
+    (0, ∞), changes nothing and is logged as skipped; more than `max_bad` in a row stop the run with a
+    DistillationError (the last checkpoint is kept). `checkpoint` saves and restores the whole state, declared once
+    in its LoopState (images, lr, optimisers, EMA, every random stream, the batch and expert order, history): a
+    resumed run equals an uninterrupted one bit for bit on the CPU; `experts` then needs state()/load_state()
+    (ExpertSampler).
+    """
+    device = images.device
+    syn_images, syn_labels = initial_images(cfg, images, labels, num_classes, features)
+    syn_images = syn_images.detach().requires_grad_(True)
+    syn_lr = torch.tensor(cfg.lr_teacher, device=device, requires_grad=True)
+    opt_img = torch.optim.SGD([syn_images], lr=cfg.lr_img, momentum=cfg.momentum)
+    opt_lr = torch.optim.SGD([syn_lr], lr=cfg.lr_lr, momentum=cfg.momentum)
+    ema = syn_images.detach().clone() if cfg.ema_decay is not None else None
+    starts, aug = generator(cfg.seed, "start-epoch"), generator(cfg.seed, "dsa")
+    noise = generator(cfg.seed, "perturb")
+    batches = Batches(len(syn_images), cfg.batch_syn, generator(cfg.seed, "batches"), device)
+    loop = LoopState(device, kept=dict(images=syn_images, lr=syn_lr, opt_img=opt_img, opt_lr=opt_lr, ema=ema,
+                                       starts=starts, aug=aug, noise=noise, batches=batches, experts=experts),
+                     values=dict(step=0, history=[], bad=0))
+    loop.resume(checkpoint)
+    first_lr = float(syn_lr.detach())
+    progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}", done=loop.step)
+    for it in range(loop.step + 1, cfg.iterations + 1):
+        tic = time.perf_counter()
+        trajectory = next(experts)
+        check_length(trajectory.shape[0] - 1, cfg)
+        t = int(torch.randint(cfg.max_start_epoch, (1,), generator=starts))
+        loss, step = trajectory_loss(cfg, student, trajectory, t, syn_images, syn_labels, syn_lr, batches, aug, noise)
+        opt_img.zero_grad(set_to_none=True)
+        opt_lr.zero_grad(set_to_none=True)
+        loss.backward()
+        problem, loss_value, lr_value = update(syn_images, syn_lr, opt_img, opt_lr, loss)
+        skipped = problem is not None
+        if skipped:
+            lr_value = loop.history[-1]["lr"] if loop.history else first_lr  # the lr step was undone
+        elif ema is not None:
+            ema.mul_(cfg.ema_decay).add_(syn_images.detach(), alpha=1 - cfg.ema_decay)
+        loop.bad = loop.bad + 1 if skipped else 0
+        loop.history.append({"iteration": it, "loss": loss_value, "lr": lr_value, "start_epoch": t,
+                              "match_step": step, "skipped": int(skipped), "seconds": time.perf_counter() - tic})
+        if loop.bad > max_bad:
+            where = f"; the last checkpoint {checkpoint.path} is kept" if checkpoint and checkpoint.path else ""
+            raise DistillationError(f"{cfg.method}: {loop.bad} skipped iteration(s) in a row up to iteration {it}, "
+                                    f"the last because {problem}{where}; lower lr_img (now {cfg.lr_img}) or lr_lr "
+                                    f"(now {cfg.lr_lr})", it, loss_value, lr_value)
+        progress.update(it, loss=loss_value, lr=lr_value)
+        loop.step = it
+        if checkpoint is not None:
+            checkpoint.step(it, loop.capture)
+    progress.close()
+    result = ema if ema is not None else syn_images.detach()
+    return DistillResult(result, syn_labels, host_read(syn_lr)[0], loop.history)

@@ -1,4 +1,6 @@
-"""One distillation job: load the data and experts, distil, write synset.pt and the per-iteration CSV."""
+"""One distillation job: load the data and experts, distil, write synset.pt and the per-iteration CSV. The job sits
+above the memory model (budget/), whose estimate it records beside the measured GPU peak, so the package face
+(distill/__init__.py) does not import it: `from distillery.distill.run import run_distillation`."""
 from __future__ import annotations
 
 import csv
@@ -10,18 +12,20 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from distillery.budget.memory import GB, distill_estimate, prepared_spec
 from distillery.checkpoint import Checkpoint, checkpoint_path
 from distillery.data import load_meta, load_split, load_zca
 from distillery.distill.config import DistillConfig, fit_batch_syn
 from distillery.distill.coreset import check_ipc, embed, forgetting_counts, select_coreset
 from distillery.distill.apm import distill_adversarial
-from distillery.distill.matching import DistillResult, distill_trajectory
+from distillery.distill.matching import distill_trajectory
 from distillery.experts import ExpertSampler, get_recipe, load_expert
-from distillery.functional import FlatModel
-from distillery.io import atomic_path, regenerate, save_torch, sha256_tensor
+from distillery.functional import FlatModel, snapshot_model
+from distillery.io import atomic_path
 from distillery.models import build_model
 from distillery.progress import log
 from distillery.seeds import SEED_ROLES, generator, role_seeds
+from distillery.synset import DistillResult, load_synset, save_synset
 
 log = logging.getLogger("distillery")
 LOG_COLUMNS = ("iteration", "loss", "lr", "start_epoch", "match_step", "skipped", "seconds")
@@ -37,10 +41,8 @@ def expected_expert(cfg: DistillConfig, meta: dict, num_params: int | None = Non
 
 def expert_features(cfg: DistillConfig, meta: dict, images: Tensor, expert_path: str | Path) -> Tensor:
     """`embed` features of `images` from a `cfg.model` at the final snapshot of the expert at `expert_path`."""
-    module = build_model(cfg.model, meta["channels"], meta["num_classes"], meta["size"]).to(images.device)
-    trajectory, _ = load_expert(expert_path, expected_expert(cfg, meta, FlatModel(module).num_params))
-    torch.nn.utils.vector_to_parameters(trajectory[-1].to(images.device).clone(), module.parameters())
-    return embed(module, images)
+    trajectory, _ = load_expert(expert_path, expected_expert(cfg, meta))
+    return embed(snapshot_model(trajectory, cfg.model, meta["num_classes"], images), images)
 
 
 def first_expert_features(cfg: DistillConfig, meta: dict, images: Tensor, expert_paths: Sequence[str | Path],
@@ -166,8 +168,6 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
         log.info("%s ipc%d: the EMA result keeps %.1f%% of the initial images (decay %s ^ %d updates)", cfg.method,
                  cfg.ipc, 100 * share, cfg.ema_decay, cfg.iterations - skipped)
     if on_cuda:
-        from distillery.budget.memory import GB, distill_estimate, prepared_spec  # budget imports distill
-
         estimate = distill_estimate(cfg, prepared_spec(meta), gpu_memory_gb).peak / GB
         measured = torch.cuda.max_memory_allocated() / GB
         synset_meta["gpu_memory_gb"] = {"estimate": round(estimate, 3), "measured": round(measured, 3)}
@@ -180,29 +180,3 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
     save_synset(synset_path, images_out, labels_out, result.lr, soft, synset_meta)
     checkpoint.clear()
     return synset_meta
-
-
-def save_synset(path: str | Path, images: Tensor, labels: Tensor, lr: float | None, soft_labels: Tensor | None,
-                meta: dict) -> None:
-    """Write a synthetic set (CPU tensors) atomically, its tensors' sha256 added to `meta`."""
-    meta = {**meta, "sha256": sha256_tensor(images, labels, soft_labels)}
-    save_torch({"images": images, "labels": labels, "lr": lr, "soft_labels": soft_labels, "meta": meta}, path)
-
-
-def load_synset(path: str | Path, expect: dict | None = None, verify: bool = True) -> dict:
-    """A synthetic set written by run_distillation: images, labels, learned lr (None for coresets), soft labels
-    (teacher logits, APM; None otherwise), meta — its checksum verified and `expect` meta fields matched.
-    `verify=False` memory-maps the tensors and skips the checksum (to read the metadata)."""
-    rerun = regenerate(path, "distill")
-    try:
-        synset = torch.load(path, weights_only=True, map_location="cpu", mmap=not verify)
-        images, labels, meta = synset["images"], synset["labels"], synset["meta"]
-    except Exception as err:
-        raise ValueError(f"synthetic set {path} is unreadable ({err}); {rerun}") from err
-    if verify and meta.get("sha256") != sha256_tensor(images, labels, synset.get("soft_labels")):
-        raise ValueError(f"synthetic set {path} does not match its sha256 (corrupted, modified or written by an "
-                         f"older distillery); {rerun}")
-    for key, value in (expect or {}).items():
-        if meta.get(key) != value:
-            raise ValueError(f"synthetic set {path} has {key}={meta.get(key)!r} but this run needs {value!r}; {rerun}")
-    return synset

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from distillery.choices import STABILITY_PARAMETERS
 from distillery.distill.config import DistillConfig, fit_batch_syn
-from distillery.distill.matching import DistillationError
 from distillery.distill.run import load_training, match_trajectories
 from distillery.io import save_json
+from distillery.synset import DistillationError
 
 
 

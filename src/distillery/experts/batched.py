@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.func import grad_and_value, vmap
 
 from distillery.augment import dsa
-from distillery.checkpoint import Checkpoint
+from distillery.checkpoint import Checkpoint, LoopState
 from distillery.experts.recipes import Recipe
 from distillery.experts.smooth import epoch_lr, restarts_optimizer
 from distillery.functional import FlatModel
@@ -71,59 +71,46 @@ def train_experts_batched(images: Tensor, labels: Tensor, model_name: str, num_c
         return F.cross_entropy(student(flat, x), y)
 
     step = vmap(grad_and_value(loss_fn))
-    trajectory = torch.empty(len(seeds), 2 if recipe.final_only else recipe.epochs + 1, student.num_params,
+    # rows still to come are 0, so a checkpoint of the loop's state holds no uninitialised memory
+    trajectory = torch.zeros(len(seeds), 2 if recipe.final_only else recipe.epochs + 1, student.num_params,
                              dtype=theta.dtype)
     trajectory[:, 0] = theta.cpu()
-    momentum: Tensor | None = None
-    first_epoch, position, orders = 0, 0, None
-    total = torch.zeros(len(seeds), device=device, dtype=theta.dtype)
-
-    def state(resume_at: int) -> dict:
-        """What a restart needs to continue at epoch `resume_at` (at `position` within it, when `orders` is set)."""
-        return {"step": resume_at, "position": position,
-                "orders": None if orders is None else [o.cpu() for o in orders], "total": total.cpu(),
-                "theta": theta.cpu(), "momentum": None if momentum is None else momentum.cpu(),
-                "trajectory": trajectory, "shuffles": [g.get_state() for g in shuffles],
-                "augs": [g.get_state() for g in augs]}
-
-    saved = checkpoint.resume() if checkpoint is not None else None
-    if saved is not None:
-        theta, total = saved["theta"].to(device), saved["total"].to(device)
-        momentum = None if saved["momentum"] is None else saved["momentum"].to(device)
-        trajectory.copy_(saved["trajectory"])
-        for g, g_state in zip(shuffles + augs, saved["shuffles"] + saved["augs"]):
-            g.set_state(g_state)
-        first_epoch, position = saved["step"], saved["position"]
-        orders = None if saved["orders"] is None else [o.to(device) for o in saved["orders"]]
+    # `step` is the epochs done; `position` the images done of the next, when `orders` is set
+    loop = LoopState(device, kept=dict(trajectory=trajectory, shuffles=shuffles, augs=augs),
+                     values=dict(step=0, position=0, orders=None, total=None, theta=theta, momentum=None))
+    loop.resume(checkpoint)
     progress = Progress(recipe.epochs, f"{role} {seeds[0]}..{seeds[-1]} (x{len(seeds)})")
-    for epoch in range(first_epoch, recipe.epochs):
+    for epoch in range(loop.step, recipe.epochs):
         lr = epoch_lr(recipe, epoch)
-        if orders is None:  # a fresh epoch (not one resumed mid-way)
+        if loop.orders is None:  # a fresh epoch (not one resumed mid-way)
             if restarts_optimizer(recipe, epoch):
-                momentum = None
-            orders, position = [to_device(torch.randperm(len(images), generator=g), device) for g in shuffles], 0
-            total = torch.zeros(len(seeds), device=device, dtype=theta.dtype)
-        while position < len(images):
-            idx = [order[position:position + recipe.batch] for order in orders]
+                loop.momentum = None
+            loop.orders = [to_device(torch.randperm(len(images), generator=g), device) for g in shuffles]
+            loop.position, loop.total = 0, torch.zeros(len(seeds), device=device, dtype=loop.theta.dtype)
+        while loop.position < len(images):
+            idx = [order[loop.position:loop.position + recipe.batch] for order in loop.orders]
             x = torch.stack([dsa(images[i], g) if recipe.dsa else images[i] for i, g in zip(idx, augs)])
             y = torch.stack([labels[i] for i in idx])
-            grads, losses = step(theta, x, y)
+            grads, losses = step(loop.theta, x, y)
             # torch.optim.SGD (no dampening, no Nesterov): d = g + wd·θ; m = d first, then μ·m + d; θ −= lr·m
             if recipe.weight_decay != 0:
-                grads = grads.add(theta, alpha=recipe.weight_decay)
+                grads = grads.add(loop.theta, alpha=recipe.weight_decay)
             if recipe.momentum != 0:
-                momentum = grads.clone() if momentum is None else momentum.mul_(recipe.momentum).add_(grads)
-                grads = momentum
-            theta = theta.add(grads, alpha=-lr)
-            total += losses.detach() * len(idx[0])
-            position += recipe.batch
-            if checkpoint is not None and position < len(images):
-                checkpoint.poll(lambda: state(epoch))
+                if loop.momentum is None:
+                    loop.momentum = grads.clone()
+                else:
+                    loop.momentum.mul_(recipe.momentum).add_(grads)
+                grads = loop.momentum
+            loop.theta = loop.theta.add(grads, alpha=-lr)
+            loop.total += losses.detach() * len(idx[0])
+            loop.position += recipe.batch
+            if checkpoint is not None and loop.position < len(images):
+                checkpoint.poll(loop.capture)
         if not recipe.final_only or epoch + 1 == recipe.epochs:
-            trajectory[:, -1 if recipe.final_only else epoch + 1] = theta.cpu()
-        progress.update(epoch + 1, loss=float(total.mean()) / len(images))
-        orders = None
+            trajectory[:, -1 if recipe.final_only else epoch + 1] = loop.theta.cpu()
+        progress.update(epoch + 1, loss=float(loop.total.mean()) / len(images))
+        loop.orders, loop.step = None, epoch + 1
         if checkpoint is not None:
-            checkpoint.step(epoch + 1, lambda: state(epoch + 1))
+            checkpoint.step(epoch + 1, loop.capture)
     progress.close()
     return trajectory

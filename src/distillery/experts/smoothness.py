@@ -6,14 +6,11 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from distillery.data import load_meta, load_split, load_zca
 from distillery.experts.store import load_expert
-from distillery.functional import FlatModel
+from distillery.functional import FlatModel, snapshot_model
 from distillery.io import save_json
-from distillery.models import build_model
-from distillery.seeds import seeded
 
 
 def epoch_changes(trajectory: Tensor) -> Tensor:
@@ -32,20 +29,9 @@ def avg_var(trajectory: Tensor) -> float:
 @torch.no_grad()
 def snapshot_accuracies(trajectory: Tensor, model_name: str, images: Tensor, labels: Tensor, num_classes: int,
                         batch: int = 1024) -> list[float]:
-    """Accuracy (fraction, eval mode, no augmentation) of `model_name` at every snapshot of `trajectory`.
-
-    Trajectories hold parameters only, so models with BatchNorm running statistics are refused.
-    """
-    with seeded(0, "snapshot-skeleton"):  # the initial weights are replaced; keep the global RNG untouched
-        module = build_model(model_name, images.shape[1], num_classes, images.shape[-1])
-    if any(isinstance(m, _BatchNorm) and m.track_running_stats for m in module.modules()):
-        raise ValueError(f"{model_name} keeps BatchNorm running statistics, which expert trajectories do not "
-                         "store; snapshot accuracies need a model without them (e.g. the instance-norm ConvNet)")
-    module.to(images.device).eval()
-    flat = FlatModel(module)
-    if trajectory.shape[1] != flat.num_params:
-        raise ValueError(f"the trajectory has {trajectory.shape[1]} parameters but {model_name} has "
-                         f"{flat.num_params}")
+    """Accuracy (fraction, eval mode, no augmentation) of `model_name` at every snapshot of `trajectory` (models with
+    BatchNorm running statistics refused: see snapshot_model)."""
+    flat = FlatModel(snapshot_model(trajectory, model_name, num_classes, images))
     result = []
     for snapshot in trajectory:
         weights = snapshot.to(images.device, torch.float32)

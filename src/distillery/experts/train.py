@@ -10,14 +10,14 @@ import torch
 from torch import Tensor
 
 from distillery.augment import dsa
-from distillery.checkpoint import Checkpoint, checkpoint_path
+from distillery.checkpoint import Checkpoint, LoopState, checkpoint_path
 from distillery.data import index_device, load_meta, load_split, load_zca
-from distillery.evaluate import accuracy
 from distillery.experts.batched import train_experts_batched
 from distillery.experts.recipes import Recipe, get_recipe
 from distillery.experts.smooth import epoch_lr, expert_loss, restarts_optimizer
 from distillery.experts.store import save_expert
 from distillery.functional import FlatModel
+from distillery.metrics import accuracy
 from distillery.models import build_model
 from distillery.progress import Progress
 from distillery.sam import SharpnessAware
@@ -52,8 +52,8 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
     (experts.smooth.expert_loss: clipped CE and gradient penalty, the penalty on the augmented batch's pass or on
     a second pass of the un-augmented one); the lr schedule is epoch_lr's, the optimizer restarting where the
     recipe says (restarts_optimizer).
-    `checkpoint` saves the state (model, optimiser, trajectory, random streams, the epoch's order and position)
-    every `every` epochs and, after SIGTERM, at the next batch; a resumed run equals an uninterrupted one.
+    `checkpoint` saves the state (its LoopState: model, optimiser, trajectory, random streams, the epoch's order and
+    position) every `every` epochs and, after SIGTERM, at the next batch; a resumed run equals an uninterrupted one.
     """
     device = images.device
     channels, size = images.shape[1], images.shape[-1]
@@ -63,37 +63,26 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
     flat = FlatModel(model)
     opt, base = make_optimizer(model, recipe)
     shuffle, aug = generator(seed, f"{role}-shuffle"), generator(seed, f"{role}-dsa")
-    trajectory = torch.empty(2 if recipe.final_only else recipe.epochs + 1, flat.num_params)
+    # rows still to come are 0, so a checkpoint of the loop's state holds no uninitialised memory
+    trajectory = torch.zeros(2 if recipe.final_only else recipe.epochs + 1, flat.num_params)
     trajectory[0] = flat.flatten().cpu()
-    first_epoch, position, order, total = 0, 0, None, torch.zeros((), device=device)
-
-    def state(resume_at: int) -> dict:
-        """What a restart needs to continue at epoch `resume_at` (at `position` within it, when `order` is set);
-        its `step` is the epochs done, as Checkpoint logs it."""
-        return {"step": resume_at, "position": position, "order": None if order is None else order.cpu(),
-                "total": total.cpu(), "model": model.state_dict(), "optimizer": base.state_dict(),
-                "trajectory": trajectory, "shuffle": shuffle.get_state(), "aug": aug.get_state()}
-
-    saved = checkpoint.resume() if checkpoint is not None else None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        base.load_state_dict(saved["optimizer"])
-        trajectory.copy_(saved["trajectory"])
-        shuffle.set_state(saved["shuffle"])
-        aug.set_state(saved["aug"])
-        first_epoch, position, total = saved["step"], saved["position"], saved["total"].to(device)
-        order = None if saved["order"] is None else saved["order"].to(index_device(images))
-    progress = Progress(recipe.epochs, f"{role} {seed}", done=first_epoch + position / len(images))
-    for epoch in range(first_epoch, recipe.epochs):
+    total = torch.zeros((), device=device)  # the epoch's summed loss, updated in place
+    # `step` is the epochs done (as Checkpoint logs it); `position` the images done of the next, when `order` is set
+    loop = LoopState(index_device(images), kept=dict(model=model, optimizer=base, trajectory=trajectory, total=total, shuffle=shuffle,
+                                       aug=aug),
+                     values=dict(step=0, position=0, order=None))
+    loop.resume(checkpoint)
+    progress = Progress(recipe.epochs, f"{role} {seed}", done=loop.step + loop.position / len(images))
+    for epoch in range(loop.step, recipe.epochs):
         for group in base.param_groups:  # the schedule changes the lr; the state is kept unless restarted
             group["lr"] = epoch_lr(recipe, epoch)
-        if order is None and restarts_optimizer(recipe, epoch):  # a fresh epoch (not one resumed mid-way)
+        if loop.order is None and restarts_optimizer(recipe, epoch):  # a fresh epoch (not one resumed mid-way)
             base.state.clear()  # as a rebuilt torch optimizer: no momentum buffers, Adam moments and step 0
-        if order is None:
-            order = torch.randperm(len(images), generator=shuffle).to(index_device(images))
-            position, total = 0, total.zero_()
-        while position < len(images):
-            idx = order[position:position + recipe.batch]
+        if loop.order is None:
+            loop.order, loop.position = torch.randperm(len(images), generator=shuffle).to(index_device(images)), 0
+            total.zero_()
+        while loop.position < len(images):
+            idx = loop.order[loop.position:loop.position + recipe.batch]
             clean = images[idx]  # one gather (a HostSplit's: one transfer) for both uses
             x = dsa(clean, aug) if recipe.dsa else clean  # one draw, shared by both GSAM passes
             seen: list[Tensor] = []
@@ -109,17 +98,17 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
             if on_batch is not None:
                 on_batch(idx, seen[0])
             total += loss.detach() * len(idx)
-            position += recipe.batch
-            if position < len(images):
-                progress.update(epoch + position / len(images))  # no loss here: reading it would wait for the GPU
+            loop.position += recipe.batch
+            if loop.position < len(images):
+                progress.update(epoch + loop.position / len(images))  # no loss here: reading it would wait for the GPU
                 if checkpoint is not None:
-                    checkpoint.poll(lambda: state(epoch))
+                    checkpoint.poll(loop.capture)
         if not recipe.final_only or epoch + 1 == recipe.epochs:
             trajectory[-1 if recipe.final_only else epoch + 1] = flat.flatten().cpu()
         progress.update(epoch + 1, loss=float(total) / len(images))
-        order = None
+        loop.order, loop.step = None, epoch + 1
         if checkpoint is not None:
-            checkpoint.step(epoch + 1, lambda: state(epoch + 1))
+            checkpoint.step(epoch + 1, loop.capture)
     progress.close()
     return trajectory, model
 

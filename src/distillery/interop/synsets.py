@@ -10,10 +10,10 @@ import torch
 from torch import Tensor
 
 from distillery.data import load_meta, load_zca, zca_invert
-from distillery.distill.run import save_synset
 from distillery.io import sha256_file
 from distillery.models import is_model_name
 from distillery.plan import EXTERNAL, PATHS, default_model
+from distillery.synset import save_synset
 
 FORMAT = "reference-synset"
 NAME = re.compile(r"[A-Za-z0-9_]+")

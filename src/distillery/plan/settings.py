@@ -14,7 +14,7 @@ from distillery.budget.memory import gpu_memory_gb, plan_memory
 from distillery.choices import AUTO
 from distillery.data import get_spec
 from distillery.distill.config import DistillConfig
-from distillery.distill.run import load_synset
+from distillery.synset import load_synset
 from distillery.evaluate import EvalConfig
 from distillery.models import is_model_name
 from distillery.plan.paths import PATHS

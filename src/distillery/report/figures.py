@@ -16,8 +16,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from distillery.data import load_meta, load_zca, to_pixels  # noqa: E402
-from distillery.distill.run import load_synset  # noqa: E402
 from distillery.io import atomic_path, load_json  # noqa: E402
+from distillery.synset import load_synset  # noqa: E402
 
 
 FORMATS = {".png": {}, ".pdf": {"CreationDate": None}}  # the PDF without a timestamp: same input, same bytes

@@ -1,5 +1,6 @@
-"""AST's student-side parts (Shen et al. 2023): balanced inner loss (Eq. 20), intermediate matching points
-(Sec. IV-D1) and the perturbation of the expert start: filter-normalised (Eq. 23) or its code's weightPerturb."""
+"""The method components the matching engine switches on, one room for all: AST's balanced inner loss (Eq. 20),
+intermediate matching points (Sec. IV-D1) and expert-start perturbations (filter-normalised, Eq. 23, or its code's
+weightPerturb); FTD's gaussian start perturbation; ATT's nearest match step."""
 from __future__ import annotations
 
 import math
@@ -8,8 +9,9 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from distillery.distill.config import DistillConfig
 from distillery.functional import FlatModel
-from distillery.runtime import to_device
+from distillery.runtime import host_read, to_device
 
 
 def balance_coefficient(t: int, max_start_epoch: int, theta: float, base: float) -> float:
@@ -89,3 +91,28 @@ def weight_perturbation(start: Tensor, shapes: Sequence[torch.Size], alpha: floa
             piece = piece + alpha * (d / d.norm()) * piece
         pieces.append(piece)
     return torch.cat(pieces)
+
+
+def perturb_start(start: Tensor, cfg: DistillConfig, noise: torch.Generator) -> Tensor:
+    """The student's start: θ*_t, or θ*_t + ε with ε ~ N(0, σ²I) (FTD Eq. 9, "MTT + Robust Learning")."""
+    if cfg.perturb == "none":
+        return start
+    eps = torch.randn(start.shape, generator=noise) * cfg.perturb_scale
+    return start + to_device(eps, start.device)
+
+
+def nearest_step(path: Sequence[Tensor], target: Tensor, distance: str) -> int:
+    """ATT's match step: the 1-based k whose θ̂_k in `path` (θ̂_1 … θ̂_N) is nearest `target`.
+
+    l1 is ATT's code (distill_ATT.py: L1 distance, running minimum with `>=`, so ties go to the later step);
+    l2 is its paper's squared L2, ties to the earliest step (the shortest trajectory that gets as close). The
+    code's initial bound of 10000 (no step below it leaves the index unset) is not kept: the minimum is taken
+    over all N steps. No gradient flows through the choice; a non-finite distance is picked like any other,
+    so the loss shows it. The index is read to the host (ATT's second read of an iteration): the backward then
+    runs through the first k steps only, not all N."""
+    with torch.no_grad():
+        gaps = torch.stack([(theta - target).pow(2).sum() if distance == "l2" else (theta - target).abs().sum()
+                            for theta in path])
+        if distance == "l1":  # the last minimum: the first of the reversed distances
+            return len(gaps) - int(host_read(torch.argmin(gaps.flip(0)))[0])
+        return int(host_read(torch.argmin(gaps))[0]) + 1
