@@ -1,6 +1,7 @@
 """The one evaluation protocol: a freshly initialised network trained on the synthetic set with
 SGD (momentum 0.9, wd 5e-4, lr ×0.1 at half), DSA, batch 256; accuracy after the final epoch. Variants: SAM
-(sam_rho > 0) and soft labels (the set's teacher logits as L1 regression targets, APM)."""
+(sam_rho > 0) and soft labels: the set's logits as L1 regression targets (APM's teacher logits) or as the targets
+of a soft cross-entropy (soft_loss soft_ce: DATM's learned logits)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -21,6 +22,15 @@ from distillery.typecheck import check_types
 EVAL_ROLES = ("eval-init", "eval-shuffle", "eval-dsa")
 
 
+def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """−Σ_c softmax(targets)_c · log_softmax(logits)_c, averaged over the batch (DATM.py:255-260, its
+    evaluation.py:56-60): the cross-entropy against the distribution of the logits `targets`."""
+    return -(targets.softmax(1) * logits.log_softmax(1)).sum(1).mean()
+
+
+SOFT_LOSSES = {"l1": F.l1_loss, "soft_ce": soft_cross_entropy}  # APM's logit regression; DATM's soft CE
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     epochs: int = 1000
@@ -31,7 +41,8 @@ class EvalConfig:
     dsa: str = DEFAULT_STRATEGY
     default_lr: float = 0.01      # for sets without a learned lr (coresets): DC/DSA's lr_net
     sam_rho: float = 0.0          # > 0: plain SAM around the SGD (FTD's utils_eval_sam); 0: the standard protocol
-    soft_labels: bool = False     # train on the set's soft labels (teacher logits) with an L1 loss, as APM does
+    soft_labels: bool = False     # train on the set's soft labels (APM's teacher or DATM's learned logits)
+    soft_loss: str = "l1"         # their loss: l1 (APM's) | soft_ce (−Σ softmax(y)·log_softmax(z), DATM's)
 
     def __post_init__(self) -> None:
         check_types(self, "evaluation")
@@ -39,6 +50,8 @@ class EvalConfig:
             raise ValueError(f"evaluation epochs and batch must be at least 1 (got {self.epochs}, {self.batch})")
         if self.sam_rho < 0:
             raise ValueError(f"evaluation sam_rho must be >= 0 (got {self.sam_rho}; 0 = plain SGD)")
+        if self.soft_loss not in SOFT_LOSSES:
+            raise ValueError(f"evaluation soft_loss={self.soft_loss!r} is not one of {', '.join(SOFT_LOSSES)}")
 
 
 @torch.no_grad()
@@ -64,7 +77,8 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
                   cfg: EvalConfig) -> nn.Module:
     """Train a new `arch` (initialised from `seed`, never warm-started) on (images, labels).
 
-    Hard labels train with cross-entropy; soft labels (float [N, C] logits) with the L1 distance of the logits.
+    Hard labels train with cross-entropy; soft labels (float [N, C] logits) with cfg.soft_loss: the L1 distance of
+    the logits (APM) or the soft cross-entropy against their softmax (DATM).
 
     With cfg.sam_rho > 0 each batch is one SAM step on the same augmented batch; the lr schedule stays the
     protocol's (FTD's SAM evaluation had no decay; we keep one protocol and change only the optimizer).
@@ -74,7 +88,7 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
     model.to(images.device, non_blocking=True).train()  # no host wait on CUDA: the loop reads nothing back
     shuffle, aug = generator(seed, "eval-shuffle"), generator(seed, "eval-dsa")
     opt = _optimizer(model, lr, cfg)
-    criterion = F.l1_loss if labels.is_floating_point() else F.cross_entropy
+    criterion = SOFT_LOSSES[cfg.soft_loss] if labels.is_floating_point() else F.cross_entropy
     progress = Progress(cfg.epochs, f"evaluate {arch} seed {seed}")
     for epoch in range(cfg.epochs):
         if epoch == cfg.epochs // 2 and cfg.epochs > 1:
@@ -118,8 +132,9 @@ def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str
     images, labels = synset["images"].to(device), synset["labels"].to(device)
     if cfg.soft_labels:
         if synset.get("soft_labels") is None:
-            raise ValueError(f"{synset_path} has no soft labels ({meta['method']} is not an APM-style method); "
-                             f"evaluate it with a protocol without soft_labels")
+            raise ValueError(f"{synset_path} has no soft labels ({meta['method']} neither matches a teacher's "
+                             f"predictions (APM) nor learns its labels (learn_labels)); evaluate it with a protocol "
+                             f"without soft_labels")
         labels = synset["soft_labels"].to(device)
     lr = synset["lr"] if synset["lr"] is not None else cfg.default_lr
     acc = evaluate(images, labels, lr, arch, test_images, test_labels, meta["num_classes"], seed, cfg)
