@@ -73,7 +73,7 @@ class Cell:
 
 # What the Snakefile loads before --configfile, in order (relative to the repository).
 CONFIG_FILES = ("config/methods.yaml", "config/hparams/mtt.yaml", "config/hparams/ftd.yaml", "config/hparams/ast.yaml",
-                "config/hparams/att.yaml", "config/hparams/apm.yaml", "config/config.yaml")
+                "config/hparams/att.yaml", "config/hparams/apm.yaml", "config/hparams/datm.yaml", "config/config.yaml")
 # What a table's cells report (`measure:` of a table, default accuracy) and the file each number comes from.
 MEASURES = ("accuracy", "expert_accuracy", "avg_var", "seconds_per_iteration")
 EXPERT_MEASURES = ("expert_accuracy", "avg_var")  # read from the experts' stats.json: no distillation needed
