@@ -292,7 +292,7 @@ def test_soft_ce_protocol_trains_on_the_learned_logits_with_soft_cross_entropy()
 
 
 def test_datm_paper_config_dry_run_lists_exactly_its_cells(tmp_path):
-    """Table 1's 12 DATM cells and the CIFAR-10 table's MTT/FTD cells, DATM there with soft and hard labels."""
+    """Table 1's 12 DATM cells, the CIFAR-10 table's MTT/FTD cells, DATM's CIFAR-10 images with hard labels too."""
     from test_workflow import job_counts, snakemake
 
     result = snakemake(tmp_path, None, "-n", "--cores", "2", "--configfile", str(ROOT / "config/paper/datm.yaml"))
@@ -303,7 +303,7 @@ def test_datm_paper_config_dry_run_lists_exactly_its_cells(tmp_path):
         "train_expert": 700,     # gsam100 x 3 datasets; CIFAR-10 MTT sgd zca/std and FTD gsam_a03 zca / gsam std
         "distill": 18,           # DATM 5 + 4 + 3; MTT and FTD 3 each
         "evaluate": 115,         # 5 seeds x (12 soft_ce + 6 MTT/FTD + 5 DATM hard-label)
-        "table": 2, "table_figure": 1, "plot_images": 18, "plot_curves": 18}
+        "table": 3, "table_figure": 1, "plot_images": 18, "plot_curves": 18}
 
 
 def test_datm_paper_cells_fit_80_gb_by_memory_auto(tmp_path):

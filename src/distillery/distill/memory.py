@@ -172,14 +172,15 @@ class _MemoryUnroll(torch.autograd.Function):
             if n in u.points:
                 kept.append(theta.clone())
         stored = torch.stack(thetas) if thetas else start.detach()
-        ctx.save_for_backward(stored, images, lr, labels)
-        ctx.u, ctx.idxs, ctx.states = u, idxs, states
+        ctx.save_for_backward(stored, images, lr)
+        # labels by reference, not saved: the calibrated model of saved bytes counts learned labels on their own
+        ctx.u, ctx.idxs, ctx.states, ctx.labels = u, idxs, states, labels
         return (*kept, theta)
 
     @staticmethod
     def backward(ctx, *grads: Tensor):  # type: ignore[override]
-        stored, images, lr, labels = ctx.saved_tensors
-        u, idxs, states = ctx.u, ctx.idxs, ctx.states
+        stored, images, lr = ctx.saved_tensors
+        u, idxs, states, labels = ctx.u, ctx.idxs, ctx.states, ctx.labels
         want_labels = ctx.needs_input_grad[3]
         at: dict[int, Tensor] = {}
         for n, grad in zip(list(u.points) + [u.steps], grads):
