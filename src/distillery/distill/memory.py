@@ -109,8 +109,8 @@ class Unroll:
     momentum: float = 0.0
 
 
-def _vjp_step(u: Unroll, theta: Tensor, images: Tensor, labels: Tensor, idx: Tensor, state: Tensor,
-              adjoint: Tensor, want_hvp: bool, want_labels: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+def _vjp_step(u: Unroll, theta: Tensor, images: Tensor, labels: Tensor, idx: Tensor, state: Tensor, adjoint: Tensor,
+              want_hvp: bool, want_labels: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     """Replay step i at θ_i (same batch, same DSA draw) and return (g_i, (∂g_i/∂x_b)ᵀa, H_i a or None,
     (∂g_i/∂y_b)ᵀa or None).
 
