@@ -14,3 +14,11 @@ def job(smk, device: str | None = None):
 
     return run_job(smk.log[0] if smk.log else None, list(smk.output), smk.threads, device or smk.config["device"],
                    smk.config["runtime"]["tf32"])
+
+
+def gpu_memory_gb(smk) -> float:
+    """runtime.gpu_memory_gb as the planner reads it (budget.memory.gpu_memory_gb): it decides which data splits a job
+    keeps on the host (data.host), as its memory estimate did. Not a job param: the results are the same either way."""
+    from distillery.budget.memory import gpu_memory_gb as read
+
+    return read(smk.config)

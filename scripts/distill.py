@@ -10,4 +10,5 @@ with _library.job(snakemake) as device:
                      snakemake.output.log_csv, expert_paths=snakemake.input.experts,
                      group_paths=snakemake.input.get("groups", []), zca_path=snakemake.input.get("zca"), device=device,
                      checkpoint_every=snakemake.config["reliability"]["checkpoint_every"],
-                     max_bad=snakemake.config["reliability"]["max_bad_iterations"])
+                     max_bad=snakemake.config["reliability"]["max_bad_iterations"],
+                     gpu_memory_gb=_library.gpu_memory_gb(snakemake))

@@ -8,5 +8,6 @@ from distillery.io import save_json
 with _library.job(snakemake) as device:
     result = evaluate_synset(snakemake.input.synset, Path(snakemake.input.meta).parent, snakemake.wildcards.arch,
                              int(snakemake.wildcards.seed), EvalConfig(**snakemake.params.evaluation),
-                             zca_path=snakemake.input.get("zca"), device=device, protocol=snakemake.wildcards.protocol)
+                             zca_path=snakemake.input.get("zca"), device=device, protocol=snakemake.wildcards.protocol,
+                             gpu_memory_gb=_library.gpu_memory_gb(snakemake))
     save_json(result, snakemake.output[0])

@@ -8,4 +8,4 @@ w = snakemake.wildcards
 with _library.job(snakemake) as device:
     stability_trial(snakemake.params.settings, Path(snakemake.input.meta).parent, snakemake.input.experts, w.parameter,
                     float(w.multiplier), int(w.seed), snakemake.params.iterations, snakemake.output[0],
-                    zca_path=snakemake.input.get("zca"), device=device)
+                    zca_path=snakemake.input.get("zca"), device=device, gpu_memory_gb=_library.gpu_memory_gb(snakemake))

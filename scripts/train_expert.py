@@ -8,4 +8,5 @@ w = snakemake.wildcards
 with _library.job(snakemake) as device:
     run_expert_training(Path(snakemake.input.meta).parent, snakemake.output[0], w.model, w.recipe, int(w.k),
                         zca_path=snakemake.input.get("zca"), overrides=snakemake.params.overrides, device=device,
-                        checkpoint_every=snakemake.config["reliability"]["expert_checkpoint_every"])
+                        checkpoint_every=snakemake.config["reliability"]["expert_checkpoint_every"],
+                        gpu_memory_gb=_library.gpu_memory_gb(snakemake))

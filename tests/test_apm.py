@@ -195,3 +195,19 @@ def test_config_defaults_are_table_a9():
     cfg = DistillConfig(method="apm", kind="adversarial", ipc=10)
     assert (cfg.student_epochs, cfg.checkpoints, cfg.mid_gap, cfg.lr_net, cfg.alpha, cfg.disagreement,
             cfg.update_syn, cfg.student_batch, cfg.lr_img_decay) == (250, 5, 2, 0.02, 0.1, "l1", None, 256, 1.0)
+
+
+def test_apm_on_a_host_split_equals_the_device_split_exactly():
+    """The real initial images drawn from a HostSplit (uint8 on the host, normalised on the way) are those of the
+    whole-split float tensor, so the whole run is bit for bit the same."""
+    from distillery.data import HostSplit
+    from distillery.data.transform import to_float
+
+    g = torch.Generator().manual_seed(0)
+    pixels, labels = torch.randint(0, 256, (18, 1, 4, 4), generator=g, dtype=torch.uint8), torch.arange(18) % 3
+    meta = {"mean": [0.47], "std": [0.29]}
+    cfg = config(iterations=3, mid_gap=1, batch_syn=4)
+    device = distill_adversarial(cfg, to_float(pixels, meta, None), labels, 3, teacher_files())
+    host = distill_adversarial(cfg, HostSplit(pixels, meta, None, "cpu"), labels, 3, teacher_files())
+    assert torch.equal(host.images, device.images) and torch.equal(host.soft_labels, device.soft_labels)
+    assert [row["loss"] for row in host.history] == [row["loss"] for row in device.history]

@@ -1,6 +1,7 @@
 """The README's troubleshooting table, row by row: each bad input fails before any compute with an error that
 names the problem and what to do."""
 import copy
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -12,7 +13,7 @@ from distillery.data import prepare
 from distillery.experts import ExpertSampler, save_expert
 from distillery.seeds import generator
 
-ROOT = plan.Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / plan.SCHEMA
 
 
@@ -60,7 +61,8 @@ ROWS = {
                              "unknown architecture 'ResNet99'"),
     "IPC 0": (lambda tmp: plan.check_config(config_with({"ipc": 0})), "ipc=0 must be at least 1"),
     "IPC above the class size": (lambda tmp: plan.check_config(config_with({"ipc": 500})),
-                                 "digits ipc500 .* larger than the smallest class \\(131 .* choose ipc <= 131"),
+                                 "digits ipc500 .* larger than the smallest class's 131 training images; lower the "
+                                 "IPC to at most 131"),
     "negative distillation lr": (lambda tmp: plan.check_config(config_with({}, distill={"overrides": {"lr_img": -1}})),
                                  "lr_img=-1 must be a positive learning rate"),
     "negative expert lr": (lambda tmp: plan.check_config(config_with({}, experts={"overrides": {"lr": -0.01}})),
@@ -70,7 +72,7 @@ ROWS = {
     "Tiny ImageNet in the wrong layout": (tiny_imagenet_flat, "tiny-imagenet.*this layout exists"),
     "experts shorter than the run needs (config)": (
         lambda tmp: plan.check_config(config_with({}, distill={"overrides": {"max_start_epoch": 100}})),
-        "needs experts of at least 101 epochs .* but experts train 50"),
+        "each expert \\(sgd\\) has 50 epochs but this run needs 101 .* train longer experts"),
     "a cell too large for the GPU": (
         lambda tmp: plan.check_config(config_with({}, runtime={"gpu_memory_gb": 1})),
         "method 'mtt' on digits ipc1: memory recompute, chunk 1 needs an estimated 2.0 GB .* more than the 1 GB GPU "

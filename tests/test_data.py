@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from distillery.data import (DATASETS, DataMissingError, class_indices, fit_zca, get_spec, load_meta, load_split,
-                             load_zca, prepare, save_zca, to_pixels, zca_apply, zca_invert)
+from distillery.data import (DATASETS, DataMissingError, HostSplit, class_indices, fit_zca, get_spec, index_device,
+                             load_meta, load_split, load_zca, prepare, save_zca, split_on_device, to_pixels, zca_apply,
+                             zca_invert)
 from distillery.data import sources
 
 
@@ -82,6 +83,38 @@ def test_load_split_with_zca_whitens_unnormalised_pixels(digits_dir):
     x, _ = load_split(digits_dir, "train", zca=zca)
     assert torch.allclose(x, zca_apply(raw.float() / 255, zca))  # x/255 then ZCA, no mean/std step
     assert torch.allclose(to_pixels(x, load_meta(digits_dir), zca), raw.float() / 255, atol=1e-4)
+
+
+TINY_GPU_GB = 1e-6  # a quarter of it is below digits' 1 MB load peak: forces the host path
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+def test_host_split_batches_equal_the_device_split_exactly(digits_dir, whiten):
+    zca = fit_zca(torch.load(digits_dir / "train.pt", weights_only=True)["images"]) if whiten else None
+    device_x, device_y = load_split(digits_dir, "train", zca=zca)
+    host_x, host_y = load_split(digits_dir, "train", zca=zca, gpu_memory_gb=TINY_GPU_GB)
+    assert isinstance(host_x, HostSplit) and not isinstance(device_x, HostSplit)
+    assert host_x.images.dtype == torch.uint8 and torch.equal(host_y, device_y)
+    assert (len(host_x), host_x.shape, host_x.dtype, host_x.device) == (len(device_x), device_x.shape, torch.float32,
+                                                                          device_x.device)
+    idx = torch.randperm(len(device_x), generator=torch.Generator().manual_seed(0))[:256]
+    for index in (idx, slice(100, 1124), slice(None)):  # a shuffled batch, accuracy's 1024-slices, the whole split
+        assert torch.equal(host_x[index], device_x[index])  # bit for bit, not approximately
+    assert index_device(host_x) == torch.device("cpu") and index_device(device_x) == device_x.device
+    with pytest.raises(TypeError, match="1-D index tensor or a slice, got int"):
+        host_x[3]
+
+
+def test_split_placement_is_a_quarter_of_the_declared_gpu():
+    imagenet = get_spec("imagenet-64")
+    pixels = 3 * 64 * 64
+    assert not split_on_device(imagenet.train_size, pixels, 80)  # 176 GB to load whole
+    assert split_on_device(imagenet.test_size, pixels, 80)       # 6.9 GB
+    assert split_on_device(imagenet.train_size, pixels, None)    # no GPU declared: today's path
+    quarter = 2**30 // 12  # images of one pixel whose 12-byte load is exactly a quarter of a 4 GB GPU
+    assert split_on_device(quarter, 1, 4) and not split_on_device(quarter + 1, 1, 4)
+    with pytest.raises(ValueError, match="uint8 images on the CPU, got torch.float32"):
+        HostSplit(torch.zeros(2, 1, 8, 8), {}, None, "cpu")
 
 
 def test_class_indices_groups_samples_by_label():

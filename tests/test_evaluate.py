@@ -63,3 +63,20 @@ def test_ema_images_are_evaluated_from_a_fresh_network_not_warm_started():
     evaluate(raw_images, labels, 0.01, "ConvNetW16", test_images, test_labels, 3, seed=3, cfg=FAST)
     after_raw = evaluate(ema_images, labels, 0.01, "ConvNetW16", test_images, test_labels, 3, seed=3, cfg=FAST)
     assert alone == after_raw
+
+
+def test_evaluation_on_a_host_test_split_equals_the_device_split(tmp_path):
+    """evaluate_synset with a GPU too small for digits' test split (gpu_memory_gb 1e-6) tests on the HostSplit, 1024
+    images at a time: the same accuracy as on the whole split."""
+    from distillery.data import load_meta, load_split, prepare
+    from distillery.distill.run import save_synset
+    from distillery.evaluate import evaluate_synset
+
+    prepare("digits", tmp_path / "raw", tmp_path / "digits")
+    images, labels = load_split(tmp_path / "digits", "train")
+    meta = {"method": "random", "dataset": "digits", "ipc": 3, "num_classes": 10, "zca": False,
+            "dataset_sha256": load_meta(tmp_path / "digits")["sha256"]["train.pt"]}
+    save_synset(tmp_path / "s.pt", images[:30], labels[:30], 0.01, None, meta)
+    results = [evaluate_synset(tmp_path / "s.pt", tmp_path / "digits", "ConvNetD2W16", 0, EvalConfig(epochs=2),
+                               gpu_memory_gb=gpu_gb) for gpu_gb in (None, 1e-6)]
+    assert results[0] == results[1] and 0 < results[0]["accuracy"] < 1

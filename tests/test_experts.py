@@ -78,3 +78,22 @@ def test_unknown_recipe_or_setting():
     with pytest.raises(ValueError, match="unknown expert recipe setting\\(s\\) epoch; allowed: batch, dsa"):
         get_recipe("sgd", epoch=3)
     assert get_recipe("sgd", batch=32, epochs=None).batch == 32
+
+
+@pytest.mark.parametrize("recipe", ["teacher", "smooth"])  # APM's (ImageNet-1K's), and one with a clean-image pass
+def test_expert_on_the_host_split_has_the_device_splits_trajectory_bit_for_bit(tmp_path, recipe):
+    """gpu_memory_gb tiny forces both digits splits onto the host path (uint8, a batch moved at a time): the
+    trajectory and the recorded accuracies are exactly those of the whole-split device path (on the CPU)."""
+    from distillery.data import prepare
+    from distillery.experts import run_expert_training
+
+    prepare("digits", tmp_path / "raw", tmp_path / "digits")
+    runs = {}
+    for name, gpu_gb in (("device", None), ("host", 1e-6)):
+        meta = run_expert_training(tmp_path / "digits", tmp_path / f"{name}.pt", "ConvNetD2W16", recipe, seed=3,
+                                   overrides={"epochs": 1, "batch": 128}, gpu_memory_gb=gpu_gb)
+        runs[name] = load_expert(tmp_path / f"{name}.pt")[0], meta
+    assert torch.equal(runs["host"][0], runs["device"][0])
+    assert not torch.equal(runs["host"][0][0], runs["host"][0][-1])  # it trained
+    for key in ("train_accuracy", "test_accuracy"):
+        assert runs["host"][1][key] == runs["device"][1][key]

@@ -56,7 +56,7 @@ def test_unknown_method_and_missing_hparams_are_named():
 def test_experts_too_short_for_the_start_epochs_fail_before_any_job():
     config = load_default()
     config["experts"]["overrides"] = {"epochs": 5}
-    with pytest.raises(ValueError, match="needs experts of at least 11 epochs"):
+    with pytest.raises(ValueError, match="has 5 epochs but this run needs 11"):
         check_config(config)
 
 
@@ -222,3 +222,29 @@ def test_every_shipped_config_fits_the_schema_which_refuses_unknown_top_level_ke
 
     for extra in [*sorted((ROOT / "config/paper").glob("*.yaml")), ROOT / "config/examples/combinations.yaml"]:
         check_schema(load_config(ROOT, extra), ROOT / SCHEMA)
+
+
+def test_each_cell_is_resolved_once_per_config_and_a_changed_config_resolves_again(monkeypatch):
+    """The planner's passes over a config (checks, table and figure sources, expert sets, a job's resources) and
+    every later call share one resolution per (method, dataset, ipc); a changed setting resolves anew."""
+    from collections import Counter
+
+    from distillery.plan import expert_sets, rule_resources, settings
+
+    calls = Counter()
+    resolve = settings._resolve
+    monkeypatch.setattr(settings, "_resolve", lambda config, *cell: calls.update([cell]) or resolve(config, *cell))
+    config = load_default()
+    config["seed"] = 4242  # a config no other test resolved
+    check_config(config)
+    for spec in config["tables"]:
+        table_sources(config, spec["name"])
+        figure_sources(config, spec["name"], "match_steps")
+    expert_sets(config)
+    rule_resources(config, "distill", "digits", job={"method": "mtt", "dataset": "digits", "ipc": "10"})
+    assert resolve_method(config, "mtt", "digits", "10")["seed"] == 4242
+    cells = {(c.method, c.dataset, c.ipc) for c in table_cells(config)}
+    assert len(cells) == 10 and calls == Counter(cells)  # once each, whatever the passes
+    config["distill"]["overrides"] = {"iterations": 7}
+    assert resolve_method(config, "mtt", "digits", 10)["iterations"] == 7
+    assert calls[("mtt", "digits", 10)] == 2

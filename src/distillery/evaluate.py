@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillery.augment import DEFAULT_STRATEGY, dsa
+from distillery.choices import SOFT_LOSSES
 from distillery.models import build_model
 from distillery.progress import Progress, log
 from distillery.runtime import to_device
@@ -28,7 +29,7 @@ def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return -(targets.softmax(1) * logits.log_softmax(1)).sum(1).mean()
 
 
-SOFT_LOSSES = {"l1": F.l1_loss, "soft_ce": soft_cross_entropy}  # APM's logit regression; DATM's soft CE
+SOFT_CRITERIA = {"l1": F.l1_loss, "soft_ce": soft_cross_entropy}  # per SOFT_LOSSES: APM's L1, DATM's soft CE
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
     model.to(images.device, non_blocking=True).train()  # no host wait on CUDA: the loop reads nothing back
     shuffle, aug = generator(seed, "eval-shuffle"), generator(seed, "eval-dsa")
     opt = _optimizer(model, lr, cfg)
-    criterion = SOFT_LOSSES[cfg.soft_loss] if labels.is_floating_point() else F.cross_entropy
+    criterion = SOFT_CRITERIA[cfg.soft_loss] if labels.is_floating_point() else F.cross_entropy
     progress = Progress(cfg.epochs, f"evaluate {arch} seed {seed}")
     for epoch in range(cfg.epochs):
         if epoch == cfg.epochs // 2 and cfg.epochs > 1:
@@ -118,8 +119,10 @@ def evaluate(images: Tensor, labels: Tensor, lr: float | None, arch: str, test_i
 
 
 def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str, seed: int, cfg: EvalConfig,
-                    zca_path: str | Path | None = None, device: str = "cpu", protocol: str = "default") -> dict:
-    """Evaluate a synset file on the test split (in the synset's domain: ZCA or normalised); JSON-ready."""
+                    zca_path: str | Path | None = None, device: str = "cpu", protocol: str = "default",
+                    gpu_memory_gb: float | None = None) -> dict:
+    """Evaluate a synset file on the test split (in the synset's domain: ZCA or normalised); JSON-ready.
+    `gpu_memory_gb` (runtime.gpu_memory_gb) keeps a test split too large for the GPU on the host (data.load_split)."""
     from distillery.data import load_meta, load_split, load_zca
     from distillery.distill.run import load_synset
 
@@ -128,7 +131,7 @@ def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str
     if meta["zca"] and zca_path is None:
         raise ValueError(f"{synset_path} was distilled in the ZCA domain: pass the dataset's zca.pt")
     zca = load_zca(zca_path) if meta["zca"] else None
-    test_images, test_labels = load_split(prepared_dir, "test", zca=zca, device=device)
+    test_images, test_labels = load_split(prepared_dir, "test", zca=zca, device=device, gpu_memory_gb=gpu_memory_gb)
     images, labels = synset["images"].to(device), synset["labels"].to(device)
     if cfg.soft_labels:
         if synset.get("soft_labels") is None:

@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 import torch
 
 from distillery.checkpoint import Preempted
+from distillery.choices import TF32_MODES
 from distillery.interrupted import clear_running, mark_running
 from distillery.progress import setup_logging
 
@@ -65,7 +66,6 @@ def job(log_path: str | Path | None, outputs: Sequence[str | Path], threads: int
 # Ampere and later). "all" (cuDNN convolutions and matmuls) is what the references ran with: torch 1.11's
 # defaults, pinned by MTT, FTD, AST and APM, and ATT's NGC container (docs/fidelity.md); "conv" is PyTorch's
 # default since 1.12 (convolutions only); "none" is strict float32 everywhere.
-TF32_MODES = ("all", "conv", "none")
 
 
 def set_tf32(device: str, mode: str) -> bool:

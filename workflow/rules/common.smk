@@ -5,12 +5,10 @@ from pathlib import Path
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from distillery.budget.cost import config_digest
+from distillery.choices import EXPERT_MEASURES, FIGURES, LOGGED_KINDS, NORMS, STABILITY_PARAMETERS
 from distillery.distill.config import DistillConfig
 from distillery.interrupted import interruptions, record_interruptions
 from distillery.plan import (
-    EXPERT_MEASURES,
-    LOGGED_KINDS,
     PATHS,
     check_config,
     check_schema,
@@ -38,6 +36,7 @@ from distillery.plan import (
     table_sources,
     table_spec,
 )
+from distillery.plan.cost import config_digest
 from distillery.runtime import resolve_device
 
 
@@ -64,13 +63,13 @@ wildcard_constraints:
     group="[0-9]+",
     protocol="[A-Za-z0-9_.]+",
     k="[0-9]+",
-    norm="zca|std",
+    norm="|".join(NORMS),
     table="[A-Za-z0-9_/-]+",
     study="[A-Za-z0-9_/-]+",
     source="[A-Za-z0-9_]+",
-    parameter="lr_img|lr_lr",
+    parameter="|".join(STABILITY_PARAMETERS),
     multiplier="[0-9.e+-]+",
-    figure="accuracy_vs_ipc|cross_arch|smoothness|match_steps",
+    figure="|".join(FIGURES),
 
 
 def res(rule_name, key, study_spec=stability_spec):

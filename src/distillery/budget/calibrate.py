@@ -17,7 +17,7 @@ runs, and meta counts against CPU counts at widths 4, 8 and 12 extrapolated in w
 linearly with the width, parameter vectors quadratically).
 
 A probe takes 0.1–2 s on the meta device, so the counts the default and paper configs need are committed in
-calibration.json (`python -m distillery.budget.calibrate` rewrites it; a test checks it against fresh probes);
+calibration.json (`python -m distillery.plan calibrate` rewrites it; a test checks it against fresh probes);
 anything else is probed once per process.
 """
 from __future__ import annotations
@@ -287,27 +287,15 @@ def num_features(model: str, channels: int, size: int, classes: int) -> int:
     return _sizes(model, channels, size, classes)[1]
 
 
-def write_table(configs: list[str]) -> None:
-    """Probe everything that costing `configs` needs, fresh, and write calibration.json."""
+def write_table(probe_all: Callable[[], object], command: str) -> None:
+    """Run `probe_all` (the planner costing its configs) with every probe fresh, and write what it probed as
+    calibration.json, naming `command` as the way to regenerate it."""
     global _table
-    from distillery.budget.cost import config_cost
-    from distillery.plan import load_config
-
     _table = {}
     _fresh.clear()
-    root = Path(__file__).resolve().parents[3]
-    for path in configs:
-        config_cost(load_config(root, *([path] if path != "config/config.yaml" else [])), device="gpu")
-        config_cost(load_config(root, *([path] if path != "config/config.yaml" else [])), device="cpu")
-    head = {"command": "python -m distillery.budget.calibrate", "torch": torch.__version__,
+    probe_all()
+    head = {"command": command, "torch": torch.__version__,
             "note": "counted on the meta device (budget/calibrate.py); regenerate after changing the probed code"}
     lines = [f"{json.dumps(key)}: {json.dumps(value)}" for key, value in sorted(_fresh.items())]  # one a line
     TABLE_PATH.write_text(json.dumps(head)[:-1] + ', "entries": {\n' + ",\n".join(lines) + "\n}}\n")
     print(f"wrote {TABLE_PATH} ({len(_fresh)} entries)")
-
-
-if __name__ == "__main__":  # through the imported module, whose cache the planning code fills
-    from distillery.budget import calibrate
-
-    papers = ("mtt", "ftd", "ast", "att", "apm")
-    calibrate.write_table(["config/config.yaml", *(f"config/paper/{p}.yaml" for p in papers)])

@@ -10,13 +10,17 @@ set (the activations of one step in flight, the recompute mode's replay buffers)
 the margin standing for what the model does not count: the CUDA context and library workspaces (the fixed
 part) and the caching allocator's rounding and fragmentation (the fraction). GB here is 2^30 bytes. Loading a
 split to the device holds 12 bytes per pixel for a moment (uint8 → float → the normalised copy while the float
-one lives; data/prepare.py load_split), then 4: ImageNet-1K at 64 px peaks at 176 GB while loading.
+one lives; data/prepare.py load_split), then 4: ImageNet-1K at 64 px would peak at 176 GB while loading. So a split
+whose load would take more than a quarter of the declared GPU (data.host.split_on_device, the rule the jobs follow)
+stays on the host as uint8, and the device holds its labels and the batch being normalised (12 bytes per pixel).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
 from distillery.budget import calibrate
+from distillery.choices import AUTO, EXACT_MEMORIES, FEATURE_SELECTS
+from distillery.data.host import LOAD_BYTES_PER_PIXEL, split_on_device
 from distillery.data.registry import DatasetSpec, get_spec
 from distillery.distill.config import DistillConfig
 from distillery.evaluate import EvalConfig
@@ -27,19 +31,20 @@ MARGIN_FRACTION = 0.10
 MARGIN_GB = 2.0
 HOST_BASE_GB = {"gpu": 3.0, "cpu": 1.0}  # a Python process with torch (and the CUDA libraries)
 FLOAT = 4                                # every job computes in float32
-LOAD_BYTES_PER_PIXEL = 12                # data/prepare.py load_split's transient copies
-AUTO = "auto"                            # the planner's memory setting, besides DistillConfig's MEMORIES
-EXACT_MODES = ("full", "recompute")      # what `memory: auto` chooses from (constant is first order)
+ROWS_AT_ONCE = 1024                      # evaluate.accuracy's and expert_stats' batch: the most rows of a split
+                                         # kept on the host that a job moves at once, besides its own batches
 
 
 @dataclass
 class Estimate:
     """Bytes of one job: `parts` held at its compute peak on the device, `load` at the peak of loading its data,
-    `host` in host memory (besides the device's, which moves to the host when the job runs on the CPU)."""
+    `host` in host memory (besides the device's, which moves to the host when the job runs on the CPU);
+    `host_splits` the data splits it keeps on the host (data.host.HostSplit)."""
 
     parts: dict[str, float]
     load: float = 0.0
     host: dict[str, float] = field(default_factory=dict)
+    host_splits: tuple[str, ...] = ()
 
     @property
     def peak(self) -> float:
@@ -62,7 +67,8 @@ class Estimate:
         """'41.2 GB with the margin (saved for backward 30.12, train split 0.61, … GB)'."""
         parts = ", ".join(f"{name} {value / GB:.2f}" for name, value in self.parts.items() if value >= 0.005 * GB)
         load = f"; loading the data {self.load / GB:.2f}" if self.load > sum(self.parts.values()) else ""
-        return f"{self.required / GB:.1f} GB with the margin ({parts or 'every part below 0.01'} GB{load})"
+        kept = f"; {' and '.join(self.host_splits)} split on the host" if self.host_splits else ""
+        return f"{self.required / GB:.1f} GB with the margin ({parts or 'every part below 0.01'} GB{load}{kept})"
 
 
 def prepared_spec(meta: dict) -> DatasetSpec:
@@ -74,18 +80,32 @@ def _pixels(spec: DatasetSpec) -> int:
     return spec.channels * spec.size * spec.size
 
 
-def data_parts(spec: DatasetSpec, splits: tuple[str, ...], zca: bool) -> tuple[dict[str, float], float, dict]:
-    """(device parts, device load peak, host parts) of loading `splits` ('train', 'test') to the device, in order."""
-    pixels, parts, host, load = _pixels(spec), {}, {}, 0.0
+def data_parts(spec: DatasetSpec, splits: tuple[str, ...], zca: bool, gpu_gb: float | None = None,
+               batch: int = 0) -> tuple[dict[str, float], float, dict, tuple[str, ...]]:
+    """(device parts, device load peak, host parts, splits kept on the host) of loading `splits` ('train', 'test'),
+    in order, for a GPU of `gpu_gb` (None: all whole on the device). A split the jobs keep on the host
+    (split_on_device) puts its labels on the device, and the rows being normalised: the job's `batch`, or the
+    ROWS_AT_ONCE of its accuracy passes, whichever is more."""
+    pixels, parts, host, load, kept = _pixels(spec), {}, {}, 0.0, ()
     resident = 0.0
     whitening = pixels * pixels * FLOAT if zca else 0.0  # the ZCA matrix, moved to the device while applied
     for split in splits:
         n = spec.train_size if split == "train" else spec.test_size
-        load = max(load, resident + n * pixels * LOAD_BYTES_PER_PIXEL + whitening)
-        parts[f"{split} split"] = n * (pixels * FLOAT + 8)  # images and int64 labels
-        resident += parts[f"{split} split"]
         host[f"{split} file"] = n * (pixels + 8)  # the uint8 file read by torch.load
-    return parts, load, host
+        if split_on_device(n, pixels, gpu_gb):
+            load = max(load, resident + n * pixels * LOAD_BYTES_PER_PIXEL + whitening)
+            parts[f"{split} split"] = n * (pixels * FLOAT + 8)  # images and int64 labels
+            resident += parts[f"{split} split"]
+            continue
+        kept += (split,)
+        rows = min(max(batch, ROWS_AT_ONCE), n)
+        parts[f"{split} labels"] = n * 8
+        parts[f"{split} batch"] = rows * pixels * LOAD_BYTES_PER_PIXEL  # while normalised
+        if zca:
+            parts[f"{split} ZCA matrix"] = whitening  # the HostSplit's own device copy, for the whole job
+        host[f"{split} batch"] = 2 * rows * pixels  # the gathered rows and their pinned copy
+        resident += parts[f"{split} labels"] + whitening
+    return parts, load, host, kept
 
 
 def _params(model: str, spec: DatasetSpec) -> int:
@@ -120,13 +140,13 @@ def unroll_saved(cfg: DistillConfig, spec: DatasetSpec, images: bool = True) -> 
     return total if images else total - n * saved.x[4]
 
 
-def trajectory_estimate(cfg: DistillConfig, spec: DatasetSpec) -> Estimate:
+def trajectory_estimate(cfg: DistillConfig, spec: DatasetSpec, gpu_gb: float | None = None) -> Estimate:
     """A trajectory-matching job (distill, distill_group, stability_trial) under its memory mode and chunk."""
     n = cfg.ipc * spec.num_classes
     batch = min(cfg.batch_syn or n, n)
     pieces = min(cfg.chunk or batch, batch)
     image, vector = _pixels(spec) * FLOAT, _params(cfg.model, spec) * FLOAT
-    data, load, host = data_parts(spec, ("train",), cfg.zca)
+    data, load, host, kept = data_parts(spec, ("train",), cfg.zca, gpu_gb, n)  # init: n rows at once
     # the student skeleton, start and target rows, a perturbed start, the intermediate points' targets
     rows = 3 + (cfg.perturb != "none") + _extra_losses(cfg)
     working = pieces * _train_slope(cfg.model, spec)  # a step's activations and their gradients in flight
@@ -139,45 +159,46 @@ def trajectory_estimate(cfg: DistillConfig, spec: DatasetSpec) -> Estimate:
     if cfg.learn_labels:  # DATM's logits: value, gradient, momentum
         parts["learned labels"] = 3 * n * spec.num_classes * FLOAT
     host["expert files"] = 2 * (get_recipe(cfg.recipe).epochs + 1) * vector  # the file in use, the one ahead
-    return Estimate(parts, load, host)
+    return Estimate(parts, load, host, kept)
 
 
-def adversarial_estimate(cfg: DistillConfig, spec: DatasetSpec) -> Estimate:
+def adversarial_estimate(cfg: DistillConfig, spec: DatasetSpec, gpu_gb: float | None = None) -> Estimate:
     """An APM job: teacher + K frozen students + one in training; images ascend through chunks of update_syn."""
     n = cfg.ipc * spec.num_classes
     chosen = min(cfg.batch_syn or n, n)
     chunk = min(cfg.update_syn or chosen, chosen)
     image, vector = _pixels(spec) * FLOAT, _params(cfg.model, spec) * FLOAT
-    data, load, host = data_parts(spec, ("train",), cfg.zca)
+    data, load, host, kept = data_parts(spec, ("train",), cfg.zca, gpu_gb, n)  # init: n rows at once
     graph, _ = calibrate.image_graph(cfg.model, spec.channels, spec.size, spec.num_classes)
     student_batch = min(cfg.student_batch, chosen)
     training = student_batch * (_train_slope(cfg.model, spec) + 2 * image)  # activations, augmented copies
     parts = {**data, "synthetic images": n * image * 3 + chosen * (2 * image + spec.num_classes * FLOAT),
              "networks": (cfg.checkpoints + 4) * vector,  # teacher, K checkpoints, the student, its grad, momentum
              "saved for backward": max(graph(chunk, chosen), training)}
-    return Estimate(parts, load, host)
+    return Estimate(parts, load, host, kept)
 
 
-def coreset_estimate(cfg: DistillConfig, spec: DatasetSpec) -> Estimate:
+def coreset_estimate(cfg: DistillConfig, spec: DatasetSpec, gpu_gb: float | None = None) -> Estimate:
     """A coreset (or merge) job: the training split, plus expert features (herding, kmeans) or a forgetting run."""
-    data, load, host = data_parts(spec, ("train",), cfg.zca)
+    n = cfg.ipc * spec.num_classes
+    data, load, host, kept = data_parts(spec, ("train",), cfg.zca, gpu_gb, n)  # the chosen n rows at once
     parts = dict(data)
-    if cfg.select in ("herding", "kmeans"):
+    if cfg.select in FEATURE_SELECTS:
         features = calibrate.num_features(cfg.model, spec.channels, spec.size, spec.num_classes)
         parts["features"] = spec.train_size * features * FLOAT + 512 * _train_slope(cfg.model, spec)
     elif cfg.select == "forgetting":
         recipe = get_recipe(cfg.recipe)
         parts["training"] = recipe.batch * _train_slope(cfg.model, spec) + 4 * _params(cfg.model, spec) * FLOAT
-    return Estimate(parts, load, host)
+    return Estimate(parts, load, host, kept)
 
 
-def distill_estimate(cfg: DistillConfig, spec: DatasetSpec) -> Estimate:
+def distill_estimate(cfg: DistillConfig, spec: DatasetSpec, gpu_gb: float | None = None) -> Estimate:
     """Any distill job, by its kind."""
     if cfg.kind == "trajectory":
-        return trajectory_estimate(cfg, spec)
+        return trajectory_estimate(cfg, spec, gpu_gb)
     if cfg.kind == "adversarial":
-        return adversarial_estimate(cfg, spec)
-    return coreset_estimate(cfg, spec)
+        return adversarial_estimate(cfg, spec, gpu_gb)
+    return coreset_estimate(cfg, spec, gpu_gb)
 
 
 def _optimizer_vectors(recipe: Recipe) -> int:
@@ -187,16 +208,16 @@ def _optimizer_vectors(recipe: Recipe) -> int:
     return 1 + state
 
 
-def expert_estimate(recipe: Recipe, model: str, spec: DatasetSpec, zca: bool) -> Estimate:
-    """A train_expert job: both splits on the device, one minibatch's graph (with AST's gradient penalty: a
-    second-order one); the trajectory grows on the host."""
-    data, load, host = data_parts(spec, ("train", "test"), zca)
+def expert_estimate(recipe: Recipe, model: str, spec: DatasetSpec, zca: bool, gpu_gb: float | None = None) -> Estimate:
+    """A train_expert job: both splits (on the device, or on the host where too large for a GPU of `gpu_gb`), one
+    minibatch's graph (with AST's gradient penalty: a second-order one); the trajectory grows on the host."""
+    data, load, host, kept = data_parts(spec, ("train", "test"), zca, gpu_gb, recipe.batch)
     vector = _params(model, spec) * FLOAT
     parts = {**data, "parameters and optimiser": (1 + _optimizer_vectors(recipe)) * vector,
              "saved for backward": recipe.batch * (_train_slope(model, spec, calibrate.penalty_pass(recipe))
                                                    + 2 * _pixels(spec) * FLOAT)}
     host["trajectory"] = (recipe.epochs + 1) * vector
-    return Estimate(parts, load, host)
+    return Estimate(parts, load, host, kept)
 
 
 def expert_group_estimate(recipe: Recipe, model: str, spec: DatasetSpec, zca: bool, experts: int) -> Estimate:
@@ -212,23 +233,24 @@ def expert_group_estimate(recipe: Recipe, model: str, spec: DatasetSpec, zca: bo
 
 
 def evaluate_estimate(arch: str, images: int, spec: DatasetSpec, cfg: EvalConfig, zca: bool,
-                      real: bool = False) -> Estimate:
+                      real: bool = False, gpu_gb: float | None = None) -> Estimate:
     """An evaluate (or nas_train) job: a fresh `arch` trained on `images` (the training split when `real`)."""
-    data, load, host = data_parts(spec, ("train", "test") if real else ("test",), zca)
+    data, load, host, kept = data_parts(spec, ("train", "test") if real else ("test",), zca, gpu_gb, cfg.batch)
     vector = _params(arch, spec) * FLOAT
     batch = min(cfg.batch, images)
     parts = {**data, "synthetic set": 0 if real else images * (_pixels(spec) + spec.num_classes) * FLOAT,
              "parameters and optimiser": (3 + 2 * (cfg.sam_rho > 0)) * vector,
              "saved for backward": batch * (_train_slope(arch, spec) + 2 * _pixels(spec) * FLOAT)}
-    return Estimate(parts, load, host)
+    return Estimate(parts, load, host, kept)
 
 
-def expert_stats_estimate(model: str, spec: DatasetSpec, zca: bool, epochs: int) -> Estimate:
+def expert_stats_estimate(model: str, spec: DatasetSpec, zca: bool, epochs: int,
+                          gpu_gb: float | None = None) -> Estimate:
     """An expert_stats job: every snapshot of each expert tested on the test split, 1024 images at a time."""
-    data, load, host = data_parts(spec, ("test",), zca)
+    data, load, host, kept = data_parts(spec, ("test",), zca, gpu_gb)
     parts = {**data, "network": _params(model, spec) * FLOAT, "activations": 1024 * _train_slope(model, spec)}
     host["expert file"] = (epochs + 1) * _params(model, spec) * FLOAT
-    return Estimate(parts, load, host)
+    return Estimate(parts, load, host, kept)
 
 
 def gpu_memory_gb(config: dict) -> float:
@@ -254,7 +276,7 @@ def plan_memory(cfg: DistillConfig, requested: str, spec: DatasetSpec, gpu_gb: f
     """
     def fits(memory: str, chunk: int | None, batch: int | None = None) -> bool:
         tried = replace(cfg, memory=memory, chunk=chunk, batch_syn=batch or cfg.batch_syn)
-        return trajectory_estimate(tried, spec).fits(gpu_gb)
+        return trajectory_estimate(tried, spec, gpu_gb).fits(gpu_gb)
 
     batch = min(cfg.batch_syn or cfg.ipc * spec.num_classes, cfg.ipc * spec.num_classes)
     if requested != AUTO:
@@ -262,7 +284,7 @@ def plan_memory(cfg: DistillConfig, requested: str, spec: DatasetSpec, gpu_gb: f
             return {"memory": requested, "chunk": cfg.chunk}
         modes = [(requested, cfg.chunk)]
     else:
-        for memory in EXACT_MODES:
+        for memory in EXACT_MEMORIES:
             if fits(memory, cfg.chunk):
                 return {"memory": memory, "chunk": cfg.chunk}
         largest = _largest(lambda k: fits("recompute", k), min(cfg.chunk or batch, batch) - 1)
@@ -270,7 +292,7 @@ def plan_memory(cfg: DistillConfig, requested: str, spec: DatasetSpec, gpu_gb: f
             return {"memory": "recompute", "chunk": largest}
         modes = [("recompute", 1)]
     memory, chunk = modes[0]
-    estimate = trajectory_estimate(replace(cfg, memory=memory, chunk=chunk), spec)
+    estimate = trajectory_estimate(replace(cfg, memory=memory, chunk=chunk), spec, gpu_gb)
     widest = _largest(lambda b: fits(memory, chunk, b), batch - 1)
     chunk_text = f", chunk {chunk}" if chunk else ""
     advice = (f"the largest batch_syn that fits with memory {memory}{chunk_text} is {widest} (now {batch})" if widest

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from functools import partial
 from pathlib import Path
@@ -14,8 +15,10 @@ from distillery.io import regenerate, sha256_file, write_temp
 from .folders import load_imagenet64_splits, load_imagenet_subset_splits, load_tiny_imagenet_splits
 from .registry import IMAGENET_SUBSETS, DatasetSpec, get_spec
 from .sources import RawSplits, load_digits_splits, load_fashion_mnist_splits, load_torchvision_splits
-from .transform import normalise, zca_apply
+from .host import DEVICE_SHARE, HostSplit, split_on_device
+from .transform import to_float
 
+log = logging.getLogger("distillery")
 SPLIT_FILES = {"train": "train.pt", "test": "test.pt"}
 
 LOADERS: dict[str, Callable[[Path], RawSplits]] = {
@@ -110,20 +113,25 @@ def _read_split(prepared_dir: Path, split: str, meta: dict) -> dict:
     return data
 
 
-def load_split(prepared_dir: str | Path, split: str, zca: dict | None = None,
-               device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
-    """float32 images and int64 labels of a split on `device`.
+def load_split(prepared_dir: str | Path, split: str, zca: dict | None = None, device: str | torch.device = "cpu",
+               gpu_memory_gb: float | None = None) -> tuple[Tensor | HostSplit, Tensor]:
+    """float32 images (data.transform.to_float: normalised, or ZCA-whitened) and int64 labels of a split on `device`.
 
-    Without zca: (x/255 - mean)/std per channel. With zca: x/255 then ZCA, and no mean/std (as the reference).
+    With `gpu_memory_gb` (runtime.gpu_memory_gb) a split too large to load whole (data.host.split_on_device) comes
+    as a HostSplit instead: uint8 on the host, each indexed batch normalised on `device` to the same values.
     """
     if split not in SPLIT_FILES:
         raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(SPLIT_FILES)}")
     prepared_dir = Path(prepared_dir)
     meta = load_meta(prepared_dir)
     data = _read_split(prepared_dir, split, meta)
-    x01 = data["images"].to(device).float().div_(255.0)
-    images = zca_apply(x01, zca) if zca is not None else normalise(x01, meta)
-    return images, data["labels"].to(device)
+    images, labels = data["images"], data["labels"].to(device)
+    if split_on_device(len(images), images.shape[1:].numel(), gpu_memory_gb):
+        return to_float(images.to(device), meta, zca), labels
+    log.info("%s %s split: %d images kept on the host as uint8 (%.1f GB) and moved to %s a batch at a time: loading "
+             "them whole would take more than %d%% of runtime.gpu_memory_gb %g", meta["name"], split, len(images),
+             images.numel() / 2**30, device, 100 * DEVICE_SHARE, gpu_memory_gb)
+    return HostSplit(images, meta, zca, device), labels
 
 
 def class_indices(labels: Tensor, num_classes: int) -> list[Tensor]:

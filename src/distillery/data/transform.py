@@ -70,6 +70,13 @@ def normalise(x01: Tensor, meta: dict) -> Tensor:
     return (x01 - mean) / std
 
 
+def to_float(images_uint8: Tensor, meta: dict, zca: dict | None) -> Tensor:
+    """uint8 images as the float32 the models see, on their device. Without zca: (x/255 - mean)/std per channel;
+    with zca: x/255 then ZCA, and no mean/std (as the reference)."""
+    x01 = images_uint8.float().div_(255.0)
+    return zca_apply(x01, zca) if zca is not None else normalise(x01, meta)
+
+
 def to_pixels(images: Tensor, meta: dict, zca: dict | None) -> Tensor:
     """Normalised (zca=None) or whitened images back to [0,1] pixels, clamped, for pictures."""
     if zca is not None:

@@ -5,19 +5,10 @@ import logging
 from dataclasses import asdict, dataclass, fields, replace
 
 from distillery.augment import DEFAULT_STRATEGY
+from distillery.choices import (APM_SUBSETS, DISAGREEMENTS, DISTANCES, INITS, INTERMEDIATES, KINDS, MATCHES, MEMORIES,
+                                PERTURBS, SELECTS, SPACINGS)
 from distillery.typecheck import check_types
 
-KINDS = ("coreset", "trajectory", "adversarial", "merged")
-INITS = ("real", "noise", "representative", "correct")
-PERTURBS = ("none", "gaussian", "filter", "weight")
-SELECTS = ("random", "herding", "forgetting", "kmeans")
-INTERMEDIATES = ("none", "equal", "varied")
-SPACINGS = ("multiple", "floor")
-MATCHES = ("fixed", "adaptive")
-DISTANCES = ("l2", "l1")
-DISAGREEMENTS = ("l1", "l2", "cosine")
-APM_SUBSETS = ("iteration", "refresh")
-MEMORIES = ("full", "recompute", "constant")
 # Components only trajectory matching uses, with their "off" value.
 TRAJECTORY_COMPONENTS = (("match", "fixed"), ("intermediate", "none"), ("balance", False), ("perturb", "none"),
                          ("ema_decay", None), ("memory", "full"), ("chunk", None), ("inner_momentum", 0.0),

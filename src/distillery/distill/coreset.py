@@ -9,13 +9,13 @@ from distillery.distill.config import SELECTS
 from distillery.distill.init import init_synthetic
 from distillery.experts.recipes import Recipe
 from distillery.experts.train import train_expert
+from distillery.needs import check_class_size
 
 
 def class_members(labels: Tensor, c: int, ipc: int) -> Tensor:
     """Indices (ascending, on the CPU) of class `c`; an IPC larger than the class is an error, as for init."""
     idx = (labels.cpu() == c).nonzero().squeeze(1)
-    if len(idx) < ipc:
-        raise ValueError(f"IPC {ipc} is larger than class {c}'s {len(idx)} training images; lower the IPC")
+    check_class_size(ipc, len(idx), f"class {c}")
     return idx
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from distillery.needs import check_class_size
+
 
 def init_synthetic(images: Tensor, labels: Tensor, num_classes: int, ipc: int, mode: str,
                    generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -18,8 +20,7 @@ def init_synthetic(images: Tensor, labels: Tensor, num_classes: int, ipc: int, m
     picks = []
     for c in range(num_classes):
         idx = (labels_cpu == c).nonzero().squeeze(1)
-        if len(idx) < ipc:
-            raise ValueError(f"IPC {ipc} is larger than class {c}'s {len(idx)} training images; lower the IPC")
+        check_class_size(ipc, len(idx), f"class {c}")
         picks.append(idx[torch.randperm(len(idx), generator=generator)[:ipc]])
     chosen = torch.cat(picks).to(images.device)
     return images[chosen].clone(), syn_labels.to(images.device)

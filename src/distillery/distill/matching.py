@@ -20,6 +20,7 @@ from distillery.distill.coreset import select_coreset
 from distillery.distill.init import init_synthetic
 from distillery.distill.memory import memory_unroll, step_gradient, velocity
 from distillery.functional import FlatModel
+from distillery.needs import check_expert_epochs, expert_epochs_needed
 from distillery.progress import Progress
 from distillery.runtime import host_read, to_device
 from distillery.seeds import generator
@@ -205,11 +206,7 @@ class DistillResult:
 
 def check_length(epochs: int, cfg: DistillConfig) -> None:
     """Expert trajectories must reach epoch max_start_epoch − 1 + expert_epochs (the last start plus M)."""
-    needed = cfg.max_start_epoch - 1 + cfg.expert_epochs
-    if epochs < needed:
-        raise ValueError(f"expert trajectories have {epochs} epochs but max_start_epoch {cfg.max_start_epoch} + "
-                         f"expert_epochs {cfg.expert_epochs} needs {needed}; train longer experts or lower "
-                         f"max_start_epoch")
+    check_expert_epochs(epochs, expert_epochs_needed(cfg.max_start_epoch, cfg.expert_epochs), "an expert trajectory")
 
 
 def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,

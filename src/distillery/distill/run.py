@@ -75,12 +75,13 @@ def coreset(cfg: DistillConfig, meta: dict, images: Tensor, labels: Tensor,
                           features=features, counts=counts, clusters=cfg.init_clusters, seed=cfg.seed)
 
 
-def load_training(cfg: DistillConfig, prepared_dir: str | Path, zca_path: str | Path | None,
-                  device: str) -> tuple[dict, Tensor, Tensor]:
-    """The dataset's meta and training split on `device`, ZCA-whitened when `cfg.zca`."""
+def load_training(cfg: DistillConfig, prepared_dir: str | Path, zca_path: str | Path | None, device: str,
+                  gpu_memory_gb: float | None = None) -> tuple[dict, Tensor, Tensor]:
+    """The dataset's meta and training split on `device`, ZCA-whitened when `cfg.zca`; on the host when too large for
+    a GPU of `gpu_memory_gb` (data.load_split: a HostSplit)."""
     meta = load_meta(prepared_dir)
     zca = load_zca(zca_path) if cfg.zca else None
-    return (meta, *load_split(prepared_dir, "train", zca=zca, device=device))
+    return (meta, *load_split(prepared_dir, "train", zca=zca, device=device, gpu_memory_gb=gpu_memory_gb))
 
 
 def match_trajectories(cfg: DistillConfig, meta: dict, images: Tensor, labels: Tensor,
@@ -134,8 +135,9 @@ def merge_groups(cfg: DistillConfig, group_paths: Sequence[str | Path]) -> Disti
 def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | Path, log_path: str | Path,
                      expert_paths: Sequence[str | Path] = (), group_paths: Sequence[str | Path] = (),
                      zca_path: str | Path | None = None, device: str = "cpu", checkpoint_every: int = 50,
-                     max_bad: int = 10) -> dict:
+                     max_bad: int = 10, gpu_memory_gb: float | None = None) -> dict:
     """Distil with the resolved `method` settings (or merge its `group_paths`); returns the synset metadata.
+    `gpu_memory_gb` (runtime.gpu_memory_gb) keeps a training split too large for the GPU on the host.
 
     Trajectory and adversarial runs checkpoint every `checkpoint_every` iterations and on SIGTERM beside
     `synset_path` and resume from there when rerun with the same settings and inputs; `max_bad` non-finite
@@ -147,7 +149,7 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
     on_cuda = torch.device(device).type == "cuda"
     if on_cuda:  # the GPU check of the memory model: the measured peak beside the estimate
         torch.cuda.reset_peak_memory_stats()
-    meta, images, labels = load_training(cfg, prepared_dir, zca_path, device)
+    meta, images, labels = load_training(cfg, prepared_dir, zca_path, device, gpu_memory_gb)
     cfg = fit_batch_syn(cfg, meta["num_classes"])
     identity = {"settings": cfg.to_dict(), "dataset_sha256": meta["sha256"]["train.pt"],
                 "experts": [load_expert(path, verify=False)[1].get("sha256") for path in expert_paths]}
@@ -180,7 +182,7 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
     if on_cuda:
         from distillery.budget.memory import GB, distill_estimate, prepared_spec  # budget imports distill
 
-        estimate = distill_estimate(cfg, prepared_spec(meta)).peak / GB
+        estimate = distill_estimate(cfg, prepared_spec(meta), gpu_memory_gb).peak / GB
         measured = torch.cuda.max_memory_allocated() / GB
         synset_meta["gpu_memory_gb"] = {"estimate": round(estimate, 3), "measured": round(measured, 3)}
         log.info("GPU memory: measured peak %.2f GB (torch.cuda.max_memory_allocated), estimated %.2f GB before "

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from distillery.choices import STABILITY_PARAMETERS
 from distillery.distill.config import DistillConfig, fit_batch_syn
 from distillery.distill.matching import DistillationError
 from distillery.distill.run import load_training, match_trajectories
 from distillery.io import save_json
 
-PARAMETERS = ("lr_img", "lr_lr")
 
 
 def finite(value) -> float | None:
@@ -22,8 +22,8 @@ def finite(value) -> float | None:
 
 def trial_config(settings: dict, parameter: str, multiplier: float, seed: int, iterations: int) -> DistillConfig:
     """The method's config with `parameter` multiplied by `multiplier`, and the trial's seed and iterations."""
-    if parameter not in PARAMETERS:
-        raise ValueError(f"stability parameter must be one of {', '.join(PARAMETERS)}, got {parameter!r}")
+    if parameter not in STABILITY_PARAMETERS:
+        raise ValueError(f"stability parameter must be one of {', '.join(STABILITY_PARAMETERS)}, got {parameter!r}")
     cfg = DistillConfig.from_dict(settings)
     if cfg.kind != "trajectory":
         raise ValueError(f"method '{cfg.method}': the stability study needs kind trajectory, got {cfg.kind!r}")
@@ -32,11 +32,13 @@ def trial_config(settings: dict, parameter: str, multiplier: float, seed: int, i
 
 def stability_trial(settings: dict, prepared_dir: str | Path, expert_paths: Sequence[str | Path], parameter: str,
                     multiplier: float, seed: int, iterations: int, out_path: str | Path,
-                    zca_path: str | Path | None = None, device: str = "cpu") -> dict:
+                    zca_path: str | Path | None = None, device: str = "cpu",
+                    gpu_memory_gb: float | None = None) -> dict:
     """Distil with `settings[parameter] * multiplier` (nothing else changed but seed and iterations) and write
-    the outcome as JSON to `out_path`. A DistillationError is a failed run; any other error propagates."""
+    the outcome as JSON to `out_path`. A DistillationError is a failed run; any other error propagates.
+    `gpu_memory_gb` (runtime.gpu_memory_gb) keeps a training split too large for the GPU on the host."""
     cfg = trial_config(settings, parameter, multiplier, seed, iterations)
-    meta, images, labels = load_training(cfg, prepared_dir, zca_path, device)
+    meta, images, labels = load_training(cfg, prepared_dir, zca_path, device, gpu_memory_gb)
     cfg = fit_batch_syn(cfg, meta["num_classes"])
     try:
         result = match_trajectories(cfg, meta, images, labels, expert_paths, max_bad=0)  # the first NaN fails

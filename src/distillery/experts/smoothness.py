@@ -56,13 +56,15 @@ def snapshot_accuracies(trajectory: Tensor, model_name: str, images: Tensor, lab
 
 
 def run_expert_stats(expert_paths: Sequence[str | Path], prepared_dir: str | Path, out_path: str | Path,
-                     zca_path: str | Path | None = None, device: str = "cpu") -> dict:
-    """Smoothness and per-epoch test accuracy of experts of one recipe, model and dataset; written as JSON."""
+                     zca_path: str | Path | None = None, device: str = "cpu",
+                     gpu_memory_gb: float | None = None) -> dict:
+    """Smoothness and per-epoch test accuracy of experts of one recipe, model and dataset; written as JSON.
+    `gpu_memory_gb` (runtime.gpu_memory_gb) keeps a test split too large for the GPU on the host (data.load_split)."""
     if not expert_paths:
         raise ValueError("no expert trajectories given: train experts first (rule train_expert)")
     meta = load_meta(prepared_dir)
     zca = load_zca(zca_path) if zca_path else None
-    test_images, test_labels = load_split(prepared_dir, "test", zca=zca, device=device)
+    test_images, test_labels = load_split(prepared_dir, "test", zca=zca, device=device, gpu_memory_gb=gpu_memory_gb)
     expect = {"zca": zca is not None, "dataset_sha256": meta["sha256"]["train.pt"]}
     stats: dict = {"experts": len(expert_paths), "zca": zca is not None, "seeds": [], "avg_var": [],
                    "epoch_changes": [], "test_accuracy": [], "final_test_accuracy": []}

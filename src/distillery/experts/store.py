@@ -11,6 +11,7 @@ from torch import Tensor
 
 from distillery.experts.recipes import recipe_changes
 from distillery.io import regenerate, save_torch, sha256_tensor
+from distillery.needs import check_expert_epochs
 
 
 def save_expert(path: str | Path, trajectory: Tensor, meta: dict) -> None:
@@ -71,10 +72,7 @@ class ExpertSampler:
         for path in self.paths:
             meta = load_expert(path, expect)[1]
             self.checksums.append(meta["sha256"])
-            if (epochs := meta["epochs"]) < min_epochs:
-                raise ValueError(f"expert file {path} has {epochs} epochs but this run needs {min_epochs} "
-                                 f"(max_start_epoch + expert_epochs); train longer experts (experts.overrides "
-                                 f"epochs) or lower max_start_epoch")
+            check_expert_epochs(meta["epochs"], min_epochs, f"expert file {path}")
         self.order: list[int] = []
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.pending: tuple[int, Future] | None = None

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from distillery.augment import dsa
 from distillery.checkpoint import Checkpoint, checkpoint_path
-from distillery.data import load_meta, load_split, load_zca
+from distillery.data import index_device, load_meta, load_split, load_zca
 from distillery.evaluate import accuracy
 from distillery.experts.batched import train_experts_batched
 from distillery.experts.recipes import Recipe, get_recipe
@@ -44,7 +44,8 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
 
     Returns the trajectory [epochs+1, P] (initialisation, then one snapshot per epoch; with `final_only`
     [2, P]: initialisation and the final weights, never a test-selected epoch) on the CPU,
-    and the trained model. Images and labels stay on their device for the whole run. Random streams are
+    and the trained model. Images and labels stay on their device for the whole run (images may be a
+    data.HostSplit, whose batches move there one at a time). Random streams are
     the `role`-init/-shuffle/-dsa roles of `seed`; `on_batch(indices, logits)` sees every training batch's
     detached logits (e.g. to count forgetting events) without changing the run; with GSAM, the logits of the
     first (unperturbed) pass, and both passes see the same augmented batch. The loss is the recipe's
@@ -81,7 +82,7 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
         shuffle.set_state(saved["shuffle"])
         aug.set_state(saved["aug"])
         first_epoch, position, total = saved["step"], saved["position"], saved["total"].to(device)
-        order = None if saved["order"] is None else saved["order"].to(device)
+        order = None if saved["order"] is None else saved["order"].to(index_device(images))
     progress = Progress(recipe.epochs, f"{role} {seed}", done=first_epoch + position / len(images))
     for epoch in range(first_epoch, recipe.epochs):
         for group in base.param_groups:  # the schedule changes the lr; the state is kept unless restarted
@@ -89,14 +90,16 @@ def train_expert(images: Tensor, labels: Tensor, model_name: str, num_classes: i
         if order is None and restarts_optimizer(recipe, epoch):  # a fresh epoch (not one resumed mid-way)
             base.state.clear()  # as a rebuilt torch optimizer: no momentum buffers, Adam moments and step 0
         if order is None:
-            order, position, total = torch.randperm(len(images), generator=shuffle).to(device), 0, total.zero_()
+            order = torch.randperm(len(images), generator=shuffle).to(index_device(images))
+            position, total = 0, total.zero_()
         while position < len(images):
             idx = order[position:position + recipe.batch]
-            x = dsa(images[idx], aug) if recipe.dsa else images[idx]  # one draw, shared by both GSAM passes
+            clean = images[idx]  # one gather (a HostSplit's: one transfer) for both uses
+            x = dsa(clean, aug) if recipe.dsa else clean  # one draw, shared by both GSAM passes
             seen: list[Tensor] = []
 
             def closure() -> Tensor:
-                loss, logits = expert_loss(model, x, images[idx], labels[idx], recipe, epoch)
+                loss, logits = expert_loss(model, x, clean, labels[idx], recipe, epoch)
                 seen.append(logits.detach())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -137,13 +140,14 @@ def expert_meta(identity: dict, meta: dict, model: torch.nn.Module, train: tuple
 
 def run_expert_training(prepared_dir: str | Path, out_path: str | Path, model_name: str, recipe: str, seed: int,
                         zca_path: str | Path | None = None, overrides: dict | None = None,
-                        device: str = "cpu", checkpoint_every: int = 5) -> dict:
+                        device: str = "cpu", checkpoint_every: int = 5, gpu_memory_gb: float | None = None) -> dict:
     """Train expert `seed` for a prepared dataset and save its trajectory with metadata; returns the metadata.
-    Checkpoints every `checkpoint_every` epochs and on SIGTERM beside `out_path`; a rerun resumes from there."""
+    Checkpoints every `checkpoint_every` epochs and on SIGTERM beside `out_path`; a rerun resumes from there.
+    `gpu_memory_gb` (runtime.gpu_memory_gb) keeps a split too large for the GPU on the host (data.load_split)."""
     meta = load_meta(prepared_dir)
     zca = load_zca(zca_path) if zca_path else None
-    images, labels = load_split(prepared_dir, "train", zca=zca, device=device)
-    test_images, test_labels = load_split(prepared_dir, "test", zca=zca, device=device)
+    images, labels = load_split(prepared_dir, "train", zca=zca, device=device, gpu_memory_gb=gpu_memory_gb)
+    test_images, test_labels = load_split(prepared_dir, "test", zca=zca, device=device, gpu_memory_gb=gpu_memory_gb)
     chosen = get_recipe(recipe, **(overrides or {}))
     identity = expert_identity(chosen, seed, model_name, zca is not None, meta)
     tic = time.perf_counter()

@@ -85,6 +85,13 @@ _CODES = {
     "AS": ("act", "sigmoid"), "AR": ("act", "relu"), "AL": ("act", "leakyrelu"),
     "NP": ("pool", "none"), "MP": ("pool", "maxpool"), "AP": ("pool", "avgpool"),
 }
+
+
+def name_codes(kind: str) -> dict[str, str]:
+    """{value: code} of one category of the name grammar (norm, act or pool), in the grammar's order."""
+    return {value: code for code, (category, value) in _CODES.items() if category == kind}
+
+
 _TOKEN = re.compile(r"D\d+|W\d+|KIP|[A-Z]{2}")
 DEPTHS = range(1, 9)
 WIDTHS = range(16, 1025)

@@ -11,6 +11,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from distillery.data import load_meta, load_split
 from distillery.evaluate import EvalConfig, evaluate, evaluate_synset
 from distillery.io import atomic_path, load_json
 from distillery.nas.rank import top_k_spearman
@@ -25,8 +26,6 @@ def train_architecture(source: str, synset_path: str | Path | None, prepared_dir
                        cfg: EvalConfig, zca_path: str | Path | None = None, device: str = "cpu") -> dict:
     """Test accuracy of a fresh `arch` trained on `source` (its synset file; None for the real training split,
     at cfg.default_lr), and the seconds it took (training and testing; a synset's loading too); JSON-ready."""
-    from distillery.data import load_meta, load_split
-
     tic = time.perf_counter()
     if synset_path is not None:
         result = evaluate_synset(synset_path, prepared_dir, arch, seed, cfg, zca_path=zca_path, device=device)

@@ -8,14 +8,12 @@ import random
 from pathlib import Path
 
 from distillery.models.cell import arch_to_name
+from distillery.models.convnet import name_codes
 
 # DC's space (Zhao et al. 2021, followed by FTD): 4 depths x 4 widths x 3 activations x 5 norms x 3 poolings.
 DEPTHS = (1, 2, 3, 4)
 WIDTHS = (32, 64, 128, 256)
-ACTS = {"sigmoid": "AS", "relu": "AR", "leakyrelu": "AL"}
-NORMS = {"none": "NN", "batchnorm": "BN", "layernorm": "LN", "instancenorm": "IN", "groupnorm": "GN"}
-POOLS = {"none": "NP", "maxpool": "MP", "avgpool": "AP"}
-SPACES = ("convnet", "bench201")
+ACTS, NORMS, POOLS = (name_codes(kind) for kind in ("act", "norm", "pool"))  # all of each: value -> code
 
 
 def convnet_space() -> list[str]:

@@ -15,6 +15,8 @@ import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from distillery.data import load_meta, load_zca, to_pixels  # noqa: E402
+from distillery.distill.run import load_synset  # noqa: E402
 from distillery.io import atomic_path, load_json  # noqa: E402
 
 
@@ -45,9 +47,6 @@ def image_grid(images: torch.Tensor, rows: int, pad: int = 1) -> torch.Tensor:
 def plot_images(synset_path: str | Path, prepared_dir: str | Path, out_path: str | Path,
                 zca_path: str | Path | None = None, max_per_class: int = 10) -> None:
     """Distilled images as pixels (normalisation or ZCA undone), one row per class."""
-    from distillery.data import load_meta, load_zca, to_pixels
-    from distillery.distill.run import load_synset
-
     synset = load_synset(synset_path)
     meta = load_meta(prepared_dir)
     zca = load_zca(zca_path) if synset["meta"]["zca"] else None

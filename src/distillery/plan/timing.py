@@ -17,14 +17,15 @@ from functools import lru_cache
 from pathlib import Path
 
 from distillery.budget import calibrate
+from distillery.choices import DEVICE_CLASSES, FEATURE_SELECTS
 from distillery.data.registry import DatasetSpec, get_spec
 from distillery.distill.config import DistillConfig
 from distillery.evaluate import EvalConfig
 from distillery.experts.recipes import Recipe, get_recipe
+from distillery.plan.settings import load_config, resolve_method
 
 ROOT = Path(__file__).resolve().parents[3]
 RESULTS = ROOT / "benchmarks/results"
-DEVICES = ("cpu", "gpu")
 # MTT Sec. 5: "CIFAR experts took ~3 seconds per epoch ... each ImageNet (subset) expert ~11 seconds per epoch"
 MTT_EPOCHS = (("ConvNet", "cifar10", 3.0), ("ConvNetD5", "imagenette", 11.0))
 
@@ -120,8 +121,6 @@ def _measured_training(device: str) -> Rate | None:
 
 
 def _reported_unroll() -> Rate:
-    from distillery.plan import load_config, resolve_method
-
     config, runs = load_config(ROOT), []
     with open(ROOT / "config/paper/reported/ast.csv", newline="") as f:
         for row in csv.DictReader(f):
@@ -146,8 +145,8 @@ def _reported_training() -> Rate:
 def rates(device: str) -> dict[str, Rate]:
     """{'unroll': an inner step of trajectory matching, 'training': a minibatch of a training pass} on `device`
     (cpu, or gpu: measured CUDA benchmarks when committed, else the papers' reported times)."""
-    if device not in DEVICES:
-        raise ValueError(f"unknown device class '{device}'; choose one of: {', '.join(DEVICES)}")
+    if device not in DEVICE_CLASSES:
+        raise ValueError(f"unknown device class '{device}'; choose one of: {', '.join(DEVICE_CLASSES)}")
     found = "cpu" if device == "cpu" else "cuda"
     unroll, training = _measured_unroll(found), _measured_training(found)
     if device == "cpu" and (unroll is None or training is None):
@@ -205,7 +204,7 @@ def evaluate_seconds(arch: str, images: int, spec: DatasetSpec, cfg: EvalConfig,
 def coreset_seconds(cfg: DistillConfig, spec: DatasetSpec, device: str) -> float:
     """A coreset job: nothing to train (random), features of the training split (herding, kmeans), or a
     training run counting forgetting events."""
-    if cfg.select in ("herding", "kmeans"):
+    if cfg.select in FEATURE_SELECTS:
         return training_seconds(cfg.model, 0, 0, 1, spec, device, tested=spec.train_size)
     if cfg.select == "forgetting":
         recipe = get_recipe(cfg.recipe)

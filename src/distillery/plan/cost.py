@@ -14,17 +14,28 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from distillery import plan
-from distillery.budget import memory, timing
+from distillery.budget import memory
 from distillery.budget.memory import GB, Estimate
+from distillery.choices import EXPERT_MEASURES, LOGGED_KINDS
+from distillery.data.host import DEVICE_SHARE
 from distillery.data.registry import get_spec
 from distillery.distill.config import DistillConfig
 from distillery.experts.recipes import get_recipe
+from distillery.models.convnet import name_codes, parse_convnet_name
+from distillery.plan import timing
+from distillery.plan.settings import (declared_resources, eval_config, eval_seeds, expert_overrides, expert_seeds,
+                                      resolve_method)
+from distillery.plan.studies import (nas_eval_config, nas_results, nas_settings, nas_spec, stability_settings,
+                                     stability_spec)
+from distillery.plan.targets import expert_dir, expert_files, figure_sources, table_cells, table_spec
 
+# Rules whose mem_mb and runtime come from the memory and time models (budget/) unless the table names them.
+MODELLED_RULES = ("train_expert", "expert_stats", "distill", "distill_group", "evaluate", "stability_trial",
+                  "nas_train")
 COSTED = ("prepare_data", "fit_zca", "train_expert", "expert_stats", "distill", "distill_group", "evaluate",
           "stability_trial", "nas_train")
 SUMMARY_COLUMNS = ("table", "kind", "jobs", "memory", "peak_gpu_gb", "host_gb", "hours_per_job", "hours",
-                   "gpu_hours")
+                   "gpu_hours", "on_host")
 DISTILL_COLUMNS = ("method", "dataset", "ipc", "kind", "memory", "chunk", "batch_syn", "syn_steps", "iterations",
                    "peak_gpu_gb", "fits", "hours")
 
@@ -52,7 +63,7 @@ class Job:
 
 
 def _gpu(config: dict, rule: str, dataset: str) -> bool:
-    return plan.rule_resources(config, rule, dataset)["gpu"] > 0
+    return declared_resources(config, rule, dataset)[0]["gpu"] > 0
 
 
 def _device(config: dict, rule: str, dataset: str, device: str) -> tuple[bool, str]:
@@ -62,8 +73,8 @@ def _device(config: dict, rule: str, dataset: str, device: str) -> tuple[bool, s
 
 
 def _recipe(config: dict, name: str, dataset: str):
-    """The recipe a dataset's experts train with (plan.expert_overrides)."""
-    return get_recipe(name, **plan.expert_overrides(config, dataset))
+    """The recipe a dataset's experts train with (settings.expert_overrides)."""
+    return get_recipe(name, **expert_overrides(config, dataset))
 
 
 def distill_job(config: dict, rule: str, dataset: str, settings: dict, device: str,
@@ -79,42 +90,45 @@ def distill_job(config: dict, rule: str, dataset: str, settings: dict, device: s
     else:
         seconds = timing.coreset_seconds(cfg, spec, where)
     key = (rule, settings["method"], dataset, settings["ipc"], settings["seed"], iterations)
-    return Job(rule, key, dataset, memory.distill_estimate(cfg, spec), seconds, on_gpu, settings)
+    return Job(rule, key, dataset, memory.distill_estimate(cfg, spec, memory.gpu_memory_gb(config)), seconds, on_gpu,
+               settings)
 
 
 def expert_job(config: dict, dataset: str, norm: str, model: str, recipe: str, k: int, device: str) -> Job:
     spec, chosen = get_spec(dataset), _recipe(config, recipe, dataset)
     on_gpu, where = _device(config, "train_expert", dataset, device)
     return Job("train_expert", ("train_expert", dataset, norm, model, recipe, k), dataset,
-               memory.expert_estimate(chosen, model, spec, norm == "zca"),
+               memory.expert_estimate(chosen, model, spec, norm == "zca", memory.gpu_memory_gb(config)),
                timing.expert_seconds(chosen, model, spec, where), on_gpu)
 
 
 def stats_job(config: dict, dataset: str, norm: str, model: str, recipe: str, device: str) -> Job:
     spec, chosen = get_spec(dataset), _recipe(config, recipe, dataset)
     on_gpu, where = _device(config, "expert_stats", dataset, device)
-    experts = len(plan.expert_seeds(config))
+    experts = len(expert_seeds(config))
     seconds = experts * timing.training_seconds(model, 0, 0, 1, spec, where,
                                                 tested=(chosen.epochs + 1) * spec.test_size)
     return Job("expert_stats", ("expert_stats", dataset, norm, model, recipe), dataset,
-               memory.expert_stats_estimate(model, spec, norm == "zca", chosen.epochs), seconds, on_gpu)
+               memory.expert_stats_estimate(model, spec, norm == "zca", chosen.epochs, memory.gpu_memory_gb(config)),
+               seconds, on_gpu)
 
 
 def evaluate_job(config: dict, method: str, dataset: str, ipc: int, arch: str, protocol: str, seed: int,
                  device: str) -> Job:
-    spec, settings = get_spec(dataset), plan.resolve_method(config, method, dataset, ipc)
-    protocol_cfg = plan.eval_config(config, protocol)
+    spec, settings = get_spec(dataset), resolve_method(config, method, dataset, ipc)
+    protocol_cfg = eval_config(config, protocol)
     on_gpu, where = _device(config, "evaluate", dataset, device)
     images = ipc * spec.num_classes
     return Job("evaluate", ("evaluate", method, dataset, ipc, arch, protocol, seed), dataset,
-               memory.evaluate_estimate(arch, images, spec, protocol_cfg, settings["zca"]),
+               memory.evaluate_estimate(arch, images, spec, protocol_cfg, settings["zca"],
+                                        gpu_gb=memory.gpu_memory_gb(config)),
                timing.evaluate_seconds(arch, images, spec, protocol_cfg, where), on_gpu)
 
 
 def nas_job(config: dict, study: str, source: str, arch: str, device: str) -> Job:
-    spec_ = plan.nas_spec(config, study)
-    spec, settings = get_spec(spec_["dataset"]), plan.nas_settings(config, study, source)
-    protocol = plan.nas_eval_config(config, study, source)
+    spec_ = nas_spec(config, study)
+    spec, settings = get_spec(spec_["dataset"]), nas_settings(config, study, source)
+    protocol = nas_eval_config(config, study, source)
     on_gpu, where = _device(config, "nas_train", spec.name, device)
     real = settings is None
     images = spec.train_size if real else settings["ipc"] * spec.num_classes
@@ -127,12 +141,10 @@ def nas_job(config: dict, study: str, source: str, arch: str, device: str) -> Jo
 def _nas_costed(arch: str) -> str:
     """NAS architectures are costed by depth, width and pooling (norm and activation change little), so 720
     ConvNets need 48 calibrations; other names are costed as themselves."""
-    from distillery.models.convnet import parse_convnet_name
-
     kwargs = parse_convnet_name(arch)
     if kwargs is None:
         return arch
-    pool = {"none": "NP", "maxpool": "MP", "avgpool": "AP"}[kwargs.get("pool", "avgpool")]
+    pool = name_codes("pool")[kwargs.get("pool", "avgpool")]
     return f"ConvNetD{kwargs.get('depth', 3)}W{kwargs.get('width', 128)}{pool}"
 
 
@@ -145,43 +157,43 @@ def _distillation_jobs(config: dict, dataset: str, settings: dict, device: str, 
     """A synthetic set's jobs: its data, its experts, its groups (a merged method), then its own job."""
     jobs = _data_jobs(dataset, settings["zca"])
     if settings["kind"] == "merged":
-        group = plan.resolve_method(config, settings["groups_of"], dataset, settings["group_ipc"])
+        group = resolve_method(config, settings["groups_of"], dataset, settings["group_ipc"])
         for g in range(settings["ipc"] // settings["group_ipc"]):
             jobs += _distillation_jobs(config, dataset, {**group, "seed": group["seed"] + g}, device, "distill_group")
-    for path in plan.expert_files(config, dataset, settings):
-        where = plan.expert_dir(dataset, settings)
+    for path in expert_files(config, dataset, settings):
+        where = expert_dir(dataset, settings)
         jobs.append(expert_job(config, **where, k=int(Path(path).stem), device=device))
     return jobs + [distill_job(config, rule, dataset, settings, device)]
 
 
 def table_jobs(config: dict, table: str, device: str) -> list[Job]:
     """Every job the table needs, each once."""
-    spec = plan.table_spec(config, table)
+    spec = table_spec(config, table)
     measure = spec.get("measure", "accuracy")
     jobs = []
-    for cell in plan.table_cells(config, table):
-        settings = plan.resolve_method(config, cell.method, cell.dataset, cell.ipc)
-        if measure in plan.EXPERT_MEASURES:
-            where = plan.expert_dir(cell.dataset, settings)
+    for cell in table_cells(config, table):
+        settings = resolve_method(config, cell.method, cell.dataset, cell.ipc)
+        if measure in EXPERT_MEASURES:
+            where = expert_dir(cell.dataset, settings)
             jobs += _data_jobs(cell.dataset, settings["zca"])
-            jobs += [expert_job(config, **where, k=k, device=device) for k in plan.expert_seeds(config)]
+            jobs += [expert_job(config, **where, k=k, device=device) for k in expert_seeds(config)]
             jobs.append(stats_job(config, **where, device=device))
             continue
         jobs += _distillation_jobs(config, cell.dataset, settings, device)
         if measure == "accuracy":
             jobs += [evaluate_job(config, cell.method, cell.dataset, cell.ipc, cell.arch, cell.protocol, seed,
-                                  device) for seed in plan.eval_seeds(config)]
+                                  device) for seed in eval_seeds(config)]
     if "smoothness" in spec.get("figures", []):
-        for source in plan.figure_sources(config, table, "smoothness").values():
+        for source in figure_sources(config, table, "smoothness").values():
             dataset, norm, model, recipe = Path(source["path"]).parts[-5:-1]
             jobs.append(stats_job(config, dataset, norm, model, recipe, device))
     return _unique(jobs)
 
 
 def stability_jobs(config: dict, study: str, device: str) -> list[Job]:
-    spec, jobs = plan.stability_spec(config, study), []
+    spec, jobs = stability_spec(config, study), []
     for method in spec["methods"]:
-        settings = plan.stability_settings(config, study, method)
+        settings = stability_settings(config, study, method)
         jobs += _distillation_jobs(config, spec["dataset"], settings, device)[:-1]  # experts, not the distill
         trial = distill_job(config, "stability_trial", spec["dataset"], settings, device, spec["iterations"])
         for parameter in spec["parameters"]:
@@ -191,13 +203,13 @@ def stability_jobs(config: dict, study: str, device: str) -> list[Job]:
 
 
 def nas_jobs(config: dict, study: str, device: str) -> list[Job]:
-    spec, jobs = plan.nas_spec(config, study), []
+    spec, jobs = nas_spec(config, study), []
     for source in spec["sources"]:
-        settings = plan.nas_settings(config, study, source)
+        settings = nas_settings(config, study, source)
         jobs += _data_jobs(spec["dataset"], False)
         if settings is not None:
             jobs += _distillation_jobs(config, spec["dataset"], settings, device)
-    jobs += [nas_job(config, study, r["source"], r["arch"], device) for r in plan.nas_results(config, study)]
+    jobs += [nas_job(config, study, r["source"], r["arch"], device) for r in nas_results(config, study)]
     return _unique(jobs)
 
 
@@ -214,7 +226,8 @@ def sections(config: dict, device: str) -> dict[str, list[Job]]:
 
 
 def summarise(name: str, jobs: list[Job]) -> list[dict]:
-    """One row per job kind: count, memory modes, largest GPU peak and host memory, mean hours, total hours."""
+    """One row per job kind: count, memory modes, largest GPU peak and host memory, mean hours, total hours, and the
+    datasets' splits its jobs keep on the host (too large for the GPU: data.host)."""
     rows = []
     for kind in COSTED:
         mine = [job for job in jobs if job.rule == kind]
@@ -231,7 +244,9 @@ def summarise(name: str, jobs: list[Job]) -> list[dict]:
                      "peak_gpu_gb": _max(job.estimate.required / GB for job in mine if job.estimate and job.on_gpu),
                      "host_gb": _max(job.estimate.host_bytes(job.on_gpu) / GB for job in mine if job.estimate),
                      "hours_per_job": hours / len(timed) if timed else None, "hours": hours,
-                     "gpu_hours": sum(job.seconds for job in mine if job.on_gpu and job.seconds) / 3600})
+                     "gpu_hours": sum(job.seconds for job in mine if job.on_gpu and job.seconds) / 3600,
+                     "on_host": ", ".join(sorted({f"{job.dataset} {split}" for job in mine if job.estimate
+                                                  for split in job.estimate.host_splits}))})
     return rows
 
 
@@ -254,7 +269,7 @@ def config_cost(config: dict, device: str = "gpu") -> tuple[list[dict], list[dic
             distills.append({"method": s["method"], "dataset": job.dataset, "ipc": s["ipc"], "kind": s["kind"],
                              "memory": s["memory"] if s["kind"] == "trajectory" else "", "chunk": s["chunk"],
                              "batch_syn": s["batch_syn"], "syn_steps": s["syn_steps"] if s["kind"] == "trajectory"
-                             else "", "iterations": s["iterations"] if s["kind"] in plan.LOGGED_KINDS else "",
+                             else "", "iterations": s["iterations"] if s["kind"] in LOGGED_KINDS else "",
                              "peak_gpu_gb": job.estimate.required / GB,
                              "fits": job.estimate.fits(gpu_gb), "hours": job.seconds / 3600})
     return rows, distills
@@ -294,7 +309,9 @@ def header(config: dict, device: str, name: str) -> str:
              f"by tables are counted in each, once in the total).",
              f"Time per inner step ({device}): {sources['unroll'].source}.",
              f"Time per training batch ({device}): {sources['training'].source}.",
-             "Not costed: prepare_data and fit_zca (I/O), tables, figures and plots (local jobs)."]
+             "Not costed: prepare_data and fit_zca (I/O), tables, figures and plots (local jobs).",
+             f"on_host: splits whose whole load would take over {100 * DEVICE_SHARE:.0f}% of the GPU stay on the host "
+             "as uint8, a batch at a time normalised on the device."]
     if device == "gpu":
         cpu = timing.rates("cpu")
         lines.append(f"Jobs without a GPU: {cpu['unroll'].source}; {cpu['training'].source}.")
@@ -335,10 +352,10 @@ TIME_SAFETY, TIME_FIXED_MINUTES = 1.5, 15
 
 
 def job(config: dict, rule: str, wildcards: dict, device: str) -> Job:
-    """The Job a rule's wildcards name (the modelled rules of plan.MODELLED_RULES)."""
+    """The Job a rule's wildcards name (the MODELLED_RULES)."""
     w = wildcards
     if rule in ("distill", "distill_group"):
-        settings = plan.resolve_method(config, w["method"], w["dataset"], int(w["ipc"]))
+        settings = resolve_method(config, w["method"], w["dataset"], int(w["ipc"]))
         if rule == "distill_group":
             settings = {**settings, "seed": settings["seed"] + int(w["group"])}
         return distill_job(config, rule, w["dataset"], settings, device)
@@ -350,12 +367,12 @@ def job(config: dict, rule: str, wildcards: dict, device: str) -> Job:
         return evaluate_job(config, w["method"], w["dataset"], int(w["ipc"]), w["arch"], w["protocol"],
                             int(w["seed"]), device)
     if rule == "stability_trial":
-        spec = plan.stability_spec(config, w["study"])
-        settings = plan.stability_settings(config, w["study"], w["method"])
+        spec = stability_spec(config, w["study"])
+        settings = stability_settings(config, w["study"], w["method"])
         return distill_job(config, rule, spec["dataset"], settings, device, spec["iterations"])
     if rule == "nas_train":
         return nas_job(config, w["study"], w["source"], w["arch"], device)
-    raise ValueError(f"rule '{rule}' is not modelled; modelled: {', '.join(plan.MODELLED_RULES)}")
+    raise ValueError(f"rule '{rule}' is not modelled; modelled: {', '.join(MODELLED_RULES)}")
 
 
 def job_resources(config: dict, rule: str, wildcards: dict, on_gpu: bool) -> dict:

@@ -1,0 +1,43 @@
+"""Every closed choice of the library and the workflow config, written once.
+
+The code checks values against these tuples and tests/test_architecture.py checks that each `enum:` of
+workflow/schemas/config.schema.yaml (and each closed wildcard of workflow/rules/common.smk) is one of them.
+"""
+
+# Distillation (distill/config.py validates a DistillConfig against these).
+KINDS = ("coreset", "trajectory", "adversarial", "merged")
+INITS = ("real", "noise", "representative", "correct")
+PERTURBS = ("none", "gaussian", "filter", "weight")
+SELECTS = ("random", "herding", "forgetting", "kmeans")
+INTERMEDIATES = ("none", "equal", "varied")
+SPACINGS = ("multiple", "floor")
+MATCHES = ("fixed", "adaptive")
+DISTANCES = ("l2", "l1")
+DISAGREEMENTS = ("l1", "l2", "cosine")
+APM_SUBSETS = ("iteration", "refresh")
+MEMORIES = ("full", "recompute", "constant")
+AUTO = "auto"                             # the planner's memory setting, resolved to one of MEMORIES
+MEMORY_SETTINGS = (AUTO, *MEMORIES)       # what a method's `memory:` may say
+EXACT_MEMORIES = ("full", "recompute")    # what `memory: auto` chooses from (constant is first order)
+LOGGED_KINDS = ("trajectory", "adversarial")  # kinds whose distillation writes a per-iteration log
+FEATURE_SELECTS = ("herding", "kmeans")   # coreset selections that embed the training split with expert 0
+
+# Evaluation: the loss on soft labels (evaluate.EvalConfig.soft_loss): APM's L1 on logits, DATM's soft cross-entropy.
+SOFT_LOSSES = ("l1", "soft_ce")
+
+# Expert sets: their normalisation, named in paths and DVC stages.
+NORMS = ("zca", "std")
+
+# Tables: what a cell reports and the figures a table may draw.
+MEASURES = ("accuracy", "expert_accuracy", "avg_var", "seconds_per_iteration")
+EXPERT_MEASURES = ("expert_accuracy", "avg_var")  # read from the experts' stats.json: no distillation needed
+FIGURES = ("accuracy_vs_ipc", "cross_arch", "smoothness", "match_steps")
+SOURCE_FIGURES = ("smoothness", "match_steps")    # figures that read files besides the table's CSV
+
+# Studies: the parameters a stability study multiplies, the spaces a NAS study searches.
+STABILITY_PARAMETERS = ("lr_img", "lr_lr")
+NAS_SPACES = ("convnet", "bench201")
+
+# Run time: TF32 modes (runtime.tf32) and the device classes of the time model.
+TF32_MODES = ("all", "conv", "none")
+DEVICE_CLASSES = ("cpu", "gpu")

@@ -1,0 +1,58 @@
+"""Every check of a config the workflow runs before any job: each cell, study and distillation resolves, its data
+holds its IPC and its experts are long enough (distillery.needs)."""
+from __future__ import annotations
+
+from distillery.choices import NAS_SPACES
+from distillery.data import get_spec
+from distillery.experts import get_recipe
+from distillery.needs import check_class_size, check_expert_epochs, expert_epochs_needed
+from distillery.nas import REAL
+from distillery.plan.settings import EXTERNAL, expert_overrides
+from distillery.plan.studies import nas_architectures, nas_eval_config, nas_settings, stability_settings
+from distillery.plan.targets import distillations, expert_files, table_sources
+
+
+def check_nas(config: dict) -> None:
+    """A study's space, sources, protocols and reference are usable, before any job."""
+    for spec in config.get("nas") or []:
+        study = spec["name"]
+        if spec["space"] not in NAS_SPACES:
+            raise ValueError(f"NAS study '{study}': unknown space '{spec['space']}'; choose one of: "
+                             f"{', '.join(NAS_SPACES)}")
+        if spec["space"] == "convnet" and REAL not in spec["sources"]:
+            raise ValueError(f"NAS study '{study}': the convnet space ranks against training on the real data; add "
+                             f"'{REAL}' to its sources (or use space bench201 with a ground_truth file)")
+        if spec["space"] == "bench201" and not spec.get("ground_truth"):
+            raise ValueError(f"NAS study '{study}': space bench201 needs `ground_truth`, a CSV of arch,accuracy")
+        for source in spec.get("protocols") or {}:
+            if source not in spec["sources"]:
+                raise ValueError(f"NAS study '{study}': `protocols` names '{source}', which is not a source")
+        for source in spec["sources"]:
+            settings = nas_settings(config, study, source)
+            if settings is not None:
+                expert_files(config, spec["dataset"], settings)
+            nas_eval_config(config, study, source)
+        nas_architectures(config, study)
+
+
+def check_config(config: dict) -> None:
+    """Resolve every cell once, so a bad method, dataset, model, hyperparameter or measure fails before any job."""
+    for spec in config.get("tables", []):
+        table_sources(config, spec["name"])
+    for spec in config.get("stability") or []:
+        for method in spec["methods"]:
+            expert_files(config, spec["dataset"], stability_settings(config, spec["name"], method))
+    check_nas(config)
+    for dataset, settings in distillations(config):
+        if settings["kind"] == EXTERNAL:  # imported: nothing to distil or train
+            continue
+        cell = f"{dataset} ipc{settings['ipc']} (method '{settings['method']}'): "
+        smallest = get_spec(dataset).min_class
+        if smallest is not None:
+            check_class_size(settings["ipc"], smallest, "the smallest class", cell)
+        expert_files(config, dataset, settings)
+        recipe = get_recipe(settings["recipe"], **expert_overrides(config, dataset))  # overrides checked for all
+        if settings["kind"] == "trajectory":
+            check_expert_epochs(recipe.epochs, expert_epochs_needed(settings["max_start_epoch"],
+                                                                    settings["expert_epochs"]),
+                                f"{cell}each expert ({settings['recipe']})")

@@ -1,0 +1,46 @@
+"""Where every artifact of the workflow lives: the path patterns rules write and jobs read."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+PATHS = {
+    "train": "results/data/{dataset}/train.pt",
+    "test": "results/data/{dataset}/test.pt",
+    "meta": "results/data/{dataset}/meta.json",
+    "zca": "results/data/{dataset}/zca.pt",
+    "expert": "results/experts/{dataset}/{norm}/{model}/{recipe}/{k}.pt",
+    "expert_stats": "results/experts/{dataset}/{norm}/{model}/{recipe}/stats.json",
+    "synset": "results/synsets/{method}/{dataset}/ipc{ipc}/synset.pt",
+    "distill_log": "results/synsets/{method}/{dataset}/ipc{ipc}/log.csv",
+    "group_synset": "results/synsets/{method}/{dataset}/ipc{ipc}/group{group}/synset.pt",
+    "group_log": "results/synsets/{method}/{dataset}/ipc{ipc}/group{group}/log.csv",
+    "eval": "results/evals/{method}/{dataset}/ipc{ipc}/{arch}/{protocol}/seed{seed}.json",
+    "table_csv": "results/tables/{table}.csv",
+    "table_md": "results/tables/{table}.md",
+    "table_tex": "results/tables/{table}.tex",
+    "table_figure": "results/figures/tables/{table}/{figure}.png",
+    "images": "results/figures/{method}/{dataset}/ipc{ipc}/images.png",
+    "stability_trial": "results/stability/{study}/{method}/{parameter}_x{multiplier}/seed{seed}.json",
+    "stability_csv": "results/stability/{study}/counts.csv",
+    "stability_md": "results/stability/{study}/counts.md",
+    "stability_figure": "results/figures/stability/{study}/stability.png",
+    "curves": "results/figures/{method}/{dataset}/ipc{ipc}/curves.png",
+    "nas_result": "results/nas/{study}/{source}/{arch}.json",
+    "nas_csv": "results/nas/{study}/correlation.csv",
+    "nas_md": "results/nas/{study}/correlation.md",
+    "nas_accuracies": "results/nas/{study}/accuracies.csv",
+    "cost_html": "results/cost/cost.html",
+    "cost_csv": "results/cost/cost.csv",
+    "cost_distill_csv": "results/cost/distillations.csv",
+}
+
+
+def parse_expert_path(path: str | Path) -> dict:
+    """The wildcards of an expert file (PATHS["expert"], relative or below another root): dataset, norm, model,
+    recipe and k (an int)."""
+    pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(PATHS["expert"]))
+    found = re.search(f"(?:^|/){pattern}$", Path(path).as_posix())
+    if found is None:
+        raise ValueError(f"{path} is not an expert file path ({PATHS['expert']})")
+    return {**found.groupdict(), "k": int(found["k"])}

@@ -1,0 +1,232 @@
+"""What the config says: the files Snakemake merges, the schema check, method presets over hyperparameter tables
+resolved into one distillation's settings (once per cell and config), evaluation protocols, expert settings and
+the declared resources of a rule."""
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from distillery.budget.memory import gpu_memory_gb, plan_memory
+from distillery.choices import AUTO
+from distillery.data import get_spec
+from distillery.distill.config import DistillConfig
+from distillery.distill.run import load_synset
+from distillery.evaluate import EvalConfig
+from distillery.models import is_model_name
+from distillery.plan.paths import PATHS
+
+# Backbones other than ConvNet (depth 3): the reference's deeper ConvNets leave a 4x4 map before the head at
+# 64 and 128 px. digits (8 px): two blocks leave a 2x2 map (instance norm over the 2x2 map of a third block
+# made the meta-gradient explode, up to 1e7 for the learned lr), and width 32 keeps the laptop run in minutes.
+DEFAULT_MODELS = {"digits": "ConvNetD2W32", "tiny-imagenet": "ConvNetD4", "imagenet-64": "ConvNetD4",
+                  "imagenette": "ConvNetD5", "imagewoof": "ConvNetD5", "imagemeow": "ConvNetD5",
+                  "imagesquawk": "ConvNetD5", "imagefruit": "ConvNetD5", "imageyellow": "ConvNetD5"}
+
+# What the Snakefile loads before --configfile, in order (relative to the repository).
+CONFIG_FILES = ("config/methods.yaml", "config/hparams/mtt.yaml", "config/hparams/ftd.yaml", "config/hparams/ast.yaml",
+                "config/hparams/att.yaml", "config/hparams/apm.yaml", "config/hparams/datm.yaml",
+                "config/config.yaml")
+EXTERNAL = "external"  # a cell's method `external:<name>`: a set imported by distillery.interop, evaluated only
+
+def merge(base: dict, update: dict) -> dict:
+    """Snakemake's config merge: dicts key by key, everything else (lists too) replaced."""
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def load_yaml(path: str | Path) -> dict:
+    """A YAML config file; a syntax error names the file, line and column (Snakemake's own message names neither)."""
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"{path}{where}: not valid YAML: {error.problem or error.context}") from None
+
+
+def load_config(root: str | Path, *extra: str | Path) -> dict:
+    """The workflow's config as Snakemake builds it: CONFIG_FILES under `root`, then each `extra` file."""
+    config: dict = {}
+    for path in [Path(root) / f for f in CONFIG_FILES] + [Path(p) for p in extra]:
+        config = merge(config, load_yaml(path))
+    return config
+
+
+SCHEMA = "workflow/schemas/config.schema.yaml"  # relative to the repository
+JSON_TYPES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+              "array": "a list", "object": "a mapping", "null": "null"}
+
+
+def _schema_problem(error) -> str:
+    """One schema violation as a line naming the field: an unknown key with the nearest allowed one, a wrong type
+    with the type expected, else jsonschema's own message."""
+    field = ".".join(str(part) for part in error.absolute_path)
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        allowed = sorted(error.schema.get("properties", {}))
+        lines = []
+        for key in (k for k in error.instance if k not in allowed):
+            near = difflib.get_close_matches(str(key), allowed, n=1)
+            lines.append(f"unknown key '{key}' {f'in {field}' if field else 'at the top level'}"
+                         f"{f'; did you mean {near[0]!r}?' if near else ''} (allowed: {', '.join(allowed)})")
+        return "\n".join(lines)
+    if error.validator == "type":
+        expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        return f"{field}: {error.instance!r} is not {' or '.join(JSON_TYPES.get(t, t) for t in expected)}"
+    return f"{field or 'config'}: {error.message}"
+
+
+def check_schema(config: dict, schema_path: str | Path) -> None:
+    """The config against the workflow's JSON schema, each problem naming its field (Snakemake's validate, run after
+    this, then fills in the defaults)."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    problems = sorted(_schema_problem(error) for error in jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if problems:
+        raise ValueError("the config does not fit workflow/schemas/config.schema.yaml:\n  " + "\n  ".join(problems))
+
+
+def _preset(config: dict, method: str) -> dict:
+    """The method preset with its `base` chain merged (base first)."""
+    presets = config.get("methods", {})
+    chain, name = [], method
+    while name is not None:
+        if name not in presets:
+            where = f"method '{method}'" + (" (base of a preset)" if name != method else "")
+            raise ValueError(f"unknown {where}: '{name}'; define it under `methods:` or choose one of: "
+                             f"{', '.join(sorted(presets))}")
+        if name in chain:
+            raise ValueError(f"method '{method}': its `base` chain loops at '{name}'")
+        chain.append(name)
+        name = presets[name].get("base")
+    merged: dict = {}
+    for name in reversed(chain):
+        merged.update(presets[name])
+    merged.pop("base", None)
+    return merged
+
+
+def default_model(dataset: str) -> str:
+    """The architecture a dataset's methods distil with unless a table or preset names another."""
+    return DEFAULT_MODELS.get(dataset, "ConvNet")
+
+
+def external_settings(method: str, dataset: str, ipc: int) -> dict:
+    """An imported set's settings, from its synset file: kind external, its model (a cell's default arch), zca."""
+    path = PATHS["synset"].format(method=method, dataset=dataset, ipc=ipc)
+    if not Path(path).is_file():
+        raise ValueError(f"method '{method}' on {dataset} ipc{ipc}: no imported set at {path}; import it first: "
+                         f"python -m distillery.interop import-synset IMAGES --dataset {dataset} "
+                         f"--name {method.split(':', 1)[1]} (see the README)")
+    meta = load_synset(path, verify=False)["meta"]
+    if (meta.get("method"), meta.get("dataset"), meta.get("ipc")) != (method, dataset, ipc):
+        raise ValueError(f"{path} is {meta.get('method')} on {meta.get('dataset')} ipc{meta.get('ipc')}, not "
+                         f"{method} on {dataset} ipc{ipc}; import the set again")
+    return {"method": method, "kind": EXTERNAL, "ipc": ipc, "model": meta["model"], "zca": meta["zca"]}
+
+
+# The config keys a method's resolution reads: its cache key is their content, so a changed config resolves anew.
+RESOLVED_FROM = ("methods", "hparams", "distill", "seed", "runtime")
+_resolved: dict[tuple, DistillConfig] = {}
+
+
+def resolve_method(config: dict, method: str, dataset: str, ipc: int) -> dict:
+    """Settings of one distillation: hparam table (dataset default, then ipcN) < preset < distill.overrides;
+    a trajectory method's `memory` (default auto) resolved against runtime.gpu_memory_gb (budget.plan_memory).
+    Each (config, method, dataset, ipc) is resolved once into a DistillConfig, which every later call (the
+    planner's targets, checks, resources and costs, and every job's inputs and params) is handed as a fresh dict.
+    An `external:<name>` method is an imported set (external_settings), read from its file each time."""
+    get_spec(dataset)
+    if method.startswith(f"{EXTERNAL}:"):
+        return external_settings(method, dataset, int(ipc))
+    key = (json.dumps({k: config.get(k) for k in RESOLVED_FROM}, sort_keys=True, default=str), method, dataset,
+           int(ipc))
+    if key not in _resolved:
+        _resolved[key] = _resolve(config, method, dataset, int(ipc))
+    return _resolved[key].to_dict()
+
+
+def _resolve(config: dict, method: str, dataset: str, ipc: int) -> DistillConfig:
+    """resolve_method's work, for a method that is not external."""
+    preset = _preset(config, method)
+    settings: dict = {"model": default_model(dataset)}
+    table_name = preset.pop("hparams", None)
+    if table_name is not None:
+        table = config.get("hparams", {}).get(table_name)
+        if table is None:
+            raise ValueError(f"method '{method}' uses hyperparameter table '{table_name}', which is not defined "
+                             f"under `hparams:`")
+        if dataset not in table:
+            raise ValueError(f"no '{table_name}' hyperparameters for dataset '{dataset}'; add "
+                             f"hparams.{table_name}.{dataset}.default (and ipc{ipc}) to your config")
+        settings.update(table[dataset].get("default", {}))
+        settings.update(table[dataset].get(f"ipc{ipc}", {}))
+    settings.update(preset)
+    settings.update(config.get("distill", {}).get("overrides") or {})
+    settings.update(method=method, ipc=int(ipc), seed=int(config.get("seed", 0)))
+    if settings.get("kind") == "merged":  # the groups' model and domain
+        group = resolve_method(config, settings["groups_of"], dataset, settings["group_ipc"])
+        settings.update(model=group["model"], zca=group["zca"], recipe=group["recipe"])
+    memory = settings.pop("memory", AUTO) if settings.get("kind") == "trajectory" else None
+    cfg = DistillConfig.from_dict(settings)  # validates every field
+    if not is_model_name(cfg.model):
+        raise ValueError(f"method '{method}' on {dataset}: unknown model '{cfg.model}'")
+    if memory is not None:
+        cfg = replace(cfg, **plan_memory(cfg, memory, get_spec(dataset), gpu_memory_gb(config),
+                                         f"method '{method}' on {dataset} ipc{ipc}"))
+    return cfg
+
+
+def eval_config(config: dict, protocol: str = "default") -> EvalConfig:
+    """The evaluation protocol: `evaluation` settings, with a named `protocols` entry's changes on top."""
+    protocols = config.get("protocols") or {}
+    if protocol != "default" and protocol not in protocols:
+        raise ValueError(f"unknown evaluation protocol '{protocol}'; define it under `protocols:` or choose one "
+                         f"of: {', '.join(['default', *protocols])}")
+    options = {k: v for k, v in config.get("evaluation", {}).items() if k != "seeds"}
+    return EvalConfig(**{**options, **protocols.get(protocol, {})})
+
+
+def eval_seeds(config: dict) -> list[int]:
+    return list(range(int(config.get("evaluation", {}).get("seeds", 5))))
+
+
+def expert_overrides(config: dict, dataset: str) -> dict:
+    """Recipe settings forced on `dataset`'s experts: `experts.datasets[dataset]`, then `experts.overrides` (every
+    dataset) over it; so a setting made for one small dataset never reaches another's experts."""
+    experts = config.get("experts", {})
+    return merge((experts.get("datasets") or {}).get(dataset) or {}, experts.get("overrides") or {})
+
+
+def expert_seeds(config: dict) -> list[int]:
+    return list(range(int(config.get("experts", {}).get("count", 10))))
+
+
+# Dataset scales for per-rule resources (config `resources.<rule>.<scale>`).
+SCALES = {"small": ("digits", "mnist", "fashion-mnist"), "cifar": ("cifar10", "cifar100", "svhn"),
+          "tiny": ("tiny-imagenet",), "imagenet": ("imagenet-64", "imagenette", "imagewoof", "imagemeow",
+                                                  "imagesquawk", "imagefruit", "imageyellow")}
+RESOURCE_KEYS = ("mem_mb", "runtime", "gpu")
+
+
+def dataset_scale(dataset: str) -> str:
+    return next(scale for scale, names in SCALES.items() if dataset in names)
+
+
+def declared_resources(config: dict, rule: str, dataset: str | None = None) -> tuple[dict, set]:
+    """(mem_mb, runtime and gpu of a rule's job as the config declares them: `resources.default` <
+    `resources.<rule>` < the rule's entry for the dataset's scale; the keys the rule or its scale entry set)."""
+    table = config["resources"]
+    chosen = dict(table["default"])
+    per_rule = table.get(rule, {})
+    chosen.update({k: v for k, v in per_rule.items() if k in RESOURCE_KEYS})
+    scale = per_rule.get(dataset_scale(dataset), {}) if dataset is not None else {}
+    chosen.update(scale)
+    return chosen, set(per_rule) | set(scale)

@@ -1,0 +1,218 @@
+"""What the config's tables read: their cells, the expert and synset files behind each number and figure, every
+distillation and expert set the config needs, and the notes printed under a table."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from distillery.choices import EXPERT_MEASURES, FEATURE_SELECTS, LOGGED_KINDS, MEASURES, NORMS, SOURCE_FIGURES
+from distillery.data import get_spec
+from distillery.distill.config import DistillConfig
+from distillery.experts import get_recipe
+from distillery.models import is_model_name
+from distillery.plan.paths import PATHS
+from distillery.plan.settings import EXTERNAL, eval_config, eval_seeds, expert_seeds, resolve_method
+from distillery.plan.studies import nas_settings, stability_settings
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One number in a table: `method` distilled on `dataset` at `ipc`, evaluated on `arch` under `protocol`."""
+    table: str
+    method: str
+    dataset: str
+    ipc: int
+    arch: str
+    protocol: str = "default"
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def table_cells(config: dict, table: str | None = None) -> list[Cell]:
+    """Every cell of every table (or of `table`): the product of each cell spec's lists, in order, unique."""
+    cells: list[Cell] = []
+    for spec in config.get("tables", []):
+        if table is not None and spec["name"] != table:
+            continue
+        for row in spec["cells"]:
+            protocols = _as_list(row.get("protocol", "default"))
+            for method, dataset, ipc in itertools.product(*(_as_list(row[k]) for k in ("method", "dataset", "ipc"))):
+                archs = _as_list(row.get("arch") or resolve_method(config, method, dataset, ipc)["model"])
+                for arch, protocol in itertools.product(archs, protocols):
+                    if not is_model_name(arch):
+                        raise ValueError(f"table '{spec['name']}': unknown architecture '{arch}'")
+                    eval_config(config, protocol)
+                    cell = Cell(spec["name"], method, dataset, int(ipc), arch, protocol)
+                    if cell not in cells:
+                        cells.append(cell)
+    if table is not None and not cells:
+        table_spec(config, table)  # names the tables there are
+    return cells
+
+
+def expert_dir(dataset: str, settings: dict) -> dict:
+    """The wildcards naming the experts of resolved `settings`: dataset, norm, model, recipe."""
+    get_recipe(settings["recipe"])
+    norm = "zca" if settings["zca"] else "std"
+    return dict(dataset=dataset, norm=norm, model=settings["model"], recipe=settings["recipe"])
+
+
+def expert_files(config: dict, dataset: str, settings: dict) -> list[str]:
+    """Expert trajectory files a distillation with resolved `settings` reads (coresets none, herding and kmeans
+    expert 0)."""
+    if settings["kind"] in ("merged", EXTERNAL) or settings["kind"] == "coreset" and settings["select"] not in \
+            FEATURE_SELECTS:
+        return []
+    seeds = [0] if settings["kind"] == "coreset" else expert_seeds(config)
+    return [PATHS["expert"].format(**expert_dir(dataset, settings), k=k) for k in seeds]
+
+
+def group_files(dataset: str, settings: dict) -> list[str]:
+    """The independently distilled groups a `merged` method concatenates: groups_of at group_ipc, groups
+    0 … ipc/group_ipc − 1 (each its own job, with seed + group)."""
+    if settings["kind"] != "merged":
+        return []
+    return [PATHS["group_synset"].format(method=settings["groups_of"], dataset=dataset, ipc=settings["group_ipc"],
+                                         group=g) for g in range(settings["ipc"] // settings["group_ipc"])]
+
+
+def table_spec(config: dict, table: str) -> dict:
+    for spec in config.get("tables", []):
+        if spec["name"] == table:
+            return spec
+    raise ValueError(f"no table named '{table}' in the config; tables: "
+                     f"{', '.join(t['name'] for t in config.get('tables', []))}")
+
+
+def table_sources(config: dict, table: str) -> list[dict]:
+    """The files behind every number of `table`, each with its cell's keys (method, dataset, ipc, arch, protocol)
+    and `path`: evaluation JSONs per seed (accuracy), the experts' stats.json (expert_accuracy, avg_var) or the
+    distillation's log.csv (seconds_per_iteration)."""
+    measure = table_spec(config, table).get("measure", "accuracy")
+    if measure not in MEASURES:
+        raise ValueError(f"table '{table}': unknown measure '{measure}'; choose one of: {', '.join(MEASURES)}")
+    sources = []
+    for cell in table_cells(config, table):
+        keys = dict(method=cell.method, dataset=cell.dataset, ipc=cell.ipc, arch=cell.arch, protocol=cell.protocol)
+        where = dict(method=cell.method, dataset=cell.dataset, ipc=cell.ipc)
+        if measure == "accuracy":
+            sources += [{**keys, "path": PATHS["eval"].format(**keys, seed=seed)} for seed in eval_seeds(config)]
+            continue
+        settings = resolve_method(config, cell.method, cell.dataset, cell.ipc)
+        if settings["kind"] != "trajectory" and not (measure == "seconds_per_iteration"
+                                                     and settings["kind"] in LOGGED_KINDS):
+            raise ValueError(f"table '{table}': measure {measure} needs trajectory methods; '{cell.method}' is a "
+                             f"{settings['kind']}")
+        if measure in EXPERT_MEASURES:
+            path = PATHS["expert_stats"].format(**expert_dir(cell.dataset, settings))
+        else:
+            path = PATHS["distill_log"].format(**where)
+        sources.append({**keys, "path": path})
+    return sources
+
+
+def figure_sources(config: dict, table: str, figure: str) -> dict[str, dict]:
+    """Files a table figure reads besides the table: {label: {path, syn_steps}} for its trajectory cells —
+    smoothness: the stats.json of each expert set (labelled by recipe); match_steps: each distillation's
+    log.csv (labelled by method and N_s). Other figures: {}. Labels name the dataset and IPC when they vary."""
+    if figure not in SOURCE_FIGURES:
+        return {}
+    cells = table_cells(config, table)
+    several = len({(c.dataset, c.ipc) for c in cells}) > 1
+    sources: dict[str, dict] = {}
+    for cell in cells:
+        settings = resolve_method(config, cell.method, cell.dataset, cell.ipc)
+        if settings["kind"] != "trajectory":
+            continue
+        if figure == "smoothness":
+            label, path = settings["recipe"], PATHS["expert_stats"].format(**expert_dir(cell.dataset, settings))
+            where = cell.dataset
+        else:
+            label = f"{cell.method} (N_s = {settings['syn_steps']})"
+            path = PATHS["distill_log"].format(method=cell.method, dataset=cell.dataset, ipc=cell.ipc)
+            where = f"{cell.dataset} IPC {cell.ipc}"
+        sources.setdefault(f"{where} · {label}" if several else label,
+                           {"path": path, "syn_steps": settings["syn_steps"]})
+    return sources
+
+
+INITIAL_SHARE_WARNING = 0.10  # warn before any job where an EMA result keeps more of its initial images
+
+
+def initial_share_line(dataset: str, settings: dict) -> tuple[str, float] | None:
+    """('ftd cifar10 IPC 10: EMA decay 0.9995 ^ 5000 iterations keeps 8.2% of the initial images', 0.082), or
+    None without an EMA."""
+    if settings.get("ema_decay") is None:  # also imported sets, whose settings are no DistillConfig
+        return None
+    share = DistillConfig.from_dict(settings).initial_share()
+    return (f"{settings['method']} {dataset} IPC {settings['ipc']}: EMA decay {settings['ema_decay']} ^ "
+            f"{settings['iterations']} iterations keeps {100 * share:.1f}% of the initial images"), share
+
+
+def initial_share_warnings(config: dict) -> list[str]:
+    """One warning per distillation whose EMA result would keep more than INITIAL_SHARE_WARNING of its initial
+    images (decay^iterations), naming the cell, the decay and the iterations."""
+    warnings = []
+    for dataset, settings in distillations(config):
+        found = initial_share_line(dataset, settings)
+        if found and found[1] > INITIAL_SHARE_WARNING:
+            warnings.append(f"{found[0]} (more than {100 * INITIAL_SHARE_WARNING:.0f}%): the result is largely its "
+                            f"initialisation; raise iterations or lower ema_decay unless that is the run to reproduce")
+    return list(dict.fromkeys(warnings))
+
+
+def table_notes(config: dict, table: str) -> list[str]:
+    """Notes printed under a table: its config `note`, then the share of initial images each EMA cell keeps."""
+    spec = table_spec(config, table)
+    notes = [spec["note"]] if spec.get("note") else []
+    shares = []
+    for cell in table_cells(config, table):
+        found = initial_share_line(cell.dataset, resolve_method(config, cell.method, cell.dataset, cell.ipc))
+        if found and found[0] not in shares:
+            shares.append(found[0])
+    if shares:
+        notes.append("EMA results (FTD, ATT: no bias correction, so decay^iterations of the result is still the "
+                     "initial images): " + "; ".join(shares) + ".")
+    return notes
+
+
+def distillations(config: dict) -> list[tuple[str, dict]]:
+    """(dataset, resolved settings) of every synthetic set the tables and NAS studies read."""
+    found = [(cell.dataset, resolve_method(config, cell.method, cell.dataset, cell.ipc))
+             for cell in table_cells(config)]
+    for spec in config.get("nas") or []:
+        found += [(spec["dataset"], settings) for source in spec["sources"]
+                  if (settings := nas_settings(config, spec["name"], source)) is not None]
+    return found
+
+
+# DVC (dvc.yaml): one stage per entry of `dvc_experts` in config/config.yaml, keyed <dataset>-<norm>-<model>-<recipe>.
+def expert_sets(config: dict) -> list[dict]:
+    """The expert sets (dataset, norm, model, recipe) the config's tables, NAS and stability studies read, in order;
+    a merged method's are those of its groups."""
+    sets: list[dict] = []
+
+    def add(dataset: str, settings: dict) -> None:
+        if settings["kind"] == "merged":
+            settings = resolve_method(config, settings["groups_of"], dataset, settings["group_ipc"])
+        if expert_files(config, dataset, settings) and expert_dir(dataset, settings) not in sets:
+            sets.append(expert_dir(dataset, settings))
+
+    for dataset, settings in distillations(config):
+        add(dataset, settings)
+    for spec in config.get("stability") or []:
+        for method in spec["methods"]:
+            add(spec["dataset"], stability_settings(config, spec["name"], method))
+    return sets
+
+
+def expert_set_files(config: dict, dataset: str, norm: str, model: str, recipe: str) -> list[str]:
+    """Every file of one expert set (experts 0 … experts.count − 1): the Snakemake targets of its DVC stage."""
+    get_spec(dataset)
+    get_recipe(recipe)
+    if norm not in NORMS or not is_model_name(model):
+        raise ValueError(f"not an expert set: norm '{norm}' ({' or '.join(NORMS)}), model '{model}'")
+    where = dict(dataset=dataset, norm=norm, model=model, recipe=recipe)
+    return [PATHS["expert"].format(**where, k=k) for k in expert_seeds(config)]
