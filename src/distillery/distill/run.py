@@ -205,7 +205,8 @@ def save_synset(path: str | Path, images: Tensor, labels: Tensor, lr: float | No
 
 def load_synset(path: str | Path, expect: dict | None = None, verify: bool = True) -> dict:
     """A synthetic set written by run_distillation: images, labels, learned lr (None for coresets), soft labels
-    (teacher logits, APM; learned logits, DATM; None otherwise), meta — its checksum verified and `expect` meta fields matched.
+    (teacher logits, APM; learned logits, DATM; None otherwise), meta — its checksum verified and `expect` meta
+    fields matched.
     `verify=False` memory-maps the tensors and skips the checksum (to read the metadata)."""
     rerun = regenerate(path, "distill")
     try:
