@@ -207,7 +207,10 @@ def test_an_expert_stopped_mid_epoch_by_sigterm_resumes_from_that_batch(digits, 
 
 
 @pytest.mark.parametrize("changes", [{}, {"ema_decay": 0.9, "perturb": "gaussian", "perturb_scale": 1e-3},
-                                     {"match": "adaptive"}], ids=["mtt", "ftd-ema-robust", "att"])
+                                     {"match": "adaptive"},
+                                     {"learn_labels": True, "lr_y": 2.0, "init": "correct", "threshold": 1.0,
+                                      "min_start_epoch": 0, "current_max_start_epoch": 1, "expansion_end_epoch": 4}],
+                         ids=["mtt", "ftd-ema-robust", "att", "datm"])
 def test_trajectory_variants_resume_bit_for_bit(digits, tmp_path, changes):
     from distillery.distill.config import DistillConfig
     from distillery.distill.run import load_training, match_trajectories

@@ -385,3 +385,37 @@ def test_combinations_example_dry_run(tmp_path):
         "train_expert": 15,      # sgd (mtt), gsam (att_ftd_intermediate, ftd_representative_balanced), smooth
         "distill": 5, "evaluate": 15, "table": 1, "plot_images": 5, "plot_curves": 4,
     }
+
+
+DATM_TINY = {
+    "experts": {"count": 2, "overrides": {"epochs": 6}},
+    "evaluation": {"seeds": 2, "epochs": 100},   # soft labels train slower than hard ones: 20 epochs underfit them
+    "protocols": {"soft_ce": {"soft_labels": True, "soft_loss": "soft_ce", "batch": 128}},
+    "hparams": {"datm": {"digits": {"default": {"iterations": 20, "syn_steps": 8},
+                                    "ipc1": {"max_start_epoch": 3},
+                                    "ipc10": {"iterations": 10, "current_max_start_epoch": 2, "max_start_epoch": 4,
+                                              "expansion_end_epoch": 5}}}},
+    "tables": [{"name": "datm", "cells": [{"method": "random", "dataset": "digits", "ipc": [1, 10]},
+                                          {"method": "datm", "dataset": "digits", "ipc": [1, 10],
+                                           "protocol": ["soft_ce", "default"]}]}],
+}
+
+
+@pytest.mark.slow
+def test_datm_on_digits_runs_with_soft_and_hard_labels_and_beats_random_at_ipc1(tmp_path):
+    result = snakemake(tmp_path, DATM_TINY, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "results/tables/datm.csv")
+    assert table[["method", "ipc"]].values.tolist() == [["random", 1], ["random", 10], ["datm [soft_ce]", 1],
+                                                        ["datm", 1], ["datm [soft_ce]", 10], ["datm", 10]]
+    mean = table.set_index(["method", "ipc"])["mean"]
+    assert mean["datm [soft_ce]", 1] > mean["random", 1]
+    synset = torch.load(tmp_path / "results/synsets/datm/digits/ipc1/synset.pt", weights_only=True)
+    assert synset["soft_labels"].shape == (10, 10) and synset["soft_labels"].is_floating_point()
+    assert synset["labels"].tolist() == list(range(10)) and synset["lr"] > 0
+    assert synset["meta"]["init"] == "correct" and synset["meta"]["learn_labels"] is True
+    log = pd.read_csv(tmp_path / "results/synsets/datm/digits/ipc10/log.csv")
+    assert log["start_epoch"].max() < 4 and set(log["over_threshold"]) <= {0, 1}
+    assert log["start_epoch"][:3].max() < 2                       # the window starts at [0, 2)
+    soft = json.loads((tmp_path / "results/evals/datm/digits/ipc1/ConvNetD2W32/soft_ce/seed0.json").read_text())
+    assert soft["eval"]["soft_loss"] == "soft_ce" and soft["eval"]["batch"] == 128 and soft["lr"] == synset["lr"]

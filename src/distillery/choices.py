@@ -6,7 +6,7 @@ workflow/schemas/config.schema.yaml (and each closed wildcard of workflow/rules/
 
 # Distillation (distill/config.py validates a DistillConfig against these).
 KINDS = ("coreset", "trajectory", "adversarial", "merged")
-INITS = ("real", "noise", "representative")
+INITS = ("real", "noise", "representative", "correct")
 PERTURBS = ("none", "gaussian", "filter", "weight")
 SELECTS = ("random", "herding", "forgetting", "kmeans")
 INTERMEDIATES = ("none", "equal", "varied")
@@ -21,6 +21,9 @@ MEMORY_SETTINGS = (AUTO, *MEMORIES)       # what a method's `memory:` may say
 EXACT_MEMORIES = ("full", "recompute")    # what `memory: auto` chooses from (constant is first order)
 LOGGED_KINDS = ("trajectory", "adversarial")  # kinds whose distillation writes a per-iteration log
 FEATURE_SELECTS = ("herding", "kmeans")   # coreset selections that embed the training split with expert 0
+
+# Evaluation: the loss on soft labels (evaluate.EvalConfig.soft_loss): APM's L1 on logits, DATM's soft cross-entropy.
+SOFT_LOSSES = ("l1", "soft_ce")
 
 # Expert sets: their normalisation, named in paths and DVC stages.
 NORMS = ("zca", "std")

@@ -1,6 +1,7 @@
 """The one evaluation protocol: a freshly initialised network trained on the synthetic set with
 SGD (momentum 0.9, wd 5e-4, lr ×0.1 at half), DSA, batch 256; accuracy after the final epoch. Variants: SAM
-(sam_rho > 0) and soft labels (the set's teacher logits as L1 regression targets, APM)."""
+(sam_rho > 0) and soft labels: the set's logits as L1 regression targets (APM's teacher logits) or as the targets
+of a soft cross-entropy (soft_loss soft_ce: DATM's learned logits)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -11,8 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillery.augment import DEFAULT_STRATEGY, dsa
+from distillery.choices import SOFT_LOSSES
 from distillery.data import load_meta, load_split, load_zca
-from distillery.metrics import accuracy
+from distillery.metrics import accuracy, soft_cross_entropy
 from distillery.models import build_model
 from distillery.progress import Progress, log
 from distillery.runtime import to_device
@@ -22,6 +24,9 @@ from distillery.synset import load_synset
 from distillery.typecheck import check_types
 
 EVAL_ROLES = ("eval-init", "eval-shuffle", "eval-dsa")
+
+
+SOFT_CRITERIA = {"l1": F.l1_loss, "soft_ce": soft_cross_entropy}  # per SOFT_LOSSES: APM's L1, DATM's soft CE
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,8 @@ class EvalConfig:
     dsa: str = DEFAULT_STRATEGY
     default_lr: float = 0.01      # for sets without a learned lr (coresets): DC/DSA's lr_net
     sam_rho: float = 0.0          # > 0: plain SAM around the SGD (FTD's utils_eval_sam); 0: the standard protocol
-    soft_labels: bool = False     # train on the set's soft labels (teacher logits) with an L1 loss, as APM does
+    soft_labels: bool = False     # train on the set's soft labels (APM's teacher or DATM's learned logits)
+    soft_loss: str = "l1"         # their loss: l1 (APM's) | soft_ce (−Σ softmax(y)·log_softmax(z), DATM's)
 
     def __post_init__(self) -> None:
         check_types(self, "evaluation")
@@ -42,6 +48,8 @@ class EvalConfig:
             raise ValueError(f"evaluation epochs and batch must be at least 1 (got {self.epochs}, {self.batch})")
         if self.sam_rho < 0:
             raise ValueError(f"evaluation sam_rho must be >= 0 (got {self.sam_rho}; 0 = plain SGD)")
+        if self.soft_loss not in SOFT_LOSSES:
+            raise ValueError(f"evaluation soft_loss={self.soft_loss!r} is not one of {', '.join(SOFT_LOSSES)}")
 
 
 def _optimizer(model: nn.Module, lr: float, cfg: EvalConfig) -> torch.optim.Optimizer | SharpnessAware:
@@ -56,7 +64,8 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
                   cfg: EvalConfig) -> nn.Module:
     """Train a new `arch` (initialised from `seed`, never warm-started) on (images, labels).
 
-    Hard labels train with cross-entropy; soft labels (float [N, C] logits) with the L1 distance of the logits.
+    Hard labels train with cross-entropy; soft labels (float [N, C] logits) with cfg.soft_loss: the L1 distance of
+    the logits (APM) or the soft cross-entropy against their softmax (DATM).
 
     With cfg.sam_rho > 0 each batch is one SAM step on the same augmented batch; the lr schedule stays the
     protocol's (FTD's SAM evaluation had no decay; we keep one protocol and change only the optimizer).
@@ -66,7 +75,7 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
     model.to(images.device, non_blocking=True).train()  # no host wait on CUDA: the loop reads nothing back
     shuffle, aug = generator(seed, "eval-shuffle"), generator(seed, "eval-dsa")
     opt = _optimizer(model, lr, cfg)
-    criterion = F.l1_loss if labels.is_floating_point() else F.cross_entropy
+    criterion = SOFT_CRITERIA[cfg.soft_loss] if labels.is_floating_point() else F.cross_entropy
     progress = Progress(cfg.epochs, f"evaluate {arch} seed {seed}")
     for epoch in range(cfg.epochs):
         if epoch == cfg.epochs // 2 and cfg.epochs > 1:
@@ -109,8 +118,9 @@ def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str
     images, labels = synset["images"].to(device), synset["labels"].to(device)
     if cfg.soft_labels:
         if synset.get("soft_labels") is None:
-            raise ValueError(f"{synset_path} has no soft labels ({meta['method']} is not an APM-style method); "
-                             f"evaluate it with a protocol without soft_labels")
+            raise ValueError(f"{synset_path} has no soft labels ({meta['method']} neither matches a teacher's "
+                             f"predictions (APM) nor learns its labels (learn_labels)); evaluate it with a protocol "
+                             f"without soft_labels")
         labels = synset["soft_labels"].to(device)
     lr = synset["lr"] if synset["lr"] is not None else cfg.default_lr
     acc = evaluate(images, labels, lr, arch, test_images, test_labels, meta["num_classes"], seed, cfg)

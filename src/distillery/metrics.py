@@ -1,4 +1,5 @@
-"""How good a trained network is on labelled images: the one accuracy every stage reports (experts, evaluation)."""
+"""How good a trained network is on labelled images (the one accuracy every stage reports) and the soft
+cross-entropy both DATM's inner loss and its soft_ce evaluation use."""
 from __future__ import annotations
 
 import torch
@@ -14,3 +15,9 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch: int = 1024
                   for i in range(0, len(images), batch))
     model.train(was_training)
     return int(correct) / len(images)
+
+
+def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """−Σ_c softmax(targets)_c · log_softmax(logits)_c, averaged over the batch (DATM.py:255-260, its
+    evaluation.py:56-60): the cross-entropy against the distribution of the logits `targets`."""
+    return -(targets.softmax(1) * logits.log_softmax(1)).sum(1).mean()

@@ -26,7 +26,7 @@ class DistillResult:
     lr: float
     history: list[dict] = field(default_factory=list)  # per iteration: iteration, loss, lr, start_epoch,
     #                                                     match_step, seconds
-    soft_labels: Tensor | None = None  # APM: a teacher's logits on the images, the labels for evaluation
+    soft_labels: Tensor | None = None  # APM: a teacher's logits on the images; DATM: the learned logits
 
 
 def save_synset(path: str | Path, images: Tensor, labels: Tensor, lr: float | None, soft_labels: Tensor | None,

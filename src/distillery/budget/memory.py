@@ -156,6 +156,8 @@ def trajectory_estimate(cfg: DistillConfig, spec: DatasetSpec, gpu_gb: float | N
     parts = {"saved for backward": unroll_saved(cfg, spec, images=False), **data,
              "synthetic images": n * image * (3 + (cfg.ema_decay is not None)),  # value, gradient, momentum, EMA
              "parameters and expert rows": rows * vector, "working set": working}
+    if cfg.learn_labels:  # DATM's logits: value, gradient, momentum
+        parts["learned labels"] = 3 * n * spec.num_classes * FLOAT
     host["expert files"] = 2 * (get_recipe(cfg.recipe).epochs + 1) * vector  # the file in use, the one ahead
     return Estimate(parts, load, host, kept)
 

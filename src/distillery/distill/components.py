@@ -1,16 +1,19 @@
 """The method components the matching engine switches on, one room for all: AST's balanced inner loss (Eq. 20),
 intermediate matching points (Sec. IV-D1) and expert-start perturbations (filter-normalised, Eq. 23, or its code's
-weightPerturb); FTD's gaussian start perturbation; ATT's nearest match step."""
+weightPerturb); FTD's gaussian start perturbation; ATT's nearest match step; DATM's start-epoch window, the soft
+cross-entropy of learned logits, and the initial images and logits from experts that classify them correctly."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillery.distill.config import DistillConfig
 from distillery.functional import FlatModel
+from distillery.metrics import soft_cross_entropy
 from distillery.runtime import host_read, to_device
 
 
@@ -116,3 +119,73 @@ def nearest_step(path: Sequence[Tensor], target: Tensor, distance: str) -> int:
         if distance == "l1":  # the last minimum: the first of the reversed distances
             return len(gaps) - int(host_read(torch.argmin(gaps.flip(0)))[0])
         return int(host_read(torch.argmin(gaps))[0]) + 1
+
+
+def start_upper_bound(done: int, first: int | None, last: int, over: int) -> int:
+    """DATM's window [min_start_epoch, upper): after `done` iterations upper = min(last, first + ⌊(last − first)·
+    done/over⌋), growing linearly from `first` to `last` (max_start_epoch) over `over` iterations (DATM.py:485-489,
+    Sequential_Generation); `first` None: the fixed upper bound `last`."""
+    if first is None:
+        return last
+    return min(last, first + (last - first) * done // over)
+
+
+def inner_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """The student's loss on a synthetic batch: soft cross-entropy for learned logits (float labels), else CE."""
+    if labels.is_floating_point():
+        return soft_cross_entropy(logits, labels)
+    return F.cross_entropy(logits, labels)
+
+
+def expert_logits(student: FlatModel, weights: Tensor, images: Tensor, batch: int = 256) -> Tensor:
+    """The logits of the network at flat `weights` on `images`, in eval mode (as DATM's Temp_net.eval()), in
+    batches, without a graph."""
+    weights, was_training = to_device(weights, images.device), student.module.training
+    student.module.eval()
+    with torch.no_grad():
+        logits = torch.cat([student(weights, images[i:i + batch]) for i in range(0, len(images), batch)])
+    student.module.train(was_training)
+    return logits
+
+
+Classifier = Callable[[Tensor], Tensor]  # images -> logits of one expert's final network
+
+
+def pick_correct(images: Tensor, labels: Tensor, num_classes: int, ipc: int, classifiers: Sequence[Classifier],
+                 generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """DATM's `samples_predicted_correctly` (DATM.py:185-236): per class, the first `ipc` images of a random order
+    that expert 0 classifies correctly; when that expert has too few, the next expert's correct ones among the
+    rest, and so on. Returns (images [C·ipc, ...], labels [0]*ipc + [1]*ipc + ...)."""
+    labels_cpu, picks = labels.cpu(), []
+    for c in range(num_classes):
+        idx = (labels_cpu == c).nonzero().squeeze(1)
+        rest, chosen = idx[torch.randperm(len(idx), generator=generator)], []
+        for classify in classifiers:
+            if sum(map(len, chosen)) == ipc or not len(rest):
+                break
+            right = (classify(images[to_device(rest, images.device)]).argmax(1) == c).cpu()
+            chosen.append(rest[right][:ipc - sum(map(len, chosen))])
+            rest = rest[~right]
+        found = sum(map(len, chosen))
+        if found < ipc:
+            raise ValueError(f"init 'correct': the {len(classifiers)} expert(s) classify only {found} of class {c}'s "
+                             f"{len(idx)} training images correctly, fewer than IPC {ipc}; lower the IPC, train more "
+                             f"or better experts, or use init 'real'")
+        picks.append(torch.cat(chosen))
+    chosen = to_device(torch.cat(picks), images.device)
+    return images[chosen].clone(), to_device(torch.arange(num_classes).repeat_interleave(ipc), images.device)
+
+
+def correct_logits(images: Tensor, labels: Tensor, classifiers: Sequence[Classifier]) -> Tensor:
+    """DATM's initial soft labels (DATM.py:270-307): per image, the mean of the logits of the experts that classify
+    it correctly. An image no expert classifies correctly has no such mean: an error (DATM divides by zero)."""
+    total, count = None, torch.zeros(len(images), device=images.device)
+    for classify in classifiers:
+        logits = classify(images)
+        right = (logits.argmax(1) == labels).to(logits.dtype)
+        total = logits * right[:, None] if total is None else total + logits * right[:, None]
+        count = count + right
+    if total is None or not bool((count > 0).all()):
+        raise ValueError("learned labels: some synthetic images are classified correctly by no expert, so they have "
+                         "no mean of correct logits; use init 'correct' (which picks such images) or more experts")
+    return total / count[:, None]

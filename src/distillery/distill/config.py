@@ -11,7 +11,9 @@ from distillery.typecheck import check_types
 
 # Components only trajectory matching uses, with their "off" value.
 TRAJECTORY_COMPONENTS = (("match", "fixed"), ("intermediate", "none"), ("balance", False), ("perturb", "none"),
-                         ("ema_decay", None), ("memory", "full"), ("chunk", None), ("inner_momentum", 0.0))
+                         ("ema_decay", None), ("memory", "full"), ("chunk", None), ("inner_momentum", 0.0),
+                         ("learn_labels", False), ("threshold", None), ("min_start_epoch", 0),
+                         ("current_max_start_epoch", None))
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,8 @@ class DistillConfig:
     lr_lr: float = 1e-5
     lr_teacher: float = 0.01
     batch_syn: int | None = None
-    init: str = "real"               # real | noise | representative (AST: k-means on expert 0's features)
+    init: str = "real"               # real | noise | representative (AST: k-means on expert 0's features) |
+                                     # correct (DATM: real images an expert classifies correctly)
     init_clusters: int = 10          # k-means clusters per class for representative init and kmeans select
     momentum: float = 0.5            # of the image and lr optimisers
     inner_momentum: float = 0.0      # μ of the student's SGD: b_0 = g_0, b_n = μ·b_{n−1} + g_n, θ_{n+1} = θ_n − α·b_n
@@ -51,6 +54,15 @@ class DistillConfig:
     # ATT (Liu et al. 2024): match the target at the student step nearest to it instead of step N
     match: str = "fixed"             # fixed (θ̂_N) | adaptive (θ̂_k, k = argmin_k distance(θ̂_k, θ*_{t+M}))
     match_distance: str = "l2"       # the selection distance: l1 (ATT's code, its preset) | l2 (squared, paper)
+    # DATM (Guo et al. 2024): the start-epoch window, learned soft labels and the loss threshold
+    min_start_epoch: int = 0         # start epochs are drawn from [min_start_epoch, upper)
+    current_max_start_epoch: int | None = None  # upper grows from this to max_start_epoch over expansion_end_epoch
+                                     # iterations (DATM's Sequential_Generation); None: upper = max_start_epoch
+    expansion_end_epoch: int = 3000  # iterations over which the window's upper bound grows (DATM's cfg.py default)
+    learn_labels: bool = False       # learn logits y as labels: inner loss −Σ softmax(y)·log_softmax(z), own SGD
+    lr_y: float = 2.0                # lr of the labels' SGD (DATM cfg.py default)
+    momentum_y: float = 0.9          # momentum of the labels' SGD (DATM's Momentum_y)
+    threshold: float | None = None   # an iteration whose matching loss exceeds this updates nothing (None: never)
     # memory of the unroll (distill/memory.py): full (create_graph, grows with N) | recompute (exact, keeps N
     # parameter vectors, no graphs) | constant (TESLA: memory independent of N, first-order: drops Hessian terms)
     memory: str = "full"
@@ -90,9 +102,14 @@ class DistillConfig:
         for name in ("iterations", "syn_steps", "expert_epochs", "max_start_epoch"):
             if getattr(self, name) < 1:
                 bad(name, "must be at least 1")
-        for name in ("lr_img", "lr_lr", "lr_teacher"):
+        for name in ("lr_img", "lr_lr", "lr_teacher", "lr_y"):
             if not getattr(self, name) > 0:
                 bad(name, "must be a positive learning rate")
+        self._check_window()
+        if not 0 <= self.momentum_y < 1:
+            bad("momentum_y", "must be in [0, 1)")
+        if self.threshold is not None and not self.threshold > 0:
+            bad("threshold", "must be positive (or null for no loss threshold)")
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             bad("ema_decay", "must be in [0, 1) (or null for no EMA)")
         if self.perturb not in PERTURBS:
@@ -161,14 +178,29 @@ class DistillConfig:
             return
         used = [f"{name}={getattr(self, name)!r}" for name, off in TRAJECTORY_COMPONENTS
                 if getattr(self, name) != off]
-        if self.init == "representative" and self.kind in ("adversarial", "coreset"):
-            used.append("init='representative'")
+        if self.init in ("representative", "correct") and self.kind in ("adversarial", "coreset"):
+            used.append(f"init={self.init!r}")
         if used:
             hint = {"coreset": "select picks the images; use select kmeans for representative picks",
                     "adversarial": "APM starts from real or noise images and matches teacher predictions",
                     "merged": "set them on the groups' method (groups_of)"}[self.kind]
             raise ValueError(f"method '{self.method}': kind={self.kind!r} does not combine with {', '.join(used)} "
                              f"(trajectory-matching components; {hint}): drop them or use kind 'trajectory'")
+
+    def _check_window(self) -> None:
+        """The start-epoch window [min_start_epoch, upper) must hold an epoch at every iteration."""
+        def bad(field: str, why: str) -> None:
+            raise ValueError(f"method '{self.method}': {field}={getattr(self, field)!r} {why}")
+
+        if not 0 <= self.min_start_epoch < self.max_start_epoch:
+            bad("min_start_epoch", f"must be in [0, max_start_epoch {self.max_start_epoch}): start epochs are drawn "
+                                   f"from [min_start_epoch, max_start_epoch)")
+        first = self.current_max_start_epoch
+        if first is not None and not self.min_start_epoch < first <= self.max_start_epoch:
+            bad("current_max_start_epoch", f"must be in (min_start_epoch {self.min_start_epoch}, max_start_epoch "
+                                           f"{self.max_start_epoch}] (or null for a fixed window)")
+        if self.expansion_end_epoch < 1:
+            bad("expansion_end_epoch", "must be at least 1 iteration")
 
     @classmethod
     def from_dict(cls, settings: dict) -> "DistillConfig":

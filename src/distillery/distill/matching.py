@@ -11,8 +11,9 @@ from torch import Tensor
 
 from distillery.augment import dsa
 from distillery.checkpoint import Checkpoint, LoopState
-from distillery.distill.components import (balance_coefficient, filter_mask, filter_perturbation,
-                                          intermediate_points, intermediate_weights, nearest_step, perturb_start,
+from distillery.distill.components import (Classifier, balance_coefficient, correct_logits, filter_mask,
+                                          filter_perturbation, intermediate_points, intermediate_weights,
+                                          nearest_step, perturb_start, pick_correct, start_upper_bound,
                                           weight_perturbation)
 from distillery.distill.config import DistillConfig
 from distillery.distill.coreset import select_coreset
@@ -51,7 +52,8 @@ def unroll_path(student: FlatModel, start: Tensor, images: Tensor, labels: Tenso
                 batches: Batches, aug: torch.Generator, strategy: str, points: Sequence[int] = (),
                 scale: float = 1.0, memory: str = "full", chunk: int | None = None,
                 momentum: float = 0.0) -> list[Tensor]:
-    """N differentiable SGD steps θ_{n+1} = θ_n − lr·b_n on g_n = ∇(scale·CE(A(x_b); θ_n)), with the velocity
+    """N differentiable SGD steps θ_{n+1} = θ_n − lr·b_n on g_n = ∇(scale·CE(A(x_b); θ_n)) (soft CE for learned
+    logits as `labels`, differentiable in them too), with the velocity
     b_0 = g_0, b_n = momentum·b_{n−1} + g_n (momentum 0: plain SGD, MTT's; 0.9: AST's distill.py:547-556).
 
     Returns [θ_n for n in points] + [θ_N], each with its graph. `memory` full keeps every step's graph; recompute
@@ -126,8 +128,13 @@ def trajectory_loss(cfg: DistillConfig, student: FlatModel, trajectory: Tensor, 
 
 
 def initial_images(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
-                   features: Tensor | None) -> tuple[Tensor, Tensor]:
-    """The starting synthetic set: real or noise (init_synthetic), or AST's representative k-means picks."""
+                   features: Tensor | None, classifiers: Sequence[Classifier] = ()) -> tuple[Tensor, Tensor]:
+    """The starting synthetic set: real or noise (init_synthetic), AST's representative k-means picks, or DATM's
+    images that the experts' final networks (`classifiers`) classify correctly."""
+    if cfg.init == "correct":
+        if not classifiers:
+            raise ValueError(f"method '{cfg.method}': init 'correct' needs the experts' final networks")
+        return pick_correct(images, labels, num_classes, cfg.ipc, classifiers, generator(cfg.seed, "init"))
     if cfg.init != "representative":
         return init_synthetic(images, labels, num_classes, cfg.ipc, cfg.init, generator(cfg.seed, "init"))
     if features is None:
@@ -137,25 +144,53 @@ def initial_images(cfg: DistillConfig, images: Tensor, labels: Tensor, num_class
                           features=features, clusters=cfg.init_clusters, seed=cfg.seed)
 
 
+def initial_logits(cfg: DistillConfig, syn_images: Tensor, syn_labels: Tensor,
+                   classifiers: Sequence[Classifier]) -> Tensor:
+    """DATM's initial learned labels: the mean logits of the experts that classify each image correctly (init
+    correct, DATM.py:270-307), else the first expert's logits (DATM.py:309-319)."""
+    if not classifiers:
+        raise ValueError(f"method '{cfg.method}': learn_labels needs the experts' final networks for its initial "
+                         f"logits")
+    if cfg.init == "correct":
+        return correct_logits(syn_images, syn_labels, classifiers)
+    return classifiers[0](syn_images)
+
+
+def start_epoch(cfg: DistillConfig, done: int, starts: torch.Generator) -> int:
+    """The iteration's expert start epoch, uniform in [min_start_epoch, upper) after `done` iterations."""
+    upper = start_upper_bound(done, cfg.current_max_start_epoch, cfg.max_start_epoch, cfg.expansion_end_epoch)
+    return int(torch.randint(cfg.min_start_epoch, upper, (1,), generator=starts))
+
+
 def check_length(epochs: int, cfg: DistillConfig) -> None:
     """Expert trajectories must reach epoch max_start_epoch − 1 + expert_epochs (the last start plus M)."""
     check_expert_epochs(epochs, expert_epochs_needed(cfg.max_start_epoch, cfg.expert_epochs), "an expert trajectory")
 
 
+OVER_THRESHOLD = "the matching loss is above the threshold"
+
+
 def update(syn_images: Tensor, syn_lr: Tensor, opt_img: torch.optim.Optimizer, opt_lr: torch.optim.Optimizer,
-           loss: Tensor) -> tuple[str | None, float, float]:
-    """Step the lr, then the images, unless the loss or a gradient is not finite or the new lr leaves (0, ∞):
-    then undo the lr step (value and momentum) and say why. Returns (why or None, loss, new lr): the iteration's
-    one host read, which the log uses too."""
+           loss: Tensor, opt_y: torch.optim.Optimizer | None = None,
+           threshold: float | None = None) -> tuple[str | None, float, float]:
+    """Step the lr, then the images (and learned labels), unless the loss or a gradient is not finite, the new lr
+    leaves (0, ∞) or the loss exceeds `threshold` (DATM.py:556-561; OVER_THRESHOLD): then undo the lr step (value
+    and momentum) and say why. Returns (why or None, loss, new lr): the iteration's one host read, which the log
+    uses too."""
     before = syn_lr.detach().clone(), {k: v.clone() for k, v in opt_lr.state[syn_lr].items()
                                        if isinstance(v, Tensor)}
     opt_lr.step()  # a non-finite lr gradient makes the new lr non-finite, caught below
-    loss_value, new_lr, grad_sum = host_read(loss, syn_lr, syn_images.grad.sum())
+    grad_sum = syn_images.grad.sum()
+    if opt_y is not None:  # the learned labels' gradient is checked with the images'
+        grad_sum = grad_sum + opt_y.param_groups[0]["params"][0].grad.sum()
+    loss_value, new_lr, grad_sum = host_read(loss, syn_lr, grad_sum)
     problem = None
     if not (math.isfinite(loss_value) and math.isfinite(grad_sum)):
         problem = f"the matching loss ({loss_value:.4g}) or a gradient is not finite"
     elif not 0 < new_lr < math.inf:
         problem = f"the learned learning rate would become {new_lr:.3g}"
+    elif threshold is not None and loss_value > threshold:
+        problem = OVER_THRESHOLD
     if problem is not None:
         with torch.no_grad():
             syn_lr.copy_(before[0])
@@ -164,15 +199,22 @@ def update(syn_images: Tensor, syn_lr: Tensor, opt_img: torch.optim.Optimizer, o
             opt_lr.state.pop(syn_lr, None)
         return problem, loss_value, new_lr
     opt_img.step()
+    if opt_y is not None:
+        opt_y.step()
     return None, loss_value, new_lr
 
 
 def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
                        student: FlatModel, experts, features: Tensor | None = None,
-                       checkpoint: Checkpoint | None = None, max_bad: int = 10) -> DistillResult:
+                       checkpoint: Checkpoint | None = None, max_bad: int = 10,
+                       classifiers: Sequence[Classifier] = ()) -> DistillResult:
     """Run `cfg.iterations` MTT iterations; `experts` yields [epochs+1, P] trajectories.
 
-    `features` (the training images' embeddings) are needed only for init=representative.
+    `features` (the training images' embeddings) are needed only for init=representative; `classifiers` (the
+    experts' final networks) for init=correct and learn_labels. With learn_labels the labels are logits, learned
+    by their own SGD (lr_y, momentum_y) and returned as soft_labels. Start epochs come from DATM's window
+    [min_start_epoch, upper); an iteration whose loss exceeds `cfg.threshold` updates nothing and is logged
+    as skipped with over_threshold 1 (it does not count towards `max_bad`).
 
     With `cfg.ema_decay` the result is the EMA e ← d·e + (1−d)·x of the images after every update (FTD),
     started at the initial images; it never feeds back into distillation.
@@ -185,17 +227,21 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
     (ExpertSampler).
     """
     device = images.device
-    syn_images, syn_labels = initial_images(cfg, images, labels, num_classes, features)
+    syn_images, syn_labels = initial_images(cfg, images, labels, num_classes, features, classifiers)
+    syn_y = initial_logits(cfg, syn_images, syn_labels, classifiers).detach().requires_grad_(True) \
+        if cfg.learn_labels else None
     syn_images = syn_images.detach().requires_grad_(True)
     syn_lr = torch.tensor(cfg.lr_teacher, device=device, requires_grad=True)
     opt_img = torch.optim.SGD([syn_images], lr=cfg.lr_img, momentum=cfg.momentum)
     opt_lr = torch.optim.SGD([syn_lr], lr=cfg.lr_lr, momentum=cfg.momentum)
+    opt_y = torch.optim.SGD([syn_y], lr=cfg.lr_y, momentum=cfg.momentum_y) if syn_y is not None else None
     ema = syn_images.detach().clone() if cfg.ema_decay is not None else None
     starts, aug = generator(cfg.seed, "start-epoch"), generator(cfg.seed, "dsa")
     noise = generator(cfg.seed, "perturb")
     batches = Batches(len(syn_images), cfg.batch_syn, generator(cfg.seed, "batches"), device)
     loop = LoopState(device, kept=dict(images=syn_images, lr=syn_lr, opt_img=opt_img, opt_lr=opt_lr, ema=ema,
-                                       starts=starts, aug=aug, noise=noise, batches=batches, experts=experts),
+                                       starts=starts, aug=aug, noise=noise, batches=batches, experts=experts,
+                                       soft=syn_y, opt_soft=opt_y),
                      values=dict(step=0, history=[], bad=0))
     loop.resume(checkpoint)
     first_lr = float(syn_lr.detach())
@@ -204,20 +250,24 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
         tic = time.perf_counter()
         trajectory = next(experts)
         check_length(trajectory.shape[0] - 1, cfg)
-        t = int(torch.randint(cfg.max_start_epoch, (1,), generator=starts))
-        loss, step = trajectory_loss(cfg, student, trajectory, t, syn_images, syn_labels, syn_lr, batches, aug, noise)
-        opt_img.zero_grad(set_to_none=True)
-        opt_lr.zero_grad(set_to_none=True)
+        t = start_epoch(cfg, it - 1, starts)
+        inner_labels = syn_labels if syn_y is None else syn_y
+        loss, step = trajectory_loss(cfg, student, trajectory, t, syn_images, inner_labels, syn_lr, batches, aug,
+                                     noise)
+        for opt in (opt_img, opt_lr, opt_y):
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
         loss.backward()
-        problem, loss_value, lr_value = update(syn_images, syn_lr, opt_img, opt_lr, loss)
-        skipped = problem is not None
+        problem, loss_value, lr_value = update(syn_images, syn_lr, opt_img, opt_lr, loss, opt_y, cfg.threshold)
+        skipped, over = problem is not None, problem == OVER_THRESHOLD
         if skipped:
             lr_value = loop.history[-1]["lr"] if loop.history else first_lr  # the lr step was undone
         elif ema is not None:
             ema.mul_(cfg.ema_decay).add_(syn_images.detach(), alpha=1 - cfg.ema_decay)
-        loop.bad = loop.bad + 1 if skipped else 0
+        loop.bad = loop.bad + 1 if skipped and not over else 0
         loop.history.append({"iteration": it, "loss": loss_value, "lr": lr_value, "start_epoch": t,
-                              "match_step": step, "skipped": int(skipped), "seconds": time.perf_counter() - tic})
+                              "match_step": step, "skipped": int(skipped), "over_threshold": int(over),
+                              "seconds": time.perf_counter() - tic})
         if loop.bad > max_bad:
             where = f"; the last checkpoint {checkpoint.path} is kept" if checkpoint and checkpoint.path else ""
             raise DistillationError(f"{cfg.method}: {loop.bad} skipped iteration(s) in a row up to iteration {it}, "
@@ -229,4 +279,5 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
             checkpoint.step(it, loop.capture)
     progress.close()
     result = ema if ema is not None else syn_images.detach()
-    return DistillResult(result, syn_labels, host_read(syn_lr)[0], loop.history)
+    return DistillResult(result, syn_labels, host_read(syn_lr)[0], loop.history,
+                         soft_labels=None if syn_y is None else syn_y.detach())

@@ -18,6 +18,7 @@ from distillery.data import load_meta, load_split, load_zca
 from distillery.distill.config import DistillConfig, fit_batch_syn
 from distillery.distill.coreset import check_ipc, embed, forgetting_counts, select_coreset
 from distillery.distill.apm import distill_adversarial
+from distillery.distill.components import Classifier, expert_logits
 from distillery.distill.matching import distill_trajectory
 from distillery.experts import ExpertSampler, get_recipe, load_expert
 from distillery.functional import FlatModel, snapshot_model
@@ -28,7 +29,7 @@ from distillery.seeds import SEED_ROLES, generator, role_seeds
 from distillery.synset import DistillResult, load_synset, save_synset
 
 log = logging.getLogger("distillery")
-LOG_COLUMNS = ("iteration", "loss", "lr", "start_epoch", "match_step", "skipped", "seconds")
+LOG_COLUMNS = ("iteration", "loss", "lr", "start_epoch", "match_step", "skipped", "over_threshold", "seconds")
 
 
 def expected_expert(cfg: DistillConfig, meta: dict, num_params: int | None = None) -> dict:
@@ -52,6 +53,14 @@ def first_expert_features(cfg: DistillConfig, meta: dict, images: Tensor, expert
         raise ValueError(f"method '{cfg.method}': {purpose} needs one expert trajectory for its features; "
                          f"train it first (rule train_expert)")
     return expert_features(cfg, meta, images, expert_paths[0])
+
+
+def expert_classifiers(student: FlatModel, expert_paths: Sequence[str | Path], expect: dict) -> list[Classifier]:
+    """Each expert's final network as images -> logits, its file read (memory-mapped) only when called."""
+    def classifier(path: str | Path) -> Classifier:
+        return lambda images: expert_logits(student, load_expert(path, expect, False)[0][-1], images)
+
+    return [classifier(path) for path in expert_paths]
 
 
 def coreset(cfg: DistillConfig, meta: dict, images: Tensor, labels: Tensor,
@@ -92,8 +101,9 @@ def match_trajectories(cfg: DistillConfig, meta: dict, images: Tensor, labels: T
     if cfg.init == "representative":  # AST: k-means on the features of expert 0's final snapshot
         check_ipc(labels, meta["num_classes"], cfg.ipc)
         features = first_expert_features(cfg, meta, images, expert_paths, "init 'representative'")
+    classifiers = expert_classifiers(student, expert_paths, experts.expect)  # DATM: init correct, learn_labels
     return distill_trajectory(cfg, images, labels, meta["num_classes"], student, experts, features=features,
-                              checkpoint=checkpoint, max_bad=max_bad)
+                              checkpoint=checkpoint, max_bad=max_bad, classifiers=classifiers)
 
 
 def adversarial(cfg: DistillConfig, meta: dict, images: Tensor, labels: Tensor,
@@ -159,9 +169,13 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
     images_out, labels_out = result.images.detach().cpu(), result.labels.cpu()
     soft = None if result.soft_labels is None else result.soft_labels.detach().cpu()
     skipped = sum(row.get("skipped", 0) for row in result.history)
+    over = sum(row.get("over_threshold", 0) for row in result.history)
     synset_meta = {**cfg.to_dict(), "dataset": meta["name"], "dataset_sha256": meta["sha256"]["train.pt"],
                    "num_classes": meta["num_classes"], "experts": len(expert_paths), "seconds": seconds,
-                   "seeds": role_seeds(cfg.seed, SEED_ROLES), "skipped": skipped}
+                   "seeds": role_seeds(cfg.seed, SEED_ROLES), "skipped": skipped, "over_threshold": over}
+    if cfg.threshold is not None:
+        log.info("%s ipc%d: %d of %d iterations skipped for a matching loss above the threshold %s", cfg.method,
+                 cfg.ipc, over, len(result.history), cfg.threshold)
     share = cfg.initial_share(cfg.iterations - skipped)  # skipped iterations do not update the EMA
     if share is not None:
         synset_meta["initial_share"] = share

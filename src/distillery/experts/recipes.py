@@ -104,6 +104,10 @@ RECIPES: dict[str, Recipe] = {
     "gsam": Recipe("gsam", optimizer="gsam", rho=0.01, alpha=1.0, adaptive=True),
     # FTD paper table (reference notes §2.4): alpha 0.3 for CIFAR-10 IPC 1 and 10; otherwise as "gsam".
     "gsam_a03": Recipe("gsam_a03", optimizer="gsam", rho=0.01, alpha=0.3, adaptive=True),
+    # DATM's experts (README step 2 @97ae510: buffer_FTD.py --train_epochs=100 --rho_max=0.01 --rho_min=0.01
+    # --alpha=0.3 --lr_teacher=0.01 --mom=0. --batch_train=256): FTD's GSAM recipe at α 0.3 for 100 epochs, so that
+    # DATM's late windows (start epochs up to 70) have expert epochs to match.
+    "gsam100": Recipe("gsam100", optimizer="gsam", rho=0.01, alpha=0.3, adaptive=True, epochs=100),
     # ATT's buffer_ATT.py: MTT's recipe with batch 512 (reference notes §4.1).
     "sgd_b512": Recipe("sgd_b512", batch=512),
     # AST momentum experts (Table I/VII "MOM"): buffer.py --optim SGDMOM, above.

@@ -28,7 +28,8 @@ DEFAULT_MODELS = {"digits": "ConvNetD2W32", "tiny-imagenet": "ConvNetD4", "image
 
 # What the Snakefile loads before --configfile, in order (relative to the repository).
 CONFIG_FILES = ("config/methods.yaml", "config/hparams/mtt.yaml", "config/hparams/ftd.yaml", "config/hparams/ast.yaml",
-                "config/hparams/att.yaml", "config/hparams/apm.yaml", "config/config.yaml")
+                "config/hparams/att.yaml", "config/hparams/apm.yaml", "config/hparams/datm.yaml",
+                "config/config.yaml")
 EXTERNAL = "external"  # a cell's method `external:<name>`: a set imported by distillery.interop, evaluated only
 
 def merge(base: dict, update: dict) -> dict:
