@@ -185,6 +185,13 @@ def external_settings(method: str, dataset: str, ipc: int) -> dict:
     return {"method": method, "kind": EXTERNAL, "ipc": ipc, "model": meta["model"], "zca": meta["zca"]}
 
 
+def logged_method_pattern(config: dict) -> str:
+    """A regex matching exactly the config's methods whose distillation writes a per-iteration log (LOGGED_KINDS):
+    the cells whose figures are images and curves, rendered by one job (rule plot_cell)."""
+    names = [name for name in config.get("methods", {}) if _preset(config, name).get("kind") in LOGGED_KINDS]
+    return f"(?:{'|'.join(map(re.escape, names))})" if names else "(?!)"
+
+
 def resolve_method(config: dict, method: str, dataset: str, ipc: int) -> dict:
     """Settings of one distillation: hparam table (dataset default, then ipcN) < preset < distill.overrides;
     a trajectory method's `memory` (default auto) resolved against runtime.gpu_memory_gb (budget.plan_memory).
@@ -530,7 +537,7 @@ def check_nas(config: dict) -> None:
 SCALES = {"small": ("digits", "mnist", "fashion-mnist"), "cifar": ("cifar10", "cifar100", "svhn"),
           "tiny": ("tiny-imagenet",), "imagenet": ("imagenet-64", "imagenette", "imagewoof", "imagemeow",
                                                   "imagesquawk", "imagefruit", "imageyellow")}
-RESOURCE_KEYS = ("mem_mb", "runtime", "gpu")
+RESOURCE_KEYS = ("mem_mb", "runtime", "gpu", "threads")
 # Rules whose mem_mb and runtime come from the memory and time models (budget/) unless the table names them.
 MODELLED_RULES = ("train_expert", "expert_stats", "distill", "distill_group", "evaluate", "stability_trial",
                   "nas_train")
@@ -542,10 +549,10 @@ def dataset_scale(dataset: str) -> str:
 
 def rule_resources(config: dict, rule: str, dataset: str | None = None, attempt: int = 1,
                    job: dict | None = None) -> dict:
-    """mem_mb, runtime (minutes) and gpu of a job: `resources.default` < `resources.<rule>` < the rule's entry
-    for the dataset's scale; for a modelled rule's `job` (its wildcards), mem_mb and runtime from the memory and
-    time models (budget.cost.job_resources) unless the rule or its scale entry sets them. Memory and runtime
-    grow with the attempt (Snakemake `--retries`)."""
+    """mem_mb, runtime (minutes), gpu and threads (torch's CPU threads) of a job: `resources.default` <
+    `resources.<rule>` < the rule's entry for the dataset's scale; for a modelled rule's `job` (its wildcards),
+    mem_mb and runtime from the memory and time models (budget.cost.job_resources) unless the rule or its scale entry
+    sets them. Memory and runtime grow with the attempt (Snakemake `--retries`), threads do not."""
     table = config["resources"]
     chosen = dict(table["default"])
     per_rule = table.get(rule, {})
@@ -558,7 +565,8 @@ def rule_resources(config: dict, rule: str, dataset: str | None = None, attempt:
         explicit = set(per_rule) | set(scale)
         modelled = job_resources(config, rule, job, chosen["gpu"] > 0)
         chosen.update({k: v for k, v in modelled.items() if k not in explicit})
-    return {"mem_mb": chosen["mem_mb"] * attempt, "runtime": chosen["runtime"] * attempt, "gpu": chosen["gpu"]}
+    return {"mem_mb": chosen["mem_mb"] * attempt, "runtime": chosen["runtime"] * attempt, "gpu": chosen["gpu"],
+            "threads": chosen["threads"]}
 
 
 def check_config(config: dict) -> None:
