@@ -43,8 +43,8 @@ def test_mtt_paper_config_dry_run_job_list(tmp_path):
         "evaluate": 335,         # 5 seeds x (36 + 3 extra archs of Table 3 + 12 + 16)
         "table": 5,
         "table_figure": 2,       # Table 1 accuracy vs IPC, Table 3 heat map
-        "plot_images": 27,
-        "plot_cell": 37,         # trajectory methods only: 9 + 12 + 16
+        "plot_images": 27,       # the coresets' images (random, herding, forgetting of Table 1)
+        "plot_cell": 37,         # trajectory methods only (images and curves): 9 + 12 + 16
     }
 
 
@@ -205,7 +205,7 @@ def test_ast_paper_config_dry_run_job_list(tmp_path):
         "evaluate": 505,         # 5 seeds x 101 cells (IV adds 9 architectures to III's cells)
         "table": 16,
         "table_figure": 3,       # III accuracy vs IPC, IV heat map, Figure 9
-        "plot_images": 24,
+        "plot_images": 24,       # the 24 coreset cells
         "plot_cell": 68,         # all but the 24 coreset cells
     }
 
@@ -274,7 +274,7 @@ def test_apm_paper_config_dry_run_job_list(tmp_path):
         "evaluate": 540,         # 5 seeds x 108 cells
         "table": 7,
         "table_figure": 2,
-        "plot_images": 27,
+        "plot_images": 27,       # coresets and merges
         "plot_cell": 43,         # trajectory and APM distillations (not coresets, not merges)
         "nas_table": 1,          # Table 3 without its ground-truth file: no architectures, the table job fails
     }
