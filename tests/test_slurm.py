@@ -206,7 +206,8 @@ def test_default_config_runs_through_slurm(cluster, tmp_path):
     ]
     start = time.monotonic()
     # -k: snakemake may wait for running jobs after SIGTERM; SIGKILL follows 10 s later
-    result = subprocess.run(["timeout", "-k", "10", "540", *command], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(["timeout", "-k", "10", "540", *command], capture_output=True, text=True, timeout=600,
+                            env=ENV)   # this checkout's library
     log = result.stdout + result.stderr
     slurm_ids = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
     try:
