@@ -10,7 +10,7 @@ from distillery.distill.components import (balance_coefficient, filter_mask, fil
 from distillery.distill.coreset import cluster_quotas, kmeans_indices, representative_picks, select_coreset
 from distillery.distill.matching import Batches, matching_loss, trajectory_loss, unroll_path
 from distillery.seeds import generator
-from test_distill import config, make_problem, tiny_student
+from conftest import config, make_problem, tiny_student
 
 # The student-side switches as the paper states them (ast_paper) and as AST's distill.py runs them (ast).
 AST = dict(balance=True, balance_base=math.e, intermediate="varied", intermediate_spacing="floor", perturb="filter",

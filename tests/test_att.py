@@ -9,7 +9,7 @@ from distillery.distill.components import nearest_step
 from distillery.distill.matching import Batches, matching_loss, trajectory_loss, unroll_path
 from distillery.plan import load_config, resolve_method
 from distillery.seeds import generator
-from test_distill import config, make_problem, tiny_student
+from conftest import config, make_problem, tiny_student
 
 
 def test_nearest_step_l1_ties_to_the_later_as_the_code_l2_to_the_earliest_as_the_paper():

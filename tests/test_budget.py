@@ -290,15 +290,13 @@ def test_slurm_requests_are_the_models_with_their_safety_factors():
 
 def test_a_profiles_gpu_memory_replans_and_too_little_fails_before_any_job(tmp_path):
     import shutil
-    import subprocess
-    import sys
+    from conftest import snakemake
 
     profile = tmp_path / "profile"
     shutil.copytree(ROOT / "profiles/local", profile)
     with open(profile / "config.yaml", "a") as f:
         f.write('config:\n  - "runtime={gpu_memory_gb: 1.5}"\n')
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile"), "-n",
-                             "--profile", str(profile), "--directory", str(tmp_path)], capture_output=True, text=True)
+    result = snakemake(tmp_path, None, "-n", "--profile", str(profile))
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "method 'mtt' on digits ipc1: memory recompute, chunk 1 needs an estimated 2.0 GB with the margin" in output

@@ -7,8 +7,7 @@ from distillery.distill import DistillConfig
 from distillery.distill.matching import Batches, matching_loss, trajectory_loss, unroll_path
 from distillery.plan import load_config, resolve_method
 from distillery.seeds import generator
-from test_distill import config, tiny_student
-from test_plan import ROOT
+from conftest import ROOT, config, tiny_student
 
 
 @pytest.mark.parametrize("kind,changes,named", [

@@ -22,6 +22,7 @@ from distillery.functional import FlatModel
 from distillery.models import ConvNet
 from distillery.plan import load_config
 from distillery.seeds import generator
+from conftest import job_counts, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 DSA = "color_crop_cutout_flip_scale_rotate"
@@ -294,8 +295,6 @@ def test_soft_ce_protocol_trains_on_the_learned_logits_with_soft_cross_entropy()
 
 def test_datm_paper_config_dry_run_lists_exactly_its_cells(tmp_path):
     """Table 1's 12 DATM cells, the CIFAR-10 table's MTT/FTD cells, DATM's CIFAR-10 images with hard labels too."""
-    from test_workflow import job_counts, snakemake
-
     result = snakemake(tmp_path, None, "-n", "--cores", "2", "--configfile", str(ROOT / "config/paper/datm.yaml"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert job_counts(result.stdout) == {
@@ -304,7 +303,7 @@ def test_datm_paper_config_dry_run_lists_exactly_its_cells(tmp_path):
         "train_expert": 700,     # gsam100 x 3 datasets; CIFAR-10 MTT sgd zca/std and FTD gsam_a03 zca / gsam std
         "distill": 18,           # DATM 5 + 4 + 3; MTT and FTD 3 each
         "evaluate": 115,         # 5 seeds x (12 soft_ce + 6 MTT/FTD + 5 DATM hard-label)
-        "table": 3, "table_figure": 1, "plot_images": 18, "plot_curves": 18}
+        "table": 3, "table_figure": 1, "plot_cell": 18}  # every cell logs: images and curves in one job
 
 
 def test_datm_paper_cells_fit_80_gb_by_memory_auto(tmp_path):

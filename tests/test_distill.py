@@ -1,18 +1,11 @@
 import pytest
 import torch
-import torch.nn.functional as F
 
 from distillery.distill import DistillConfig, distill_trajectory, init_synthetic, matching_loss, unroll
 from distillery.distill.matching import Batches
-from distillery.functional import FlatModel
-from distillery.models import ConvNet
 from distillery.seeds import generator
 from distillery.synset import DistillationError
-
-
-def tiny_student(dtype=torch.float32) -> FlatModel:
-    torch.manual_seed(0)
-    return FlatModel(ConvNet(1, 3, 4, width=4, depth=1).to(dtype))
+from conftest import config, make_problem, tiny_student
 
 
 def unrolled_loss(student, start, target, images, labels, lr, steps=3, batch=None, strategy="color_crop_flip"):
@@ -79,33 +72,6 @@ def test_real_init_draws_ipc_images_of_each_class():
     assert len(set(syn.view(-1).tolist())) == 6
     with pytest.raises(ValueError, match="IPC 6 is larger than class 0's 5 training images"):
         init_synthetic(images, labels, 3, 6, "real", generator(0, "init"))
-
-
-def make_problem():
-    """Three separable classes of 4x4 images and two short 'expert' trajectories trained on them."""
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(3).repeat(20)
-    images = torch.randn(60, 1, 4, 4, generator=g) * 0.5 + labels.view(-1, 1, 1, 1).float() - 1
-    student = tiny_student()
-    trajectories = []
-    for seed in range(2):
-        torch.manual_seed(seed)
-        model = ConvNet(1, 3, 4, width=4, depth=1)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        snapshots = [FlatModel(model).flatten()]
-        for _ in range(4):
-            opt.zero_grad()
-            F.cross_entropy(model(images), labels).backward()
-            opt.step()
-            snapshots.append(FlatModel(model).flatten())
-        trajectories.append(torch.stack(snapshots))
-    return images, labels, student, trajectories
-
-
-def config(**changes) -> DistillConfig:
-    base = dict(method="mtt", kind="trajectory", ipc=2, model="ConvNet", iterations=15, syn_steps=5, expert_epochs=2,
-                max_start_epoch=2, lr_img=10.0, lr_lr=1e-5, lr_teacher=0.05, dsa="none")
-    return DistillConfig(**{**base, **changes})
 
 
 def test_distillation_lowers_the_matching_loss_and_is_deterministic():

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from distillery.plan import expert_sets, load_config
+from conftest import job_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent     # the venv: python, snakemake and dvc for the stages' commands
@@ -37,11 +38,6 @@ def dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def snakemake(cwd: Path, *args: str) -> str:
     result = run(cwd, sys.executable, "-m", "snakemake", "--configfile", "smoke.yaml", *args)
     return result.stdout + result.stderr
-
-
-def job_counts(output: str) -> dict[str, int]:
-    stats = output.split("Job stats:")[1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m[1] != "total"}
 
 
 def test_dvc_stages_are_the_expert_sets_of_the_default_config():

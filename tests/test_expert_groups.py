@@ -1,19 +1,16 @@
 """experts.per_job: K experts trained in one job (vmap) write the files K one-expert jobs write, with trajectories
 equal up to rounding; the planner groups only what batched training reproduces; a group job resumes."""
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from distillery.checkpoint import Checkpoint, Preempted
 from distillery.data import load_split, prepare
 from distillery.experts import get_recipe, load_expert, run_expert_group, run_expert_training, train_experts_batched
 from distillery.plan import PATHS, expert_group_resources, expert_groups, load_config, parse_expert_path
+from conftest import job_counts, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "ConvNetD2W16"
@@ -112,18 +109,14 @@ def test_a_group_stopped_mid_epoch_by_sigterm_resumes_to_the_same_trajectories(d
 
 
 def snakemake_dry_run(workdir: Path, config: dict) -> str:
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # this checkout's planner, also in a worktree
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile"), "--directory",
-                             str(workdir), "--configfile", str(workdir / "config.yaml"), "-n", "--cores", "1"],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = snakemake(workdir, config, "-n", "--cores", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
 
 def test_the_dry_run_plans_one_job_per_group(tmp_path):
     stdout = snakemake_dry_run(tmp_path, {"experts": {"count": 4, "per_job": 2}})
-    counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stdout.split("Job stats:")[1], re.M)}
+    counts = job_counts(stdout)
     groups = {rule: n for rule, n in counts.items() if rule.startswith("train_experts_")}
     assert groups == {"train_experts_digits_std_ConvNetD2W32_sgd_0_1": 1,
                       "train_experts_digits_std_ConvNetD2W32_sgd_2_3": 1}  # 4 sgd experts, 2 per job
@@ -135,15 +128,11 @@ def test_the_dry_run_plans_one_job_per_group(tmp_path):
 def test_a_group_job_runs_through_the_workflow(tmp_path):
     config = {"experts": {"count": 2, "per_job": 2, "overrides": {"epochs": 3}},
               "distill": {"overrides": {"max_start_epoch": 2}}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     files = [PATHS["expert"].format(dataset="digits", norm="std", model="ConvNetD2W32", recipe="sgd", k=k)
              for k in range(2)]
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile"), "--directory",
-                             str(tmp_path), *files, "--configfile", str(tmp_path / "config.yaml"), "--cores", "1"],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-                            timeout=600)
+    result = snakemake(tmp_path, config, "--cores", "1", *files)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "train_experts_digits_std_ConvNetD2W32_sgd_0_1" in result.stderr
+    assert "train_experts_digits_std_ConvNetD2W32_sgd_0_1" in result.stdout + result.stderr
     trajectories = [load_expert(tmp_path / f)[0] for f in files]
     assert [t.shape[0] for t in trajectories] == [4, 4] and not torch.equal(trajectories[0], trajectories[1])
     log = tmp_path / "results/logs/train_expert/digits/std/ConvNetD2W32/sgd/0-1.log"

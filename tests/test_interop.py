@@ -1,15 +1,11 @@
 """The authors' formats: their expert buffers imported (checked tensor by tensor), distilled from and exported back bit
 for bit; their networks' parameter layouts beside ours; a released synthetic set evaluated under our protocol."""
 import json
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from distillery.data import fit_zca, load_split, load_zca, prepare, save_zca, zca_invert
 from distillery.distill.run import run_distillation
@@ -21,8 +17,8 @@ from distillery.interop.__main__ import main
 from distillery.io import sha256_file
 from distillery.models import build_model
 from distillery.synset import load_synset
+from conftest import job_counts, snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL = "ConvNetD2W32"  # the digits default (plan.DEFAULT_MODELS)
 EXPERTS = "results/experts/digits/std/ConvNetD2W32/sgd"
 MTT = dict(method="mtt", kind="trajectory", ipc=1, model=MODEL, iterations=3, syn_steps=3, expert_epochs=2,
@@ -288,12 +284,8 @@ def test_snakemake_plans_no_expert_training_for_imported_experts_and_evaluates_a
               "distill": {"overrides": {"max_start_epoch": 1}},
               "tables": [{"name": "interop", "cells": [{"method": ["mtt", "external:released"], "dataset": "digits",
                                                         "ipc": 1}]}]}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile"), "--directory",
-                          str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "-n", "--cores", "1"],
-                         capture_output=True, text=True, timeout=300)
+    run = snakemake(tmp_path, config, "-n", "--cores", "1")
     assert run.returncode == 0, run.stderr[-3000:]
-    stats = run.stdout.split("Job stats:")[1]
-    jobs = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m[1] != "total"}
-    assert jobs == {"all": 1, "distill": 1, "evaluate": 2, "table": 1, "plot_images": 2, "plot_curves": 1, "cost": 1}
+    jobs = job_counts(run.stdout)
+    assert jobs == {"all": 1, "distill": 1, "evaluate": 2, "table": 1, "plot_images": 1, "plot_cell": 1, "cost": 1}
     assert "results/evals/external:released/digits/ipc1/ConvNetD2W32/default/seed0.json" in run.stdout

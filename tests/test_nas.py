@@ -16,7 +16,7 @@ from distillery.models.convnet import parse_convnet_name
 from distillery.nas import (convnet_space, nas_summary, ranks, read_ground_truth, sample, spearman, top_k_spearman,
                             train_architecture, write_nas_table)
 from distillery.plan import load_config, nas_architectures, nas_results
-from test_plan import ROOT
+from conftest import ROOT
 
 CELLS = ["|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
          "|none~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|",

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,7 @@ from snakemake.utils import validate
 from distillery.data import DATASETS
 from distillery.experts import get_recipe
 from distillery.plan import (CONFIG_FILES, check_config, eval_config, expert_files, expert_overrides, figure_sources,
-                             load_config, merge, resolve_method, table_cells, table_sources)
+                             load_config, logged_method_pattern, merge, resolve_method, table_cells, table_sources)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -248,3 +249,15 @@ def test_each_cell_is_resolved_once_per_config_and_a_changed_config_resolves_aga
     config["distill"]["overrides"] = {"iterations": 7}
     assert resolve_method(config, "mtt", "digits", 10)["iterations"] == 7
     assert calls[("mtt", "digits", 10)] == 2
+
+
+def test_the_logged_method_pattern_matches_exactly_the_methods_that_write_a_log():
+    """plot_cell's method constraint: trajectory and APM methods (and presets based on them), no coreset or merge."""
+    config = load_config(ROOT)
+    config["methods"]["mtt_long"] = {"base": "mtt", "syn_steps": 80}
+    pattern = re.compile(logged_method_pattern(config))
+    for method in ["random", "mtt", "ftd", "ast", "att", "apm", "mtt_long"]:
+        logged = resolve_method(config, method, "cifar10", 10)["kind"] in ("trajectory", "adversarial")
+        assert bool(pattern.fullmatch(method)) == logged == (method != "random"), method
+    assert not any(pattern.fullmatch(name) for name in ["mtt_x", "xmtt", "external:mtt", ""])
+    assert re.compile(logged_method_pattern({"methods": {"random": {"kind": "coreset"}}})).fullmatch("random") is None

@@ -20,7 +20,7 @@ import yaml
 from distillery.data import load_split
 from distillery.synset import load_synset
 from distillery.experts import load_expert
-from test_workflow import ENV, SNAKEMAKE, job_counts, snakemake
+from conftest import ENV, SNAKEMAKE, job_counts, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -220,7 +220,7 @@ def test_every_printed_recovery_command_regenerates_exactly_its_file(finished, t
         load_synset(SYNSET)
     assert run_printed(str(bad_synset.value), run) == {SYNSET, SYNSET_LOG}
     dry = snakemake(run, longer, "-n", "--cores", "2")
-    assert job_counts(dry.stdout) == {"evaluate": 1, "table": 1, "plot_images": 1, "plot_curves": 1, "all": 1}, \
+    assert job_counts(dry.stdout) == {"evaluate": 1, "table": 1, "plot_cell": 1, "all": 1}, \
         "then the usual command redoes what was made from the regenerated set"
     Path(DATA[0]).write_bytes(Path(DATA[0]).read_bytes()[:1000])
     with pytest.raises(ValueError) as bad_split:

@@ -91,6 +91,19 @@ def test_a_failing_job_writes_its_traceback_to_its_log_and_exits_1_marked_unfini
     assert not (tmp_path / ".out.pt.running").exists()
 
 
+def test_a_job_runs_torch_on_the_threads_snakemake_gives_it(tmp_path, restore_logging):
+    from distillery.runtime import job
+
+    before = torch.get_num_threads()
+    try:
+        with job(tmp_path / "job.log", [tmp_path / "out.pt"], threads=3):
+            assert torch.get_num_threads() == 3
+        with job(tmp_path / "job.log", [tmp_path / "out.pt"], threads=0):
+            assert torch.get_num_threads() == 1       # at least one
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_sigterm_outside_a_checkpointed_loop_stops_the_job_with_a_logged_preemption(tmp_path, restore_logging):
     import os
     import signal

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,11 +16,11 @@ import yaml
 
 from distillery.plan import MODELLED_RULES, load_config, rule_resources
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ENV, ROOT, SNAKEMAKE, snakemake
+
 PROFILE = ROOT / "profiles/slurm"
 CLUSTER = ROOT / "tests/slurm/cluster.sh"
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile")]
-LOCAL_RULES = {"all", "table", "table_figure", "plot_images", "plot_curves", "stability_counts", "cost"}
+LOCAL_RULES = {"all", "table", "table_figure", "plot_images", "plot_cell", "stability_counts", "cost"}
 
 # The default config at smoke scale: the same rules and cells as config/config.yaml, minutes of work.
 SMOKE = {
@@ -32,8 +31,12 @@ SMOKE = {
 
 
 def dry_run(workdir: Path, *args: str, profile: str = str(PROFILE), env: dict | None = None) -> str:
-    command = SNAKEMAKE + ["-n", "--profile", profile, "--directory", str(workdir), *args]
-    result = subprocess.run(["timeout", "-k", "10", "300", *command], capture_output=True, text=True, env=env)
+    """A dry run with the profile: in this process, or through the CLI in `env` (where the environment is tested)."""
+    if env is None:
+        result = snakemake(workdir, None, "-n", "--profile", profile, *args)
+    else:
+        command = SNAKEMAKE + ["-n", "--profile", profile, "--directory", str(workdir), *args]
+        result = subprocess.run(["timeout", "-k", "10", "300", *command], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
 
@@ -79,7 +82,7 @@ def test_default_config_requests_per_rule(tmp_path):
     for job in jobs:
         counts[job["rule"]] = counts.get(job["rule"], 0) + 1
     assert counts == {"all": 1, "cost": 1, "prepare_data": 1, "train_expert": 15, "distill": 10, "evaluate": 30,
-                      "table": 1, "table_figure": 1, "plot_images": 10, "plot_curves": 8}
+                      "table": 1, "table_figure": 1, "plot_images": 2, "plot_cell": 8}
     config = load_config(ROOT)
     for job in jobs:
         if job["rule"] == "all":
@@ -136,11 +139,23 @@ def test_resources_grow_with_the_attempt_and_the_table_overrides_the_model():
     one = rule_resources(config, "evaluate", "cifar10", job=job)
     assert one["gpu"] == 1 and (one["mem_mb"], one["runtime"]) != (4000, 60)   # from the models
     assert rule_resources(config, "evaluate", "cifar10", attempt=2, job=job) == {
-        "mem_mb": 2 * one["mem_mb"], "runtime": 2 * one["runtime"], "gpu": 1}
-    assert rule_resources(config, "evaluate", "cifar10") == {"mem_mb": 4000, "runtime": 60, "gpu": 1}  # table only
-    assert rule_resources(config, "prepare_data", "digits", attempt=2) == {"mem_mb": 8000, "runtime": 120, "gpu": 0}
+        "mem_mb": 2 * one["mem_mb"], "runtime": 2 * one["runtime"], "gpu": 1, "threads": 1}
+    assert rule_resources(config, "evaluate", "cifar10") == {"mem_mb": 4000, "runtime": 60, "gpu": 1,
+                                                             "threads": 1}  # table only
+    assert rule_resources(config, "prepare_data", "digits", attempt=2) == {"mem_mb": 8000, "runtime": 120, "gpu": 0,
+                                                                           "threads": 1}
     config["resources"]["evaluate"]["cifar"]["runtime"] = 600   # a value in the table wins over the model
     assert rule_resources(config, "evaluate", "cifar10", job=job) == {**one, "runtime": 600}
+
+
+def test_a_jobs_threads_come_from_the_resources_table_and_not_the_attempt():
+    config = load_config(ROOT)
+    assert {rule_resources(config, rule, "digits")["threads"] for rule in MODELLED_RULES} == {1}   # the default row
+    config["resources"]["distill"] = {**config["resources"]["distill"], "threads": 8}
+    config["resources"]["evaluate"]["small"] = {"threads": 4}
+    assert rule_resources(config, "distill", "digits", attempt=2)["threads"] == 8
+    assert rule_resources(config, "evaluate", "digits")["threads"] == 4
+    assert rule_resources(config, "evaluate", "cifar10")["threads"] == 1
 
 
 def test_profile_installed_under_its_name_works_from_anywhere(tmp_path):
@@ -148,7 +163,7 @@ def test_profile_installed_under_its_name_works_from_anywhere(tmp_path):
     shutil.copytree(PROFILE, tmp_path / "xdg/snakemake/distillery-slurm")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    env = {**ENV, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}   # ENV: this checkout's library
     output = dry_run(tmp_path / "elsewhere", "results/tables/digits.md", profile="distillery-slurm", env=env)
     assert "distillery-slurm" in output and "Group job evaluate" in output
 
@@ -185,12 +200,14 @@ def test_default_config_runs_through_slurm(cluster, tmp_path):
     command = SNAKEMAKE + [
         "--profile", str(PROFILE), "--directory", str(tmp_path), "results/tables/digits.csv",
         "--configfile", str(tmp_path / "smoke.yaml"),
-        # test-only: the first status poll after 2 s instead of 40 (polls then back off by 10 s each)
-        "--slurm-init-seconds-before-status-checks", "2",
+        # test-only: status polls 1 s after a submission and after a poll that saw a job finish, instead of 10 and
+        # 40 s (the plugin adds 10 s to the wait after each poll that saw none finish)
+        "--seconds-between-status-checks", "1", "--slurm-init-seconds-before-status-checks", "1",
     ]
     start = time.monotonic()
     # -k: snakemake may wait for running jobs after SIGTERM; SIGKILL follows 10 s later
-    result = subprocess.run(["timeout", "-k", "10", "540", *command], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(["timeout", "-k", "10", "540", *command], capture_output=True, text=True, timeout=600,
+                            env=ENV)   # this checkout's library
     log = result.stdout + result.stderr
     slurm_ids = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
     try:

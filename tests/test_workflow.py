@@ -1,21 +1,15 @@
-"""Integration tier: the Snakemake workflow through its CLI, in a temporary directory."""
+"""Integration tier: the Snakemake workflow, in a temporary directory: its command line parsed and run in this
+process (conftest.snakemake), or as its own process where the CLI itself is tested."""
 import json
 import math
-import os
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow/Snakefile")]
-# The Snakefile imports the library too: this checkout's, not whichever distillery the environment installed.
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+from conftest import ENV, ROOT, job_counts, snakemake, snakemake_cli
 
 TINY = {
     "experts": {"count": 2, "overrides": {"epochs": 4}},
@@ -27,26 +21,12 @@ TINY = {
 }
 
 
-def snakemake(workdir: Path, config: dict | None, *args: str) -> subprocess.CompletedProcess:
-    command = SNAKEMAKE + ["--directory", str(workdir)]
-    if config is not None:
-        (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-        command += ["--configfile", str(workdir / "config.yaml")]
-    return subprocess.run(command + list(args), capture_output=True, text=True, timeout=900, env=ENV)
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """Rule -> job count from Snakemake's 'Job stats' table."""
-    stats = output.split("Job stats:")[1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m[1] != "total"}
-
-
 def test_default_config_dry_run_job_list(tmp_path):
     result = snakemake(tmp_path, None, "-n", "--cores", "2")
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout) == {"all": 1, "cost": 1, "prepare_data": 1, "train_expert": 15, "distill": 10,
-                                         "evaluate": 30, "table": 1, "table_figure": 1, "plot_images": 10,
-                                         "plot_curves": 8}
+                                         "evaluate": 30, "table": 1, "table_figure": 1, "plot_images": 2,
+                                         "plot_cell": 8}
 
 
 def test_mtt_paper_config_dry_run_job_list(tmp_path):
@@ -63,9 +43,16 @@ def test_mtt_paper_config_dry_run_job_list(tmp_path):
         "evaluate": 335,         # 5 seeds x (36 + 3 extra archs of Table 3 + 12 + 16)
         "table": 5,
         "table_figure": 2,       # Table 1 accuracy vs IPC, Table 3 heat map
-        "plot_images": 64,
-        "plot_curves": 37,       # trajectory methods only: 9 + 12 + 16
+        "plot_images": 27,       # the coresets' images (random, herding, forgetting of Table 1)
+        "plot_cell": 37,         # trajectory methods only (images and curves): 9 + 12 + 16
     }
+
+
+def test_the_workflow_passes_snakemake_lint(tmp_path):
+    """`snakemake --lint`: every rule has its log, conda env and no long run: block; the Snakefile no absolute path."""
+    result = snakemake(tmp_path, None, "--lint")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "your workflow is in a good condition" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("cell,needle", [
@@ -93,7 +80,7 @@ def test_config_mistakes_fail_before_any_job_naming_the_field(tmp_path, config, 
 def test_a_yaml_error_is_named_with_its_file_and_line_by_the_config_check(tmp_path):
     """Snakemake reads --configfile before the workflow runs and names neither file nor line; the check does."""
     (tmp_path / "my.yaml").write_text("evaluation: {seeds: 1\ntables: [x\n")
-    assert snakemake(tmp_path, None, "-n", "--configfile", str(tmp_path / "my.yaml")).returncode != 0
+    assert snakemake_cli(tmp_path, None, "-n", "--configfile", str(tmp_path / "my.yaml")).returncode != 0
     check = subprocess.run([sys.executable, "-m", "distillery.plan", "check", str(tmp_path / "my.yaml")], cwd=ROOT,
                            capture_output=True, text=True, env=ENV)
     assert check.returncode != 0 and f"{tmp_path / 'my.yaml'}, line 2, column 7: not valid YAML" in check.stderr
@@ -150,8 +137,7 @@ def test_ftd_paper_config_dry_run_job_list(tmp_path):
         "evaluate": 265,         # 5 seeds x (22 + 16 + 6 extra archs + 4) + 5 SAM protocols x 5 seeds
         "table": 5,
         "table_figure": 2,
-        "plot_images": 42,
-        "plot_curves": 42,
+        "plot_cell": 42,
         "nas_train": 2160,       # Table 5: 720 ConvNets x (real, MTT, FTD at CIFAR-10 IPC 50, Table 3's sets)
         "nas_table": 1,
     }
@@ -182,7 +168,7 @@ def test_ast_and_its_ablation_run_through_the_workflow(tmp_path):
     # smooth_table needs no distillation of mtt_momentum: the stats of its experts only
     assert job_counts(dry.stdout) == {"all": 1, "cost": 1, "prepare_data": 1, "train_expert": 6, "expert_stats": 3,
                                       "distill": 5, "evaluate": 5, "table": 4, "table_figure": 1,
-                                      "plot_images": 5, "plot_curves": 5}
+                                      "plot_cell": 5}
     result = snakemake(tmp_path, AST_TINY, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     ablation = pd.read_csv(tmp_path / "results/tables/ablation.csv")
@@ -219,8 +205,8 @@ def test_ast_paper_config_dry_run_job_list(tmp_path):
         "evaluate": 505,         # 5 seeds x 101 cells (IV adds 9 architectures to III's cells)
         "table": 16,
         "table_figure": 3,       # III accuracy vs IPC, IV heat map, Figure 9
-        "plot_images": 92,
-        "plot_curves": 68,       # all but the 24 coreset cells
+        "plot_images": 24,       # the 24 coreset cells
+        "plot_cell": 68,         # all but the 24 coreset cells
     }
 
 
@@ -240,8 +226,7 @@ def test_att_paper_config_dry_run_job_list(tmp_path):
         "stability_counts": 1,
         "table": 5,
         "table_figure": 3,       # Table 1 heat map, Table 2 accuracy vs IPC, Figure 4 matched steps
-        "plot_images": 51,
-        "plot_curves": 51,
+        "plot_cell": 51,
     }
 
 
@@ -289,8 +274,8 @@ def test_apm_paper_config_dry_run_job_list(tmp_path):
         "evaluate": 540,         # 5 seeds x 108 cells
         "table": 7,
         "table_figure": 2,
-        "plot_images": 70,
-        "plot_curves": 43,       # trajectory and APM distillations (not coresets, not merges)
+        "plot_images": 27,       # coresets and merges
+        "plot_cell": 43,         # trajectory and APM distillations (not coresets, not merges)
         "nas_table": 1,          # Table 3 without its ground-truth file: no architectures, the table job fails
     }
 
@@ -383,7 +368,7 @@ def test_combinations_example_dry_run(tmp_path):
     assert job_counts(result.stdout) == {
         "all": 1, "cost": 1, "prepare_data": 1,
         "train_expert": 15,      # sgd (mtt), gsam (att_ftd_intermediate, ftd_representative_balanced), smooth
-        "distill": 5, "evaluate": 15, "table": 1, "plot_images": 5, "plot_curves": 4,
+        "distill": 5, "evaluate": 15, "table": 1, "plot_images": 1, "plot_cell": 4,
     }
 
 

@@ -21,6 +21,7 @@ from distillery.plan import (
     figure_sources,
     group_files,
     initial_share_warnings,
+    logged_method_pattern,
     nas_eval_config,
     nas_results,
     nas_settings,

@@ -10,6 +10,7 @@ rule prepare_data:
         "results/logs/prepare_data/{dataset}.log",
     benchmark:
         "results/benchmarks/prepare_data/{dataset}.tsv"
+    threads: res("prepare_data", "threads")
     resources:
         mem_mb=res("prepare_data", "mem_mb"),
         runtime=res("prepare_data", "runtime"),
@@ -32,6 +33,7 @@ rule fit_zca:
         "results/logs/fit_zca/{dataset}.log",
     benchmark:
         "results/benchmarks/fit_zca/{dataset}.tsv"
+    threads: res("fit_zca", "threads")
     resources:
         mem_mb=res("fit_zca", "mem_mb"),
         runtime=res("fit_zca", "runtime"),

@@ -13,7 +13,7 @@ rule distill:
         "results/logs/distill/{method}/{dataset}/ipc{ipc}.log",
     benchmark:
         "results/benchmarks/distill/{method}/{dataset}/ipc{ipc}.tsv"
-    threads: 1
+    threads: res("distill", "threads")
     resources:
         mem_mb=res("distill", "mem_mb"),
         runtime=res("distill", "runtime"),
@@ -37,7 +37,7 @@ rule distill_group:
         "results/logs/distill_group/{method}/{dataset}/ipc{ipc}/group{group}.log",
     benchmark:
         "results/benchmarks/distill_group/{method}/{dataset}/ipc{ipc}/group{group}.tsv"
-    threads: 1
+    threads: res("distill_group", "threads")
     resources:
         mem_mb=res("distill_group", "mem_mb"),
         runtime=res("distill_group", "runtime"),

@@ -10,7 +10,7 @@ rule evaluate:
         "results/logs/evaluate/{method}/{dataset}/ipc{ipc}/{arch}/{protocol}/seed{seed}.log",
     benchmark:
         "results/benchmarks/evaluate/{method}/{dataset}/ipc{ipc}/{arch}/{protocol}/seed{seed}.tsv"
-    threads: 1
+    threads: res("evaluate", "threads")
     resources:
         mem_mb=res("evaluate", "mem_mb"),
         runtime=res("evaluate", "runtime"),

@@ -10,7 +10,7 @@ rule train_expert:
         "results/logs/train_expert/{dataset}/{norm}/{model}/{recipe}/{k}.log",
     benchmark:
         "results/benchmarks/train_expert/{dataset}/{norm}/{model}/{recipe}/{k}.tsv"
-    threads: 1
+    threads: res("train_expert", "threads")
     resources:
         mem_mb=res("train_expert", "mem_mb"),
         runtime=res("train_expert", "runtime"),
@@ -39,7 +39,7 @@ for group in expert_groups(config):
             group["log"],
         benchmark:
             group["benchmark"]
-        threads: 1
+        threads: group_res(group, "threads")
         resources:
             mem_mb=group_res(group, "mem_mb"),
             runtime=group_res(group, "runtime"),
@@ -61,7 +61,7 @@ rule expert_stats:
         "results/logs/expert_stats/{dataset}/{norm}/{model}/{recipe}.log",
     benchmark:
         "results/benchmarks/expert_stats/{dataset}/{norm}/{model}/{recipe}.tsv"
-    threads: 1
+    threads: res("expert_stats", "threads")
     resources:
         mem_mb=res("expert_stats", "mem_mb"),
         runtime=res("expert_stats", "runtime"),

@@ -18,7 +18,7 @@ rule nas_train:
         "results/benchmarks/nas_train/{study}/{source}/{arch}.tsv"
     group:
         "nas"
-    threads: 1
+    threads: res("nas_train", "threads", nas_spec)
     resources:
         mem_mb=res("nas_train", "mem_mb", nas_spec),
         runtime=res("nas_train", "runtime", nas_spec),

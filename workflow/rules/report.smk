@@ -2,8 +2,13 @@ localrules:
     table,
     table_figure,
     plot_images,
-    plot_curves,
+    plot_cell,
     cost,
+
+
+# A trajectory or APM distillation's images and curves come from one job (plot_cell), the images of any other set
+# (a coreset, a merge, an imported set) from plot_images.
+ruleorder: plot_cell > plot_images
 
 
 rule cost:
@@ -101,17 +106,23 @@ rule plot_images:
         "../../scripts/plot_images.py"
 
 
-rule plot_curves:
+rule plot_cell:
+    wildcard_constraints:
+        method=logged_method_pattern(config),
     input:
-        PATHS["distill_log"],
+        unpack(evaluate_inputs),
+        log_csv=PATHS["distill_log"],
     output:
-        png=report(PATHS["curves"], caption="../report/curves.rst", category="Distillation curves",
-                   subcategory="{dataset}"),
-        pdf=pdf_twin(PATHS["curves"]),
+        images=report(PATHS["images"], caption="../report/images.rst", category="Distilled images",
+                      subcategory="{dataset}"),
+        images_pdf=pdf_twin(PATHS["images"]),
+        curves=report(PATHS["curves"], caption="../report/curves.rst", category="Distillation curves",
+                      subcategory="{dataset}"),
+        curves_pdf=pdf_twin(PATHS["curves"]),
     log:
-        "results/logs/plot_curves/{method}/{dataset}/ipc{ipc}.log",
+        "results/logs/plot_cell/{method}/{dataset}/ipc{ipc}.log",
     benchmark:
-        "results/benchmarks/plot_curves/{method}/{dataset}/ipc{ipc}.tsv"
+        "results/benchmarks/plot_cell/{method}/{dataset}/ipc{ipc}.tsv"
     resources:
         mem_mb=res("report", "mem_mb"),
         runtime=res("report", "runtime"),
@@ -119,4 +130,4 @@ rule plot_curves:
     conda:
         "../../envs/distillery.yaml"
     script:
-        "../../scripts/plot_curves.py"
+        "../../scripts/plot_cell.py"

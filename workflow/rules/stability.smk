@@ -15,7 +15,7 @@ rule stability_trial:
         "results/logs/stability_trial/{study}/{method}/{parameter}_x{multiplier}/seed{seed}.log",
     benchmark:
         "results/benchmarks/stability_trial/{study}/{method}/{parameter}_x{multiplier}/seed{seed}.tsv"
-    threads: 1
+    threads: res("stability_trial", "threads")
     resources:
         mem_mb=res("stability_trial", "mem_mb"),
         runtime=res("stability_trial", "runtime"),

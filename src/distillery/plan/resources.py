@@ -16,15 +16,16 @@ from distillery.plan.targets import expert_sets
 
 def rule_resources(config: dict, rule: str, dataset: str | None = None, attempt: int = 1,
                    job: dict | None = None) -> dict:
-    """mem_mb, runtime (minutes) and gpu of a job: `resources.default` < `resources.<rule>` < the rule's entry
-    for the dataset's scale; for a modelled rule's `job` (its wildcards), mem_mb and runtime from the memory and
-    time models (plan.cost.job_resources) unless the rule or its scale entry sets them. Memory and runtime
-    grow with the attempt (Snakemake `--retries`)."""
+    """mem_mb, runtime (minutes), gpu and threads (torch's CPU threads) of a job: `resources.default` <
+    `resources.<rule>` < the rule's entry for the dataset's scale; for a modelled rule's `job` (its wildcards),
+    mem_mb and runtime from the memory and time models (plan.cost.job_resources) unless the rule or its scale
+    entry sets them. Memory and runtime grow with the attempt (Snakemake `--retries`), threads do not."""
     chosen, explicit = declared_resources(config, rule, dataset)
     if job is not None and rule in MODELLED_RULES:
         modelled = job_resources(config, rule, job, chosen["gpu"] > 0)
         chosen.update({k: v for k, v in modelled.items() if k not in explicit})
-    return {"mem_mb": chosen["mem_mb"] * attempt, "runtime": chosen["runtime"] * attempt, "gpu": chosen["gpu"]}
+    return {"mem_mb": chosen["mem_mb"] * attempt, "runtime": chosen["runtime"] * attempt, "gpu": chosen["gpu"],
+            "threads": chosen["threads"]}
 
 
 def expert_groups(config: dict) -> list[dict]:

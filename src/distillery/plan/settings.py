@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from distillery.budget.memory import gpu_memory_gb, plan_memory
-from distillery.choices import AUTO
+from distillery.choices import AUTO, LOGGED_KINDS
 from distillery.data import get_spec
 from distillery.distill.config import DistillConfig
 from distillery.synset import load_synset
@@ -118,6 +119,13 @@ def default_model(dataset: str) -> str:
     return DEFAULT_MODELS.get(dataset, "ConvNet")
 
 
+def logged_method_pattern(config: dict) -> str:
+    """A regex matching exactly the config's methods whose distillation writes a per-iteration log (LOGGED_KINDS):
+    the cells whose figures are images and curves, rendered by one job (rule plot_cell)."""
+    names = [name for name in config.get("methods", {}) if _preset(config, name).get("kind") in LOGGED_KINDS]
+    return f"(?:{'|'.join(map(re.escape, names))})" if names else "(?!)"
+
+
 def external_settings(method: str, dataset: str, ipc: int) -> dict:
     """An imported set's settings, from its synset file: kind external, its model (a cell's default arch), zca."""
     path = PATHS["synset"].format(method=method, dataset=dataset, ipc=ipc)
@@ -213,7 +221,7 @@ def expert_seeds(config: dict) -> list[int]:
 SCALES = {"small": ("digits", "mnist", "fashion-mnist"), "cifar": ("cifar10", "cifar100", "svhn"),
           "tiny": ("tiny-imagenet",), "imagenet": ("imagenet-64", "imagenette", "imagewoof", "imagemeow",
                                                   "imagesquawk", "imagefruit", "imageyellow")}
-RESOURCE_KEYS = ("mem_mb", "runtime", "gpu")
+RESOURCE_KEYS = ("mem_mb", "runtime", "gpu", "threads")
 
 
 def dataset_scale(dataset: str) -> str:
@@ -221,7 +229,7 @@ def dataset_scale(dataset: str) -> str:
 
 
 def declared_resources(config: dict, rule: str, dataset: str | None = None) -> tuple[dict, set]:
-    """(mem_mb, runtime and gpu of a rule's job as the config declares them: `resources.default` <
+    """(mem_mb, runtime, gpu and threads of a rule's job as the config declares them: `resources.default` <
     `resources.<rule>` < the rule's entry for the dataset's scale; the keys the rule or its scale entry set)."""
     table = config["resources"]
     chosen = dict(table["default"])

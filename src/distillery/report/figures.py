@@ -74,6 +74,15 @@ def plot_curves(log_csv: str | Path, out_path: str | Path, title: str = "") -> N
     _save(fig, out_path)
 
 
+def plot_distillation(synset_path: str | Path, prepared_dir: str | Path, images_path: str | Path,
+                      log_csv: str | Path, curves_path: str | Path, title: str = "",
+                      zca_path: str | Path | None = None) -> None:
+    """A logged distillation's two figures, its images and its curves: one job, so Python, torch and matplotlib
+    start once per distillation rather than once per figure."""
+    plot_images(synset_path, prepared_dir, images_path, zca_path=zca_path)
+    plot_curves(log_csv, curves_path, title=title)
+
+
 def panel_labels(table: pd.DataFrame) -> pd.Series:
     """Panel of each row: the dataset, or 'dataset · arch' when the table holds several architectures."""
     if table["arch"].nunique() > 1:
