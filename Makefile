@@ -10,8 +10,9 @@ run: $(VENV)/.installed
 	$(VENV)/bin/snakemake --cores $(CORES)
 	$(VENV)/bin/snakemake --cores 1 --report results/report.html
 
+# $(CORES) pytest workers (pytest-xdist), each test file on one worker so its module fixtures are built once.
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest --durations=15 $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(CORES) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

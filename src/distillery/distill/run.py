@@ -24,6 +24,7 @@ from distillery.experts import ExpertSampler, get_recipe, load_expert
 from distillery.functional import FlatModel, snapshot_model
 from distillery.io import atomic_path
 from distillery.models import build_model
+from distillery.needs import expert_epochs_needed
 from distillery.progress import log
 from distillery.seeds import SEED_ROLES, generator, role_seeds
 from distillery.synset import DistillResult, load_synset, save_synset
@@ -96,7 +97,7 @@ def match_trajectories(cfg: DistillConfig, meta: dict, images: Tensor, labels: T
     student = FlatModel(skeleton)
     experts = ExpertSampler(expert_paths, generator(cfg.seed, "experts"),
                             expected_expert(cfg, meta, student.num_params),
-                            min_epochs=cfg.max_start_epoch - 1 + cfg.expert_epochs)
+                            min_epochs=expert_epochs_needed(cfg.max_start_epoch, cfg.expert_epochs))
     features = None
     if cfg.init == "representative":  # AST: k-means on the features of expert 0's final snapshot
         check_ipc(labels, meta["num_classes"], cfg.ipc)
