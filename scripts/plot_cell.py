@@ -2,7 +2,7 @@
 import _library  # the checkout's src/ on sys.path (--sdm conda); the job wrapper
 from pathlib import Path
 
-from distillery.report import plot_distillation
+from distillery.report.figures import plot_distillation
 
 w = snakemake.wildcards
 with _library.job(snakemake, device="cpu"):

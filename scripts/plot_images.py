@@ -2,7 +2,7 @@
 import _library  # the checkout's src/ on sys.path (--sdm conda); the job wrapper
 from pathlib import Path
 
-from distillery.report import plot_images
+from distillery.report.figures import plot_images
 
 with _library.job(snakemake, device="cpu"):
     plot_images(snakemake.input.synset, Path(snakemake.input.meta).parent, snakemake.output.png,

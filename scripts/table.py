@@ -1,7 +1,7 @@
 """Snakemake adapter: a table's sources (evaluation JSONs, expert stats or distillation logs) + paper numbers ->
 results/tables/<table>.{csv,md,tex}."""
 import _library  # the checkout's src/ on sys.path (--sdm conda); the job wrapper
-from distillery.report import write_table
+from distillery.report.tables import write_table
 
 reported = snakemake.params.reported
 with _library.job(snakemake, device="cpu"):

@@ -1,14 +1,19 @@
 """Helpers shared by the test files: the checkout's paths, Snakemake runs (in this process, or through the CLI where
-the CLI itself is tested), the job counts of a run's output, and the tiny distillation problem of the unit tests."""
+the CLI itself is tested), the job counts of a run's output, the digits experts the end-to-end runs share, the order
+the files run in, and the tiny distillation problem of the unit tests."""
 import contextlib
+import fcntl
+import hashlib
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 import yaml
@@ -16,6 +21,13 @@ import yaml
 from distillery.distill import DistillConfig
 from distillery.functional import FlatModel
 from distillery.models import ConvNet
+from distillery.plan import expert_set_files, expert_sets, load_config
+
+# pytest-xdist runs PYTEST_XDIST_WORKER_COUNT workers side by side: each takes its share of the cores for torch's
+# threads. torch's default, every core in every process, oversubscribes them: its threads spin waiting for each
+# other, and a worker's tests and the Snakemake jobs of the other (one thread each) take several times as long.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "workflow/Snakefile"
@@ -75,6 +87,54 @@ def snakemake_cli(workdir: Path, config: dict | None, *args: str, timeout: int =
     """Snakemake as its own process, for what only the CLI shows (its exit on a bad config file, signals)."""
     command = SNAKEMAKE + ["--directory", str(workdir), *write_config(workdir, config), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+# The expert settings of the end-to-end workflow tests (tests/test_workflow*.py): one setting, so that each expert set
+# is trained once per session and shared (fixture `shared_experts`).
+EXPERTS = {"count": 2, "overrides": {"epochs": 6, "batch": 128}}
+
+
+@pytest.fixture(scope="session")
+def expert_cache(tmp_path_factory) -> Path:
+    """Where the session's shared digits data and experts are trained: one folder for all pytest-xdist workers of
+    this run (their common base), or this session's own without xdist."""
+    base = tmp_path_factory.getbasetemp()
+    cache = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-experts"
+    cache.mkdir(exist_ok=True)
+    return cache
+
+
+@pytest.fixture
+def shared_experts(expert_cache):
+    """seed(workdir, config): the prepared digits data and every expert set `config` reads, trained in the cache by
+    the first test that needs them (under a lock, so two workers never train the same set), copied into `workdir`
+    with their times and Snakemake's records of the jobs that made them: Snakemake then finds them up to date, and
+    would retrain them if `config` set other expert settings."""
+    def seed(workdir: Path, config: dict) -> None:
+        assert config["experts"] == EXPERTS, "the shared experts are trained with conftest.EXPERTS"
+        text = yaml.safe_dump(config)
+        path = expert_cache / f"config-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
+        path.write_text(text)
+        full = load_config(ROOT, path)
+        targets = [file for where in expert_sets(full) for file in expert_set_files(full, **where)]
+        with open(expert_cache / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            trained = snakemake(expert_cache, config, "--cores", "2", *targets)
+            assert trained.returncode == 0, trained.stderr[-3000:]
+            for folder in ["results/data", "results/experts", ".snakemake/metadata"]:
+                if (expert_cache / folder).exists():
+                    shutil.copytree(expert_cache / folder, workdir / folder, dirs_exist_ok=True)
+    return seed
+
+
+# Files whose tests run longest go first, so that pytest-xdist's workers (--dist loadfile) finish together instead of
+# one starting a long file when the other has nothing left.
+LONGEST_FIRST = ["test_slurm.py", "test_workflow_methods.py", "test_recovery.py", "test_dvc.py", "test_workflow.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))   # stable: each file's order kept
 
 
 def job_counts(output: str) -> dict[str, int]:

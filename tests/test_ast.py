@@ -263,7 +263,6 @@ def test_run_distillation_representative_init_and_kmeans_coreset_use_expert_0(tm
     from distillery.synset import load_synset
     from distillery.experts import run_expert_training
 
-    torch.set_num_threads(2)
     prepare("digits", tmp_path, tmp_path / "digits")
     expert = tmp_path / "expert0.pt"
     run_expert_training(tmp_path / "digits", expert, "ConvNetD2W16", "sgd", 0, overrides={"epochs": 3, "batch": 64})

@@ -128,7 +128,6 @@ def test_config_validates_select():
 
 
 def test_herding_distillation_writes_real_training_images(tmp_path):
-    torch.set_num_threads(2)
     prepare("digits", tmp_path, tmp_path / "digits")
     expert = tmp_path / "expert0.pt"
     run_expert_training(tmp_path / "digits", expert, "ConvNetD2W16", "sgd", 0, overrides={"epochs": 2, "batch": 64})

@@ -41,7 +41,6 @@ def test_initial_share_is_decay_to_the_iterations():
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("fidelity")
     prepare("digits", root, root / "digits")
     expert = root / "expert0.pt"

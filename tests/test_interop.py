@@ -147,7 +147,6 @@ def test_reference_layout_and_its_zca_marker_are_checked(tmp_path):
 # does ([p.detach().cpu() for p in net.parameters()] after each epoch), in one replay_buffer_0.pt.
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("interop")
     prepared = root / "results/data/digits"
     prepare("digits", root, prepared)

@@ -181,7 +181,6 @@ def test_bench201_study_without_its_file_plans_no_architectures(tmp_path, monkey
 
 
 def test_train_architecture_on_the_real_split(tmp_path):
-    torch.set_num_threads(2)
     prepare("digits", tmp_path, tmp_path / "digits")
     result = train_architecture("real", None, tmp_path / "digits", "ConvNetD1W32NNARAP", 0, EvalConfig(epochs=2))
     assert result["images"] == 1347 and result["source"] == "real" and result["seconds"] > 0
@@ -189,7 +188,6 @@ def test_train_architecture_on_the_real_split(tmp_path):
 
 
 def test_train_architecture_on_a_synset_is_its_evaluation_at_the_learned_lr(tmp_path):
-    torch.set_num_threads(2)
     prepare("digits", tmp_path, tmp_path / "digits")
     g = torch.Generator().manual_seed(0)
     meta = {"method": "mtt", "dataset": "digits", "ipc": 2, "num_classes": 10, "zca": False,

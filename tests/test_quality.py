@@ -1,6 +1,5 @@
 """Distilled data must beat a random real subset on real data (digits, IPC 1), through the library."""
 import pytest
-import torch
 
 from distillery.data import load_split, prepare
 from distillery.distill import DistillConfig, distill_trajectory, init_synthetic
@@ -15,7 +14,6 @@ MODEL = "ConvNetD2W32"
 
 @pytest.mark.slow
 def test_mtt_beats_a_random_real_subset_on_digits_at_ipc1(tmp_path):
-    torch.set_num_threads(2)
     prepare("digits", tmp_path, tmp_path / "digits")
     images, labels = load_split(tmp_path / "digits", "train")
     test_images, test_labels = load_split(tmp_path / "digits", "test")

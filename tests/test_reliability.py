@@ -28,7 +28,6 @@ MTT = dict(method="mtt", kind="trajectory", ipc=2, model="ConvNetD2W16", iterati
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """Prepared digits and two 3-epoch experts."""
-    torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("reliability")
     prepare("digits", root, root / "digits")
     experts = [root / f"expert{k}.pt" for k in range(2)]

@@ -8,10 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from distillery.report import (COLUMNS, COMPARED_COLUMNS, REPORTED_COLUMNS, aggregate, compare, latex_escape,
-                               load_reported, plot_accuracy_vs_ipc, plot_cross_arch, plot_curves, plot_table,
-                               to_latex, to_markdown, write_table)
-from distillery.report.tables import delta_cell, paper_cell
+from distillery.report.figures import plot_accuracy_vs_ipc, plot_cross_arch, plot_curves, plot_table
+from distillery.report.tables import (COLUMNS, COMPARED_COLUMNS, REPORTED_COLUMNS, aggregate, compare, delta_cell,
+                                      latex_escape, load_reported, paper_cell, to_latex, to_markdown, write_table)
 
 GOLDEN = Path(__file__).parent / "golden"
 REPORTED_CSV = """paper,table,method,dataset,ipc,arch,mean,std

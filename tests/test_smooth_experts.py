@@ -263,7 +263,6 @@ def test_identity_settings_are_not_overridden_and_bad_settings_are_errors():
 
 
 def test_run_expert_stats_round_trip(tmp_path):
-    torch.set_num_threads(2)
     prepare("digits", tmp_path, tmp_path / "digits")
     paths, metas = [tmp_path / "0.pt", tmp_path / "1.pt"], []
     for seed, path in enumerate(paths):

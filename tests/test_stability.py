@@ -3,11 +3,10 @@ import math
 
 import pandas as pd
 import pytest
-import torch
 
 from distillery.distill.stability import stability_trial
 from distillery.io import load_json, save_json
-from distillery.report import plot_stability, stability_counts, write_stability
+from distillery.report.stability import plot_stability, stability_counts, write_stability
 
 SETTINGS = dict(method="mtt", kind="trajectory", ipc=1, model="ConvNetD2W16", syn_steps=4, expert_epochs=2,
                 max_start_epoch=1, lr_img=100.0, lr_lr=1e-5, lr_teacher=0.01)
@@ -19,7 +18,6 @@ def digits(tmp_path_factory):
     from distillery.data import prepare
     from distillery.experts import run_expert_training
 
-    torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("stability")
     prepare("digits", root, root / "digits")
     run_expert_training(root / "digits", root / "expert0.pt", "ConvNetD2W16", "sgd", 0,

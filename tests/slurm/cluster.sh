@@ -4,7 +4,8 @@
 #   tests/slurm/cluster.sh up       install what is missing (apt), write the configs, start munged, MariaDB,
 #                                   slurmdbd, slurmctld and slurmd; wait until the node is idle. Idempotent:
 #                                   a second `up` stops what the first started and starts afresh.
-#   tests/slurm/cluster.sh down     stop the daemons this script started, by the PIDs it recorded
+#   tests/slurm/cluster.sh down     stop the daemons this script started, by the PIDs it recorded, and remove
+#                                   the configs it wrote
 #   tests/slurm/cluster.sh status   recorded daemons (up/down) and sinfo
 #
 # Needs root on Debian/Ubuntu without systemd (the daemons run as plain background processes; no cgroups:
@@ -66,9 +67,14 @@ stop() {
     rm -f "$file"
 }
 
+# down also removes the configs this script wrote: with a slurm.conf naming a controller that is gone, every
+# `scontrol show config` (the SLURM executor plugin runs one whenever Snakemake loads it) waits 9 s for it
 down() {
-    local name
+    local name file
     for name in slurmd slurmctld slurmdbd mariadbd munged; do stop "$name"; done
+    for file in /etc/slurm/slurm.conf /etc/slurm/slurmdbd.conf /etc/slurm/gres.conf; do
+        if [[ -f $file ]] && grep -qxF "$MARK" "$file"; then rm -f "$file"; fi
+    done
 }
 
 status() {
@@ -159,6 +165,7 @@ write_slurm_conf() {
         ((gpus <= ${#devices[@]})) || die "at most ${#devices[@]} fake GPUs"
         # gres/gpu wants one character device per GPU; any existing one does (nothing uses it)
         local i
+        echo "$MARK" >/etc/slurm/gres.conf
         for ((i = 0; i < gpus; i++)); do
             echo "NodeName=$NODE Name=gpu File=${devices[i]}" >>/etc/slurm/gres.conf
         done
