@@ -3,7 +3,6 @@ the CLI itself is tested), the job counts of a run's output, the digits experts 
 the files run in, and the tiny distillation problem of the unit tests."""
 import contextlib
 import fcntl
-import hashlib
 import io
 import os
 import re
@@ -94,6 +93,14 @@ def snakemake_cli(workdir: Path, config: dict | None, *args: str, timeout: int =
 EXPERTS = {"count": 2, "overrides": {"epochs": 6, "batch": 128}}
 
 
+def expert_targets(workdir: Path, config: dict) -> list[str]:
+    """Every file of every expert set `config` reads (plan.expert_sets), as the workflow's config with `config` on
+    top gives them: conftest.snakemake's run of `config` writes it to workdir/config.yaml."""
+    write_config(workdir, config)
+    full = load_config(ROOT, workdir / "config.yaml")
+    return [file for where in expert_sets(full) for file in expert_set_files(full, **where)]
+
+
 @pytest.fixture(scope="session")
 def expert_cache(tmp_path_factory) -> Path:
     """Where the session's shared digits data and experts are trained: one folder for all pytest-xdist workers of
@@ -112,14 +119,9 @@ def shared_experts(expert_cache):
     would retrain them if `config` set other expert settings."""
     def seed(workdir: Path, config: dict) -> None:
         assert config["experts"] == EXPERTS, "the shared experts are trained with conftest.EXPERTS"
-        text = yaml.safe_dump(config)
-        path = expert_cache / f"config-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
-        path.write_text(text)
-        full = load_config(ROOT, path)
-        targets = [file for where in expert_sets(full) for file in expert_set_files(full, **where)]
         with open(expert_cache / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            trained = snakemake(expert_cache, config, "--cores", "2", *targets)
+            trained = snakemake(expert_cache, config, "--cores", "2", *expert_targets(expert_cache, config))
             assert trained.returncode == 0, trained.stderr[-3000:]
             for folder in ["results/data", "results/experts", ".snakemake/metadata"]:
                 if (expert_cache / folder).exists():
