@@ -55,13 +55,19 @@ def profiled(fn) -> dict:
     profile.runcall(fn)
     stats = pstats.Stats(profile)
     total = stats.total_tt
-    entries = [(f"{Path(file).name}:{line}({name})" if file != "~" else name, tt, ct)
-               for (file, line, name), (_, _, tt, ct, _) in stats.stats.items()]
-    library = [(label, ct) for (file, line, name), (_, _, _, ct, _) in stats.stats.items()
-               if "/distillery/" in file for label in [f"{Path(file).parent.name}/{Path(file).name}:{name}"]]
-    return {"seconds": round(seconds, 3), "profiled_seconds": round(total, 3),
-            "top": [{"function": f, "share": round(tt / total, 3)} for f, tt, _ in sorted(entries, key=lambda e: -e[1])[:12]],
-            "library": [{"function": f, "share": round(ct / total, 3)} for f, ct in sorted(library, key=lambda e: -e[1])[1:13]]}
+    own, library = [], []
+    for (file, line, name), (_, _, tt, ct, _) in stats.stats.items():
+        own.append((f"{Path(file).name}:{line}({name})" if file != "~" else name, tt))
+        if "/distillery/" in file:
+            library.append((f"{Path(file).parent.name}/{Path(file).name}:{name}", ct))
+
+    def shares(pairs: list, first: int, count: int) -> list[dict]:
+        ranked = sorted(pairs, key=lambda pair: -pair[1])[first:first + count]
+        return [{"function": function, "share": round(t / total, 3)} for function, t in ranked]
+
+    # library: the job's own entry point (all of the time) left out
+    return {"seconds": round(seconds, 3), "profiled_seconds": round(total, 3), "top": shares(own, 0, 12),
+            "library": shares(library, 1, 12)}
 
 
 def main() -> None:
