@@ -1,6 +1,7 @@
 """Fidelity ledger (docs/fidelity.md): each row's default and variant, pinned."""
 import copy
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,93 @@ def test_apm_teachers_keep_their_final_weights_not_a_test_selected_epoch():
     trajectory, model = train_expert(images, labels, "ConvNetD1W16", 3, recipe, seed=0)
     assert trajectory.shape[0] == 2  # [initialisation, final epoch]: no epoch chosen by test accuracy
     assert torch.equal(trajectory[-1], torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+
+
+# "Derive, don't copy": a comment in config/hparams/*.yaml that calls a cell (or a dataset's rows) "X's values" or
+# "X's <name> row" claims every value X's table sets for it; the cell should say `from: x` and the check below holds.
+CLAIM = re.compile(r"\b(mtt|ftd|ast|att|apm|datm)'s (?:[\w-]+ )?(?:values|row)\b", re.I)
+KEY = re.compile(r"^( *)([\w-]+):")
+
+
+def hparams_claims(text: str) -> list[tuple[str, str, str | None, str]]:
+    """(table, dataset, part or None for the whole dataset, claimed table) of each claim in one hparams file: an
+    inline comment belongs to its line's entry (a continuation line's to the entry it continues), a comment block
+    to the next entry (table, dataset or part)."""
+    claims, pending, path = [], [], ["", "", "", ""]
+    for line in text.splitlines():
+        code, _, comment = line.partition("#")
+        found = KEY.match(code)
+        depth = len(found[1]) // 2 if found and len(found[1]) % 2 == 0 and len(found[1]) <= 6 else None
+        if depth is not None:
+            path[depth:] = [found[2]] + [""] * (3 - depth)
+            for claimed in pending:
+                if depth >= 2 and path[0] == "hparams":
+                    claims.append((path[1], path[2], path[3] or None, claimed))
+            pending = []
+        claimed = [m[1].lower() for m in CLAIM.finditer(comment)]
+        if code.strip():
+            if path[0] == "hparams" and path[2]:
+                claims += [(path[1], path[2], path[3] or None, c) for c in claimed]
+        else:
+            pending += claimed
+    return claims
+
+
+def claim_mismatches(config: dict, claims: list[tuple[str, str, str | None, str]]) -> list[str]:
+    """Each claimed value that differs from the claimed table's, for every IPC either table names (a dataset claim)
+    or the claimed part's IPC."""
+    from distillery.plan.settings import table_settings
+
+    problems = []
+    for table, dataset, part, other in claims:
+        entries = [config["hparams"][name].get(dataset, {}) for name in (table, other)]
+        ipcs = [int(part[3:])] if part and part.startswith("ipc") else \
+            sorted({0} | {int(key[3:]) for entry in entries for key in entry if key.startswith("ipc")})
+        for ipc in ipcs:
+            ours = table_settings(config, table, dataset, ipc, table)
+            theirs = table_settings(config, other, dataset, ipc, other)
+            problems += [f"hparams.{table}.{dataset} ipc{ipc}: {key} {ours.get(key)!r}, {other}'s {value!r}"
+                         for key, value in theirs.items() if ours.get(key) != value]
+    return problems
+
+
+def test_an_hparams_cell_called_another_methods_values_has_that_methods_numbers():
+    """Every "X's values" in config/hparams/*.yaml holds; and the check fails on a copy gone stale (AST's CIFAR-10
+    IPC 1 "MTT's values" with lr_img 1000 after MTT's became 100, the audit's finding)."""
+    config = load_config(ROOT)
+    claims = [claim for path in sorted((ROOT / "config/hparams").glob("*.yaml"))
+              for claim in hparams_claims(path.read_text())]
+    assert {(t, d, p, o) for t, d, p, o in claims} >= {("ast", "cifar10", "ipc1", "mtt"),
+                                                       ("ast", "imagenette", None, "mtt")}
+    assert claim_mismatches(config, claims) == []
+    stale = copy.deepcopy(config)
+    stale["hparams"]["ast"]["cifar10"]["ipc1"] = {"syn_steps": 50, "max_start_epoch": 2, "lr_img": 1000,
+                                                  "lr_lr": 1.0e-7}
+    text = "hparams:\n  ast:\n    cifar10:\n      ipc1: {syn_steps: 50, lr_img: 1000}   # MTT's values\n"
+    assert claim_mismatches(stale, hparams_claims(text)) == ["hparams.ast.cifar10 ipc1: lr_img 1000, mtt's 100"]
+
+
+def test_from_names_another_tables_cell_and_bad_references_are_named():
+    """`from: x` stands for table x's settings of the same dataset and IPC at that point: after the table's
+    default, before the cell's own keys; a missing table or dataset and a loop are errors naming them."""
+    from distillery.plan import resolve_method
+
+    config = copy.deepcopy(load_config(ROOT))
+    config["hparams"]["mine"] = {"digits": {"default": {"lr_img": 7.0, "syn_steps": 9},
+                                            "ipc10": {"from": "mtt", "lr_lr": 3.0e-6}}}
+    config["methods"]["mine"] = {"base": "mtt", "hparams": "mine"}
+    mtt = resolve_method(config, "mtt", "digits", 10)
+    mine = resolve_method(config, "mine", "digits", 10)
+    assert {**mine, "method": "mtt", "lr_lr": mtt["lr_lr"]} == mtt and mine["lr_lr"] == 3.0e-6
+    assert resolve_method(config, "mine", "digits", 1)["lr_img"] == 7.0     # no `from` at IPC 1
+    config["hparams"]["mine"]["digits"]["ipc10"]["from"] = "mtx"
+    with pytest.raises(ValueError, match="hparams.mine.digits.ipc10: `from: mtx`: hyperparameter table 'mtx' is "
+                                         "not defined under `hparams:`"):
+        resolve_method(config, "mine", "digits", 10)
+    config["hparams"]["mine"]["digits"]["ipc10"]["from"] = "apm"
+    config["hparams"]["apm"] = {"cifar10": {}}
+    with pytest.raises(ValueError, match="`from: apm`: no 'apm' hyperparameters for dataset 'digits'"):
+        resolve_method(config, "mine", "digits", 10)
+    config["hparams"]["apm"] = {"digits": {"default": {"from": "mine"}}}
+    with pytest.raises(ValueError, match="loop for digits ipc10: mine.digits.ipc10 -> apm.digits.default -> mine"):
+        resolve_method(config, "mine", "digits", 10)

@@ -146,8 +146,9 @@ _resolved: dict[tuple, DistillConfig] = {}
 
 
 def resolve_method(config: dict, method: str, dataset: str, ipc: int) -> dict:
-    """Settings of one distillation: hparam table (dataset default, then ipcN) < preset < distill.overrides;
-    a trajectory method's `memory` (default auto) resolved against runtime.gpu_memory_gb (budget.plan_memory).
+    """Settings of one distillation: hparam table (dataset default, then ipcN; table_settings) < preset <
+    distill.overrides; a trajectory method's `memory` (default auto) resolved against runtime.gpu_memory_gb
+    (budget.plan_memory).
     Each (config, method, dataset, ipc) is resolved once into a DistillConfig, which every later call (the
     planner's targets, checks, resources and costs, and every job's inputs and params) is handed as a fresh dict.
     An `external:<name>` method is an imported set (external_settings), read from its file each time."""
@@ -161,21 +162,40 @@ def resolve_method(config: dict, method: str, dataset: str, ipc: int) -> dict:
     return _resolved[key].to_dict()
 
 
+def table_settings(config: dict, table: str, dataset: str, ipc: int, method: str, chain: tuple = ()) -> dict:
+    """Hyperparameter table `table`'s settings for (dataset, ipc): its `default`, then its `ipcN`. A `from: <table>`
+    in either stands, at that point, for that table's settings of the same dataset and IPC, so a value that is the
+    same as another method's is written once (config/hparams/*.yaml). `chain`: the entries whose `from` led here."""
+    tables = config.get("hparams") or {}
+    where = f"hparams.{chain[-1]}: `from: {table}`" if chain else f"method '{method}'"
+    if table in [entry.split(".")[0] for entry in chain]:
+        raise ValueError(f"hparams: the `from` references loop for {dataset} ipc{ipc}: {' -> '.join(chain)} -> {table}")
+    if table not in tables:
+        raise ValueError(f"{where}: hyperparameter table '{table}' is not defined under `hparams:` (tables: "
+                         f"{', '.join(tables)})")
+    if dataset not in tables[table]:
+        raise ValueError(f"{where}: no '{table}' hyperparameters for dataset '{dataset}'; add "
+                         f"hparams.{table}.{dataset}.default (and ipc{ipc}) to your config")
+    settings: dict = {}
+    for part in ("default", f"ipc{ipc}"):
+        values = dict(tables[table][dataset].get(part) or {})
+        source = values.pop("from", None)
+        if source is not None:
+            if not isinstance(source, str):
+                raise ValueError(f"hparams.{table}.{dataset}.{part}: `from` must name one table (got {source!r})")
+            settings.update(table_settings(config, source, dataset, ipc, method,
+                                           (*chain, f"{table}.{dataset}.{part}")))
+        settings.update(values)
+    return settings
+
+
 def _resolve(config: dict, method: str, dataset: str, ipc: int) -> DistillConfig:
     """resolve_method's work, for a method that is not external."""
     preset = _preset(config, method)
     settings: dict = {"model": default_model(dataset)}
     table_name = preset.pop("hparams", None)
     if table_name is not None:
-        table = config.get("hparams", {}).get(table_name)
-        if table is None:
-            raise ValueError(f"method '{method}' uses hyperparameter table '{table_name}', which is not defined "
-                             f"under `hparams:`")
-        if dataset not in table:
-            raise ValueError(f"no '{table_name}' hyperparameters for dataset '{dataset}'; add "
-                             f"hparams.{table_name}.{dataset}.default (and ipc{ipc}) to your config")
-        settings.update(table[dataset].get("default", {}))
-        settings.update(table[dataset].get(f"ipc{ipc}", {}))
+        settings.update(table_settings(config, table_name, dataset, ipc, method))
     settings.update(preset)
     settings.update(config.get("distill", {}).get("overrides") or {})
     settings.update(method=method, ipc=int(ipc), seed=int(config.get("seed", 0)))
