@@ -8,7 +8,8 @@ from snakemake.utils import validate
 from distillery.data import DATASETS
 from distillery.experts import get_recipe
 from distillery.plan import (CONFIG_FILES, check_config, eval_config, expert_files, expert_overrides, figure_sources,
-                             load_config, logged_method_pattern, merge, resolve_method, table_cells, table_sources)
+                             load_config, logged_method_pattern, merge, resolve_method, table_cells, table_notes,
+                             table_sources)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -107,6 +108,25 @@ def test_named_evaluation_protocols():
     assert [c.protocol for c in table_cells(config)] == ["default", "sam0.01"]
     with pytest.raises(ValueError, match="unknown evaluation protocol 'sam9'"):
         eval_config(config, "sam9")
+
+
+def test_a_presets_protocol_is_its_cells_default_and_a_table_may_name_another():
+    """`protocol:` in a preset (AST's: `ast`, from the shared `protocols:` of config/methods.yaml) is the protocol of
+    the method's cells that name none; a cell naming `default` gets the shared one; the note names each row's."""
+    config = load_default()
+    config["methods"]["mine"] = {"base": "mtt", "protocol": "ast"}
+    config["tables"] = [{"name": "t", "cells": [{"method": ["mtt", "mine"], "dataset": "digits", "ipc": 1}]},
+                        {"name": "u", "cells": [{"method": "mine", "dataset": "digits", "ipc": 1,
+                                                 "protocol": ["ast", "default"]}]}]
+    assert [(c.method, c.protocol) for c in table_cells(config, "t")] == [("mtt", "default"), ("mine", "ast")]
+    assert [c.protocol for c in table_cells(config, "u")] == ["ast", "default"]
+    assert resolve_method(config, "mine", "digits", 1) == {**resolve_method(config, "mtt", "digits", 1),
+                                                           "method": "mine"}   # not a distillation setting
+    assert table_sources(config, "t")[-1]["method_protocol"] == "ast"
+    note = table_notes(config, "u")[0]
+    assert note.startswith("Evaluation protocols: mine: `ast` (SGD momentum 0.9, weight decay 0.001, batch 256, "
+                           "epochs 0-200, lr ×0.5 in a new optimizer with momentum 0.8 after epoch 101); mine [default]: "
+                           "`default` (SGD momentum 0.9, weight decay 0.0005")
 
 
 @pytest.mark.parametrize("prefix,recipe,last,extra", [

@@ -232,7 +232,7 @@ def test_transcribed_paper_numbers_cover_every_declared_table_cell():
     """Each reported table of each paper config has a paper value for every one of its cells, and no stray rows."""
     from pathlib import Path
 
-    from distillery.plan import load_config, table_cells
+    from distillery.plan import load_config, method_protocol, table_cells
 
     root = Path(__file__).resolve().parents[1]
     for paper_config in sorted((root / "config/paper").glob("*.yaml")):
@@ -244,16 +244,21 @@ def test_transcribed_paper_numbers_cover_every_declared_table_cell():
             rows = reported[(reported["paper"] == spec["reported"]["paper"])
                             & (reported["table"] == spec["reported"]["table"])]
             have = set(zip(rows["method"], rows["dataset"], rows["ipc"], rows["arch"]))
-            want = {(c.method if c.protocol == "default" else f"{c.method} [{c.protocol}]", c.dataset, c.ipc, c.arch)
-                    for c in table_cells(config, spec["name"])}
+            want = {(c.method if c.protocol == method_protocol(config, c.method) else f"{c.method} [{c.protocol}]",
+                     c.dataset, c.ipc, c.arch) for c in table_cells(config, spec["name"])}
             assert want == have, (paper_config.name, spec["name"], want ^ have)
             assert rows["mean"].notna().all()
 
 
 def test_named_protocols_label_their_rows():
+    """A row under its method's own protocol (`method_protocol`, default "default") is the method; under another,
+    "method [protocol]"."""
     records = [{**record("mtt", 1, s, 0.5), "protocol": p} for s in range(2) for p in ("default", "sam0.01")]
+    records += [{**record("ast", 1, s, 0.5), "protocol": p, "method_protocol": "ast"} for s in range(2)
+                for p in ("ast", "default")]
     table = aggregate(records)
-    assert table["method"].tolist() == ["mtt", "mtt [sam0.01]"] and table["n"].tolist() == [2, 2]
+    assert table["method"].tolist() == ["mtt", "mtt [sam0.01]", "ast", "ast [default]"]
+    assert table["n"].tolist() == [2, 2, 2, 2]
 
 
 def test_other_measures_read_their_sources_and_say_what_they_are(tmp_path):

@@ -114,6 +114,14 @@ def _preset(config: dict, method: str) -> dict:
     return merged
 
 
+def method_protocol(config: dict, method: str) -> str:
+    """The evaluation protocol of a method's cells where a table names none: its preset's `protocol` (a method
+    evaluated as its authors' code evaluates, e.g. AST's presets: `ast`), else "default"; imported sets "default"."""
+    if method.startswith(f"{EXTERNAL}:"):
+        return "default"
+    return _preset(config, method).get("protocol", "default")
+
+
 def default_model(dataset: str) -> str:
     """The architecture a dataset's methods distil with unless a table or preset names another."""
     return DEFAULT_MODELS.get(dataset, "ConvNet")
@@ -193,6 +201,7 @@ def _resolve(config: dict, method: str, dataset: str, ipc: int) -> DistillConfig
     """resolve_method's work, for a method that is not external."""
     preset = _preset(config, method)
     settings: dict = {"model": default_model(dataset)}
+    preset.pop("protocol", None)  # the evaluation's (method_protocol), not a distillation setting
     table_name = preset.pop("hparams", None)
     if table_name is not None:
         settings.update(table_settings(config, table_name, dataset, ipc, method))

@@ -11,7 +11,8 @@ from distillery.distill.config import DistillConfig
 from distillery.experts import get_recipe
 from distillery.models import is_model_name
 from distillery.plan.paths import PATHS
-from distillery.plan.settings import EXTERNAL, eval_config, eval_seeds, expert_seeds, resolve_method
+from distillery.evaluate import EvalConfig
+from distillery.plan.settings import EXTERNAL, eval_config, eval_seeds, expert_seeds, method_protocol, resolve_method
 from distillery.plan.studies import nas_settings, stability_settings
 
 
@@ -31,14 +32,15 @@ def _as_list(value) -> list:
 
 
 def table_cells(config: dict, table: str | None = None) -> list[Cell]:
-    """Every cell of every table (or of `table`): the product of each cell spec's lists, in order, unique."""
+    """Every cell of every table (or of `table`): the product of each cell spec's lists, in order, unique. A cell
+    spec without `protocol` evaluates each method under its own (method_protocol)."""
     cells: list[Cell] = []
     for spec in config.get("tables", []):
         if table is not None and spec["name"] != table:
             continue
         for row in spec["cells"]:
-            protocols = _as_list(row.get("protocol", "default"))
             for method, dataset, ipc in itertools.product(*(_as_list(row[k]) for k in ("method", "dataset", "ipc"))):
+                protocols = _as_list(row["protocol"]) if "protocol" in row else [method_protocol(config, method)]
                 archs = _as_list(row.get("arch") or resolve_method(config, method, dataset, ipc)["model"])
                 for arch, protocol in itertools.product(archs, protocols):
                     if not is_model_name(arch):
@@ -87,9 +89,10 @@ def table_spec(config: dict, table: str) -> dict:
 
 
 def table_sources(config: dict, table: str) -> list[dict]:
-    """The files behind every number of `table`, each with its cell's keys (method, dataset, ipc, arch, protocol)
-    and `path`: evaluation JSONs per seed (accuracy), the experts' stats.json (expert_accuracy, avg_var) or the
-    distillation's log.csv (seconds_per_iteration)."""
+    """The files behind every number of `table`, each with its cell's keys (method, dataset, ipc, arch, protocol),
+    the method's own protocol (`method_protocol`: a row under another is labelled with it) and `path`: evaluation
+    JSONs per seed (accuracy), the experts' stats.json (expert_accuracy, avg_var) or the distillation's log.csv
+    (seconds_per_iteration)."""
     measure = table_spec(config, table).get("measure", "accuracy")
     if measure not in MEASURES:
         raise ValueError(f"table '{table}': unknown measure '{measure}'; choose one of: {', '.join(MEASURES)}")
@@ -98,7 +101,9 @@ def table_sources(config: dict, table: str) -> list[dict]:
         keys = dict(method=cell.method, dataset=cell.dataset, ipc=cell.ipc, arch=cell.arch, protocol=cell.protocol)
         where = dict(method=cell.method, dataset=cell.dataset, ipc=cell.ipc)
         if measure == "accuracy":
-            sources += [{**keys, "path": PATHS["eval"].format(**keys, seed=seed)} for seed in eval_seeds(config)]
+            own = method_protocol(config, cell.method)
+            sources += [{**keys, "method_protocol": own, "path": PATHS["eval"].format(**keys, seed=seed)}
+                        for seed in eval_seeds(config)]
             continue
         settings = resolve_method(config, cell.method, cell.dataset, cell.ipc)
         if settings["kind"] != "trajectory" and not (measure == "seconds_per_iteration"
@@ -163,10 +168,38 @@ def initial_share_warnings(config: dict) -> list[str]:
     return list(dict.fromkeys(warnings))
 
 
+def protocol_text(cfg: EvalConfig) -> str:
+    """An evaluation protocol in words, for a table's note: its optimizer, epochs, lr decay and labels."""
+    after = "" if cfg.decay_momentum is None else f" with momentum {cfg.decay_momentum:g}"
+    decay = (f"lr ×{cfg.decay:g} in a new optimizer{after} after epoch {cfg.epochs // 2 + 1}"
+             if cfg.schedule == "rebuild" else f"lr ×{cfg.decay:g} from epoch {cfg.epochs // 2 + 1}, one optimizer")
+    extra = (f", SAM ρ {cfg.sam_rho:g}" if cfg.sam_rho > 0 else "") + \
+        (f", on the set's soft labels ({'L1' if cfg.soft_loss == 'l1' else 'soft cross-entropy'})"
+         if cfg.soft_labels else "")
+    return (f"SGD momentum {cfg.momentum:g}, weight decay {cfg.weight_decay:g}, batch {cfg.batch}, "
+            f"epochs 0-{cfg.epochs}, {decay}{extra}")
+
+
+def protocol_note(config: dict, table: str) -> str:
+    """Which evaluation protocol each row of an accuracy table used, and what the protocol is."""
+    rows: dict[str, list[str]] = {}
+    for cell in table_cells(config, table):
+        own = method_protocol(config, cell.method)
+        label = cell.method if cell.protocol == own else f"{cell.method} [{cell.protocol}]"
+        if label not in rows.setdefault(cell.protocol, []):
+            rows[cell.protocol].append(label)
+    described = [f"{', '.join(labels)}: `{name}` ({protocol_text(eval_config(config, name))})"
+                 for name, labels in rows.items()]
+    return "Evaluation protocols: " + "; ".join(described) + "."
+
+
 def table_notes(config: dict, table: str) -> list[str]:
-    """Notes printed under a table: its config `note`, then the share of initial images each EMA cell keeps."""
+    """Notes printed under a table: its config `note`, the evaluation protocol of each row (accuracy tables), then
+    the share of initial images each EMA cell keeps."""
     spec = table_spec(config, table)
     notes = [spec["note"]] if spec.get("note") else []
+    if spec.get("measure", "accuracy") == "accuracy":
+        notes.append(protocol_note(config, table))
     shares = []
     for cell in table_cells(config, table):
         found = initial_share_line(cell.dataset, resolve_method(config, cell.method, cell.dataset, cell.ipc))

@@ -52,13 +52,15 @@ def aggregate(records: Iterable[dict]) -> pd.DataFrame:
     """One row per (method, dataset, ipc, arch) in first-seen order: mean, std, n of each record's `value`
     (an evaluation record's `accuracy` fraction counts as value in percent).
 
-    A result of a named evaluation protocol other than the default shows as method "mtt [sam0.01]".
+    A result of an evaluation protocol other than the method's own (a record's `method_protocol`, else "default")
+    shows as method "mtt [sam0.01]".
     """
     frame = pd.DataFrame(list(records))
     if frame.empty:
         raise ValueError("no evaluation results to aggregate")
     if "protocol" in frame:
-        other = frame["protocol"].fillna("default") != "default"
+        own = frame["method_protocol"].fillna("default") if "method_protocol" in frame else "default"
+        other = frame["protocol"].fillna("default") != own
         frame.loc[other, "method"] = frame["method"][other] + " [" + frame["protocol"][other] + "]"
     if "value" not in frame:
         frame["value"] = frame["accuracy"] * 100
