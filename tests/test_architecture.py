@@ -148,6 +148,7 @@ def test_every_schema_enum_is_a_table_of_the_library():
               "properties.dvc_experts.additionalProperties.properties.norm": choices.NORMS,
               "properties.methods.additionalProperties.properties.kind": choices.KINDS,
               "properties.methods.additionalProperties.properties.init": choices.INITS,
+              "properties.methods.additionalProperties.properties.representative": choices.REPRESENTATIVES,
               "properties.methods.additionalProperties.properties.select": choices.SELECTS,
               "properties.methods.additionalProperties.properties.memory": choices.MEMORY_SETTINGS,
               "properties.tables.items.properties.figures.items": choices.FIGURES,

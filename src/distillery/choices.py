@@ -7,6 +7,7 @@ workflow/schemas/config.schema.yaml (and each closed wildcard of workflow/rules/
 # Distillation (distill/config.py validates a DistillConfig against these).
 KINDS = ("coreset", "trajectory", "adversarial", "merged")
 INITS = ("real", "noise", "representative", "correct")
+REPRESENTATIVES = ("features", "logits")  # what representative init clusters: the paper's reading | AST's code
 PERTURBS = ("none", "gaussian", "filter", "weight")
 SELECTS = ("random", "herding", "forgetting", "kmeans")
 INTERMEDIATES = ("none", "equal", "varied")

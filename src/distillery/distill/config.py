@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from distillery.augment import DEFAULT_STRATEGY
 from distillery.choices import (APM_SUBSETS, DISAGREEMENTS, DISTANCES, INITS, INTERMEDIATES, KINDS, MATCHES, MEMORIES,
-                                PERTURBS, SELECTS, SPACINGS)
+                                PERTURBS, REPRESENTATIVES, SELECTS, SPACINGS)
 from distillery.typecheck import check_types
 
 # Components only trajectory matching uses, with their "off" value.
@@ -37,6 +37,10 @@ class DistillConfig:
     init: str = "real"               # real | noise | representative (AST: k-means on expert 0's features) |
                                      # correct (DATM: real images an expert classifies correctly)
     init_clusters: int = 10          # k-means clusters per class for representative init and kmeans select
+    representative: str = "features" # features: the paper's reading (K = min(IPC, init_clusters) clusters of expert
+                                     # 0's features, IPC/K members nearest each centre) | logits: AST's code
+                                     # (init_clusters clusters of a random expert's logits, the IPC // init_clusters
+                                     # rows nearest each centre; distill.py:112-193)
     momentum: float = 0.5            # of the image and lr optimisers
     inner_momentum: float = 0.0      # μ of the student's SGD: b_0 = g_0, b_n = μ·b_{n−1} + g_n, θ_{n+1} = θ_n − α·b_n
                                      # (0: MTT's plain SGD; AST's distill.py: 0.9)
@@ -118,6 +122,13 @@ class DistillConfig:
             bad("perturb_scale", f"must be positive with perturb={self.perturb}")
         if self.init_clusters < 1:
             bad("init_clusters", "must be at least 1")
+        if self.representative not in REPRESENTATIVES:
+            bad("representative", f"is not one of {', '.join(REPRESENTATIVES)}")
+        if self.init == "representative" and self.representative == "logits" and self.ipc % self.init_clusters:
+            bad("representative", f"takes the IPC // init_clusters images nearest each of the init_clusters k-means "
+                                  f"centres (AST's code), so IPC {self.ipc} must be a multiple of init_clusters "
+                                  f"{self.init_clusters} (the code picks none at IPC 1); use 'features' (the "
+                                  f"paper's reading)")
         if not isinstance(self.balance, bool):
             bad("balance", "must be true or false")
         if not self.balance_theta > 1:

@@ -16,7 +16,7 @@ from distillery.distill.components import (Classifier, balance_coefficient, corr
                                           nearest_step, perturb_start, pick_correct, start_upper_bound,
                                           weight_perturbation)
 from distillery.distill.config import DistillConfig
-from distillery.distill.coreset import select_coreset
+from distillery.distill.coreset import kmeans_indices, select_coreset
 from distillery.distill.init import init_synthetic
 from distillery.distill.memory import memory_unroll, step_gradient, velocity
 from distillery.functional import FlatModel
@@ -140,6 +140,10 @@ def initial_images(cfg: DistillConfig, images: Tensor, labels: Tensor, num_class
     if features is None:
         raise ValueError(f"method '{cfg.method}': init 'representative' needs the expert features of the training "
                          f"images")
+    if cfg.representative == "logits":  # AST's code: IPC // init_clusters images nearest each centre
+        chosen = kmeans_indices(features, labels, num_classes, cfg.ipc, cfg.init_clusters, cfg.seed, per_centre=True)
+        syn_labels = torch.arange(num_classes).repeat_interleave(cfg.ipc)
+        return images[chosen.to(images.device)].clone(), syn_labels.to(images.device)
     return select_coreset("kmeans", images, labels, num_classes, cfg.ipc, generator(cfg.seed, "init"),
                           features=features, clusters=cfg.init_clusters, seed=cfg.seed)
 

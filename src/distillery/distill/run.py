@@ -56,6 +56,17 @@ def first_expert_features(cfg: DistillConfig, meta: dict, images: Tensor, expert
     return expert_features(cfg, meta, images, expert_paths[0])
 
 
+def representative_features(cfg: DistillConfig, meta: dict, images: Tensor, expert_paths: Sequence[str | Path],
+                            student: FlatModel, expect: dict) -> Tensor:
+    """What representative init clusters: `features`, the embedding of expert 0's final network (the paper's
+    reading); `logits`, the final logits of a random expert (AST's distill.py:112-160: the files and the experts in
+    a file shuffled, `buffer[0][-1]`), drawn with role init-expert."""
+    if cfg.representative == "features" or not expert_paths:
+        return first_expert_features(cfg, meta, images, expert_paths, "init 'representative'")
+    k = int(torch.randint(len(expert_paths), (1,), generator=generator(cfg.seed, "init-expert")))
+    return expert_logits(student, load_expert(expert_paths[k], expect, False)[0][-1], images)
+
+
 def expert_classifiers(student: FlatModel, expert_paths: Sequence[str | Path], expect: dict) -> list[Classifier]:
     """Each expert's final network as images -> logits, its file read (memory-mapped) only when called."""
     def classifier(path: str | Path) -> Classifier:
@@ -91,17 +102,17 @@ def match_trajectories(cfg: DistillConfig, meta: dict, images: Tensor, labels: T
                        expert_paths: Sequence[str | Path], checkpoint: Checkpoint | None = None,
                        max_bad: int = 10) -> DistillResult:
     """distill_trajectory with a student `cfg.model` and the experts at `expert_paths` (checked before any compute
-    against the dataset, model, normalisation, parameter count and length); representative init takes expert 0's
-    features."""
+    against the dataset, model, normalisation, parameter count and length); representative init clusters
+    representative_features."""
     skeleton = build_model(cfg.model, meta["channels"], meta["num_classes"], meta["size"]).to(images.device)
     student = FlatModel(skeleton)
     experts = ExpertSampler(expert_paths, generator(cfg.seed, "experts"),
                             expected_expert(cfg, meta, student.num_params),
                             min_epochs=expert_epochs_needed(cfg.max_start_epoch, cfg.expert_epochs))
     features = None
-    if cfg.init == "representative":  # AST: k-means on the features of expert 0's final snapshot
+    if cfg.init == "representative":  # AST: k-means on expert 0's features (paper) or a random expert's logits (code)
         check_ipc(labels, meta["num_classes"], cfg.ipc)
-        features = first_expert_features(cfg, meta, images, expert_paths, "init 'representative'")
+        features = representative_features(cfg, meta, images, expert_paths, student, experts.expect)
     classifiers = expert_classifiers(student, expert_paths, experts.expect)  # DATM: init correct, learn_labels
     return distill_trajectory(cfg, images, labels, meta["num_classes"], student, experts, features=features,
                               checkpoint=checkpoint, max_bad=max_bad, classifiers=classifiers)
