@@ -155,12 +155,14 @@ def test_ast_paper_config_dry_run_job_list(tmp_path):
         "train_expert": 1650,    # 50 each of 33 expert sets: sgd 9, gsam(_a03) 8, smooth 9, and sgd_momentum,
                                  # adam, smooth_gp on cifar100 std and tiny-imagenet (6), smooth_paper (VIII paper)
         "expert_stats": 10,      # sgd, sgd_momentum, adam, smooth_gp, smooth on cifar100 std and tiny-imagenet
-        "distill": 92,           # I: 3, II: 2, III: 47 (+ the mtt cell of I), V: 24, VII: 7, VIII: 3, VIII paper: 5
-        "evaluate": 505,         # 5 seeds x 101 cells (IV adds 9 architectures to III's cells)
-        "table": 16,
+        "distill": 95,           # I: 3, II: 2, III: 47 (+ the mtt cell of I), V: 24, VII: 7, VIII: 4 (ast_perturb is
+                                 # not III's ast: distill.sh:14 has no balanced loss), VIII paper: 5, variants: 2 ast_sh
+        "evaluate": 525,         # 5 seeds x 105 cells (IV adds 9 architectures to III's cells; variants: ast_sh x 2,
+                                 # ast under the shared protocol)
+        "table": 17,
         "table_figure": 3,       # III accuracy vs IPC, IV heat map, Figure 9
         "plot_images": 24,       # the 24 coreset cells
-        "plot_cell": 68,         # all but the 24 coreset cells
+        "plot_cell": 71,         # all but the 24 coreset cells
     }
 
 
