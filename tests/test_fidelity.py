@@ -140,7 +140,8 @@ PICKS = [
     ("att", "cifar10", 1, {"iterations": 6000, "syn_steps": 80, "expert_epochs": 4, "recipe": "sgd_b512"}),
     ("att", "cifar10", 50, {"iterations": 1000000, "syn_steps": 50}),
     ("att", "cifar100", 10, {"iterations": 200000}),
-    ("att", "tiny-imagenet", 10, {"iterations": 80000, "lr_lr": 1e-5, "lr_teacher": 1e-4}),
+    ("att", "tiny-imagenet", 10, {"iterations": 80000, "ema_decay": 0.999, "lr_lr": 1e-6, "lr_teacher": 1e-3}),
+    ("att_table", "tiny-imagenet", 10, {"iterations": 80000, "ema_decay": 0.999, "lr_lr": 1e-5, "lr_teacher": 1e-4}),
     ("att", "imagenette", 10, {"iterations": 100000, "batch_syn": None}),
     # APM: a fresh subset every iteration, the paper's reading one per refresh
     ("apm", "cifar10", 50, {"apm_subset": "iteration"}),
