@@ -42,14 +42,22 @@ def predict(net: nn.Module, images: Tensor, batch: int) -> Tensor:
     return torch.cat([net(images[i:i + batch]) for i in range(0, len(images), batch)])
 
 
+def checkpoint_epochs(epochs: int, checkpoints: int) -> list[int]:
+    """The epochs (0-based, of 0 … E) after which a student is kept, as APM's distill.py:58-59 (@53c8847):
+    np.arange(0, E, E // K)[1:] + [E], i.e. every E // K epochs and the last (K of them when K divides E)."""
+    step = epochs // checkpoints
+    return list(range(step, epochs, step)) + [epochs]
+
+
 def train_student(images: Tensor, targets: Tensor, model_name: str, num_classes: int, cfg: DistillConfig,
                   seed: int) -> list[nn.Module]:
-    """Train a fresh `model_name` for E = cfg.student_epochs epochs to regress `targets` (a teacher's logits)
-    with F.l1_loss; returns K = cfg.checkpoints frozen copies, taken after epochs round(E·k/K), k = 1..K.
+    """Train a fresh `model_name` for epochs 0 … E (E = cfg.student_epochs: `range(Epoch+1)`, distill.py:61) to
+    regress `targets` (a teacher's logits) with F.l1_loss; returns frozen copies taken after checkpoint_epochs.
 
-    SGD(lr_net, momentum 0.9, wd 5e-4), lr ×0.1 for epochs after E//2, minibatches of student_batch, DSA on
-    every batch. As in the authors' code the caller computes `targets` on the un-augmented images, so the
-    student sees augmented views of an image paired with the teacher's logits on the clean one.
+    SGD(lr_net, momentum 0.9, wd 5e-4) with MultiStepLR([E//2+1], 0.1) stepped after each epoch (distill.py:43-44,
+    :69): lr ×0.1 from epoch E//2+1 on, the momentum kept; minibatches of student_batch, DSA on every batch. As in
+    the authors' code the caller computes `targets` on the un-augmented images, so the student sees augmented views
+    of an image paired with the teacher's logits on the clean one.
     """
     with seeded(seed, "apm-student"):
         model = build_model(model_name, images.shape[1], num_classes, images.shape[-1])
@@ -57,10 +65,10 @@ def train_student(images: Tensor, targets: Tensor, model_name: str, num_classes:
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr_net, momentum=0.9, weight_decay=5e-4)
     aug, order = generator(seed, "apm-student-dsa"), generator(seed, "apm-student-batches")
     epochs = cfg.student_epochs
-    marks = {round(epochs * k / cfg.checkpoints) for k in range(1, cfg.checkpoints + 1)}
+    marks = set(checkpoint_epochs(epochs, cfg.checkpoints))
     images, targets = images.detach(), targets.detach()
     kept = []
-    for epoch in range(1, epochs + 1):
+    for epoch in range(epochs + 1):
         if epoch == epochs // 2 + 1:
             for group in opt.param_groups:
                 group["lr"] = cfg.lr_net * 0.1

@@ -72,8 +72,8 @@ class DistillConfig:
     memory: str = "full"
     chunk: int | None = None         # images per forward/backward piece of an inner step (None: the whole batch)
     # APM (Chen et al. 2024, kind adversarial; defaults: Table A9's common row). Other kinds ignore these.
-    student_epochs: int = 250        # E: epochs of each fresh student
-    checkpoints: int = 5             # K: student checkpoints in the image loss, after epochs round(E·k/K)
+    student_epochs: int = 250        # E: each fresh student trains epochs 0 … E (APM's range(Epoch+1))
+    checkpoints: int = 5             # K: student checkpoints in the image loss, every E // K epochs and the last
     mid_gap: int = 2                 # students (and teacher, subset) refreshed every mid_gap+1 iterations
     lr_net: float = 0.02             # the students' lr, and the evaluation lr of the result
     alpha: float = 0.1               # weight of the teacher's CE on the images (Eq. 4)
