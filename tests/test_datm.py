@@ -234,6 +234,16 @@ def test_learned_labels_start_at_expert_logits_move_and_resume_bit_for_bit(tmp_p
         {**row, "seconds": got["seconds"]} for row, got in zip(whole.history[3:], resumed.history[3:])]
 
 
+def test_n_iterations_are_n_updates_the_set_datm_saves_at_its_last_iteration():
+    """DATM.py:340 runs `range(0, Iteration+1)`, but at it = Iteration it evaluates and saves the set (:344, :389-401)
+    before that iteration's update (:554-559): the saved set has Iteration updates, as ours after `iterations`."""
+    three, _, _ = datm_run(iterations=3)
+    two, _, _ = datm_run(iterations=2)
+    assert [(row["iteration"], row["skipped"]) for row in three.history] == [(1, 0), (2, 0), (3, 0)]
+    assert not torch.equal(three.images, two.images) and three.history[:2] == [
+        {**row, "seconds": got["seconds"]} for row, got in zip(two.history, three.history)]
+
+
 def test_learned_labels_initialised_from_the_first_experts_logits_without_init_correct():
     result, classifiers, images = datm_run(iterations=1, lr_y=1e-30, lr_img=1e-30)
     # real init draws with generator(seed, "init"); its logits under expert 0 are the labels (≈ unchanged at lr 1e-30)
