@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from distillery.choices import EXPERT_MEASURES, FEATURE_SELECTS, LOGGED_KINDS, MEASURES, NORMS, SOURCE_FIGURES
 from distillery.data import get_spec
 from distillery.distill.config import DistillConfig
+from distillery.evaluate import EvalConfig
 from distillery.experts import get_recipe
 from distillery.models import is_model_name
 from distillery.plan.paths import PATHS
-from distillery.evaluate import EvalConfig
 from distillery.plan.settings import EXTERNAL, eval_config, eval_seeds, expert_seeds, method_protocol, resolve_method
 from distillery.plan.studies import nas_settings, stability_settings
+from distillery.report.tables import row_label
 
 
 @dataclass(frozen=True)
@@ -184,8 +185,7 @@ def protocol_note(config: dict, table: str) -> str:
     """Which evaluation protocol each row of an accuracy table used, and what the protocol is."""
     rows: dict[str, list[str]] = {}
     for cell in table_cells(config, table):
-        own = method_protocol(config, cell.method)
-        label = cell.method if cell.protocol == own else f"{cell.method} [{cell.protocol}]"
+        label = row_label(cell.method, cell.protocol, method_protocol(config, cell.method))
         if label not in rows.setdefault(cell.protocol, []):
             rows[cell.protocol].append(label)
     described = [f"{', '.join(labels)}: `{name}` ({protocol_text(eval_config(config, name))})"

@@ -48,6 +48,11 @@ LATEX_SPECIALS = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\
 LATEX_SPECIAL_RE = re.compile("|".join(re.escape(c) for c in LATEX_SPECIALS))
 
 
+def row_label(method: str, protocol: str, own: str = "default") -> str:
+    """A row's method as a table shows it: the method under its own evaluation protocol, else "mtt [sam0.01]"."""
+    return method if protocol == own else f"{method} [{protocol}]"
+
+
 def aggregate(records: Iterable[dict]) -> pd.DataFrame:
     """One row per (method, dataset, ipc, arch) in first-seen order: mean, std, n of each record's `value`
     (an evaluation record's `accuracy` fraction counts as value in percent).
@@ -59,9 +64,9 @@ def aggregate(records: Iterable[dict]) -> pd.DataFrame:
     if frame.empty:
         raise ValueError("no evaluation results to aggregate")
     if "protocol" in frame:
-        own = frame["method_protocol"].fillna("default") if "method_protocol" in frame else "default"
-        other = frame["protocol"].fillna("default") != own
-        frame.loc[other, "method"] = frame["method"][other] + " [" + frame["protocol"][other] + "]"
+        own = frame["method_protocol"] if "method_protocol" in frame else pd.Series("default", index=frame.index)
+        frame["method"] = [row_label(m, p, o) for m, p, o in
+                           zip(frame["method"], frame["protocol"].fillna("default"), own.fillna("default"))]
     if "value" not in frame:
         frame["value"] = frame["accuracy"] * 100
     grouped = frame.groupby(KEYS, sort=False)["value"]
