@@ -126,8 +126,8 @@ def test_a_presets_protocol_is_its_cells_default_and_a_table_may_name_another():
     assert table_sources(config, "t")[-1]["method_protocol"] == "ast"
     note = table_notes(config, "u")[0]
     assert note.startswith("Evaluation protocols: mine: `ast` (SGD momentum 0.9, weight decay 0.001, batch 256, "
-                           "epochs 0-200, lr ×0.5 in a new optimizer with momentum 0.8 after epoch 101); mine [default]: "
-                           "`default` (SGD momentum 0.9, weight decay 0.0005")
+                           "epochs 0-200, lr ×0.5 in a new optimizer with momentum 0.8 after epoch 101); "
+                           "mine [default]: `default` (SGD momentum 0.9, weight decay 0.0005")
 
 
 @pytest.mark.parametrize("prefix,final,recipe,last,extra", [
