@@ -183,7 +183,8 @@ def test_table_sources_follow_the_measure():
     assert paths["expert_accuracy"] == paths["avg_var"] == stats
     assert paths["seconds_per_iteration"] == [f"results/synsets/{m}/digits/ipc1/log.csv" for m in ("mtt", "ast")]
     assert table_sources(config, "avg_var")[1] == {"method": "ast", "dataset": "digits", "ipc": 1,
-                                                   "arch": "ConvNetD2W32", "protocol": "ast", "path": stats[1]}
+                                                   "arch": "ConvNetD2W32", "protocol": "ast",
+                                                   "method_protocol": "ast", "path": stats[1]}
     assert figure_sources(config, "fig", "smoothness") == {"sgd": {"path": stats[0], "syn_steps": 20},
                                                           "smooth": {"path": stats[1], "syn_steps": 20}}
     logs = figure_sources(config, "accuracy", "match_steps")

@@ -256,9 +256,13 @@ def test_named_protocols_label_their_rows():
     records = [{**record("mtt", 1, s, 0.5), "protocol": p} for s in range(2) for p in ("default", "sam0.01")]
     records += [{**record("ast", 1, s, 0.5), "protocol": p, "method_protocol": "ast"} for s in range(2)
                 for p in ("ast", "default")]
+
     table = aggregate(records)
     assert table["method"].tolist() == ["mtt", "mtt [sam0.01]", "ast", "ast [default]"]
     assert table["n"].tolist() == [2, 2, 2, 2]
+    avg_var = [{"method": "ast_base", "dataset": "digits", "ipc": 1, "arch": "ConvNet", "protocol": "ast",
+                "method_protocol": "ast", "value": v} for v in (0.5, 0.7)]     # a measure other than accuracy
+    assert aggregate(avg_var)["method"].tolist() == ["ast_base"]
 
 
 def test_other_measures_read_their_sources_and_say_what_they_are(tmp_path):

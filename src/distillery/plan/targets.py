@@ -101,10 +101,9 @@ def table_sources(config: dict, table: str) -> list[dict]:
     for cell in table_cells(config, table):
         keys = dict(method=cell.method, dataset=cell.dataset, ipc=cell.ipc, arch=cell.arch, protocol=cell.protocol)
         where = dict(method=cell.method, dataset=cell.dataset, ipc=cell.ipc)
+        own = {"method_protocol": method_protocol(config, cell.method)}
         if measure == "accuracy":
-            own = method_protocol(config, cell.method)
-            sources += [{**keys, "method_protocol": own, "path": PATHS["eval"].format(**keys, seed=seed)}
-                        for seed in eval_seeds(config)]
+            sources += [{**keys, **own, "path": PATHS["eval"].format(**keys, seed=seed)} for seed in eval_seeds(config)]
             continue
         settings = resolve_method(config, cell.method, cell.dataset, cell.ipc)
         if settings["kind"] != "trajectory" and not (measure == "seconds_per_iteration"
@@ -115,7 +114,7 @@ def table_sources(config: dict, table: str) -> list[dict]:
             path = PATHS["expert_stats"].format(**expert_dir(cell.dataset, settings))
         else:
             path = PATHS["distill_log"].format(**where)
-        sources.append({**keys, "path": path})
+        sources.append({**keys, **own, "path": path})
     return sources
 
 
