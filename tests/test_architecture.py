@@ -155,7 +155,9 @@ def test_every_schema_enum_is_a_table_of_the_library():
               "properties.stability.items.properties.parameters.items": choices.STABILITY_PARAMETERS,
               "properties.nas.items.properties.space": choices.NAS_SPACES,
               "properties.evaluation.properties.soft_loss": choices.SOFT_LOSSES,
-              "properties.protocols.additionalProperties.properties.soft_loss": choices.SOFT_LOSSES}
+              "properties.protocols.additionalProperties.properties.soft_loss": choices.SOFT_LOSSES,
+              "properties.evaluation.properties.schedule": choices.EVAL_SCHEDULES,
+              "properties.protocols.additionalProperties.properties.schedule": choices.EVAL_SCHEDULES}
     assert set(enums) == set(tables), "an enum of the schema without its table here (or a table moved)"
     for where, values in enums.items():
         if where == "definitions.dataset":  # the registry's order is its own; the schema lists them by source

@@ -210,8 +210,8 @@ def test_schema_problems_name_the_field_the_nearest_key_and_the_type():
         check_schema(config, ROOT / SCHEMA)
     assert str(error.value).splitlines()[1:] == [
         "  evaluation.seeds: '3' is not an integer",
-        "  unknown key 'epoch' in evaluation; did you mean 'epochs'? (allowed: batch, decay, default_lr, dsa, epochs, "
-        "momentum, sam_rho, seeds, soft_labels, soft_loss, weight_decay)",
+        "  unknown key 'epoch' in evaluation; did you mean 'epochs'? (allowed: batch, decay, decay_momentum, "
+        "default_lr, dsa, epochs, momentum, sam_rho, schedule, seeds, soft_labels, soft_loss, weight_decay)",
         "  unknown key 'evalution' at the top level; did you mean 'evaluation'? (allowed: data_dir, device, distill, "
         "dvc_experts, evaluation, experts, hparams, methods, nas, nas_subset, protocols, reliability, reported_files, "
         "resources, runtime, seed, stability, tables)"]

@@ -24,6 +24,9 @@ FEATURE_SELECTS = ("herding", "kmeans")   # coreset selections that embed the tr
 
 # Evaluation: the loss on soft labels (evaluate.EvalConfig.soft_loss): APM's L1 on logits, DATM's soft cross-entropy.
 SOFT_LOSSES = ("l1", "soft_ce")
+# Evaluation: how the lr decays (evaluate.EvalConfig.schedule): a new optimizer after epoch E//2+1 (MTT's
+# evaluate_synset) or MultiStepLR from epoch E//2+1 with the same optimizer (APM's evaluate_synset_mc).
+EVAL_SCHEDULES = ("rebuild", "multistep")
 
 # Expert sets: their normalisation, named in paths and DVC stages.
 NORMS = ("zca", "std")

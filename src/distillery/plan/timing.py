@@ -196,8 +196,8 @@ def expert_seconds(recipe: Recipe, model: str, spec: DatasetSpec, device: str) -
 
 
 def evaluate_seconds(arch: str, images: int, spec: DatasetSpec, cfg: EvalConfig, device: str) -> float:
-    """An evaluate (or nas_train) job: the protocol's epochs on `images`, then the test split."""
-    return training_seconds(arch, images, cfg.epochs, cfg.batch, spec, device, passes=2 if cfg.sam_rho > 0 else 1,
+    """An evaluate (or nas_train) job: the protocol's epochs + 1 epochs on `images`, then the test split."""
+    return training_seconds(arch, images, cfg.epochs + 1, cfg.batch, spec, device, passes=2 if cfg.sam_rho > 0 else 1,
                             tested=spec.test_size)
 
 
