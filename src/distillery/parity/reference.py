@@ -135,8 +135,13 @@ def script_args(path: Path, argv: Sequence[str], patches: Patches) -> argparse.N
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Their prints, progress bars and warnings kept off the harness's output."""
+    """Their prints, progress bars and warnings kept off the harness's output; their exit() (e.g. get_network's
+    'DC error: unknown model') raised as an error with its message and the last lines they printed."""
     sink = io.StringIO()
-    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    except SystemExit as stop:
+        tail = "\n".join(sink.getvalue().splitlines()[-5:])
+        raise RuntimeError(f"the authors' code exited with {stop.code!r}; its last output:\n{tail}") from None
