@@ -168,9 +168,10 @@ def dsa_draws(a: Authors, generator: torch.Generator, module: str = "utils") -> 
     a.override(module, "torch", "randint", randint_from(generator), "dsa-draws")
 
 
-def dsa_layout(a: Authors, modules: Sequence[str]) -> None:
-    """DiffAugment, as `modules` call it, returns a standard-layout tensor (their ConvNet views its features)."""
-    real = a.module("utils").DiffAugment
+def dsa_layout(a: Authors, modules: Sequence[str], utils: str = "utils") -> None:
+    """DiffAugment (defined in `utils`), as `modules` call it, returns a standard-layout tensor (their ConvNet
+    views its features)."""
+    real = a.module(utils).DiffAugment
 
     def diff_augment(*args: Any, **kwargs: Any) -> Tensor:
         return real(*args, **kwargs).clone(memory_format=torch.contiguous_format)

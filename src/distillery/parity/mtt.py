@@ -218,10 +218,11 @@ def iteration_case(name: str, dtype: torch.dtype, tol: Tolerance, dsa: str = "no
     """A case comparing one distillation iteration at `dtype` (augmentation `dsa`, the same draws on both sides)."""
     def run(ctx: Context) -> CaseResult:
         started = time.perf_counter()
+        st = iteration_state(ctx, iteration_config(ctx.sizes, dsa), dtype)
+        ours = our_iteration(ctx, st)  # our code runs outside every patch block
         with Patches() as patches:
-            st = iteration_state(ctx, iteration_config(ctx.sizes, dsa), dtype)
-            result = compare_all(name, our_iteration(ctx, st), their_iteration(ctx, st, patches), tol,
-                                 exact=EXACT_ITERATION)
+            theirs = their_iteration(ctx, st, patches)
+        result = compare_all(name, ours, theirs, tol, exact=EXACT_ITERATION)
         result.notes = NOTES_ITERATION + [f"{dtype}".replace("torch.", "") + (f", DSA {dsa}" if dsa != "none"
                                                                               else ", augmentation off")]
         return finish(result, patches, ctx, started)
@@ -234,12 +235,12 @@ def dsa_case(ctx: Context) -> CaseResult:
     started = time.perf_counter()
     quantities, patches_all = [], Patches()
     for group in GROUPS:
+        st = iteration_state(ctx, iteration_config(ctx.sizes, group), torch.float32)
+        ours = our_iteration(ctx, st)
         with Patches() as patches:
-            st = iteration_state(ctx, iteration_config(ctx.sizes, group), torch.float32)
-            part = compare_all(group, our_iteration(ctx, st), their_iteration(ctx, st, patches), FLOAT32,
-                               exact=EXACT_ITERATION)
-        for patch in patches.applied:
-            patches_all.note(patch.name, patch.what)
+            theirs = their_iteration(ctx, st, patches)
+        patches_all.absorb(patches)
+        part = compare_all(group, ours, theirs, FLOAT32, exact=EXACT_ITERATION)
         quantities += [replace(q, name=f"{group}.{q.name}") for q in part.quantities]
     result = CaseResult("distill_iteration_dsa", all(q.passed for q in quantities), FLOAT32, quantities,
                         notes=NOTES_ITERATION + ["float32; one iteration per DSA group (--dsa_strategy <group>), "

@@ -37,6 +37,11 @@ class Patches:
         if all(p.name != name for p in self.applied):
             self.applied.append(Patch(name, what))
 
+    def absorb(self, other: "Patches") -> None:
+        """Record the patches another (finished) block applied, e.g. each of a case's runs of their code."""
+        for patch in other.applied:
+            self.note(patch.name, patch.what)
+
     def set(self, owner: Any, attr: str, value: Any, name: str | None, what: str = "") -> None:
         """owner.attr = value until the block ends, recorded as patch `name` (None: recorded by the caller)."""
         old = owner.__dict__.get(attr, _MISSING) if isinstance(owner, (type, types.ModuleType)) \

@@ -67,13 +67,14 @@ def check_checkout(ref: Reference, root: str | Path, any_commit: bool = False) -
 
 
 def _top_level_names(folders: Sequence[Path]) -> set[str]:
-    """The module and package names the authors' folders provide (e.g. utils, networks), which may shadow others."""
+    """The module and package names the authors' folders provide (e.g. utils, networks; FTD's utils/ is a package
+    without __init__.py), which may shadow others."""
     names = set()
     for folder in folders:
         for path in folder.iterdir():
             if path.suffix == ".py":
                 names.add(path.stem)
-            elif path.is_dir() and (path / "__init__.py").is_file():
+            elif path.is_dir() and any(path.glob("*.py")):
                 names.add(path.name)
     return names
 
