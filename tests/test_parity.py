@@ -104,7 +104,8 @@ def test_state_injection_answers_author_style_random_calls_with_our_draws(tmp_pa
     x = torch.zeros(3, 1, 2, 2, dtype=torch.float64)
     with authors_modules(ref, tmp_path, ["styled"]) as m:
         g, perm = generator(0, "dsa"), generator(0, "batches")
-        m.styled.torch = proxy(torch, {"rand": rand_from(g), "randint": randint_from(g), "randperm": randperm_from(perm)})
+        m.styled.torch = proxy(torch, {"rand": rand_from(g), "randint": randint_from(g),
+                                       "randperm": randperm_from(perm)})
         m.styled.np = proxy(numpy, {"random.randint": lambda *a: 4})
         choice, u, shift, order, start, adam = m.styled.draws(x)
     g = generator(0, "dsa")  # our order: the group, then the per-sample parameters (augment.dsa)

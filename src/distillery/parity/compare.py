@@ -58,8 +58,8 @@ def compare(name: str, ours: Any, theirs: Any, tol: Tolerance) -> Quantity:
     if not (a.is_floating_point() or b.is_floating_point()):
         equal = bool(torch.equal(a, b))
         gap = float((a - b).abs().max()) if a.numel() else 0.0
-        return Quantity(name, list(b.shape), gap, 0.0 if equal else math.inf, float(b.abs().max()) if b.numel() else 0.0,
-                        equal)
+        scale = float(b.abs().max()) if b.numel() else 0.0
+        return Quantity(name, list(b.shape), gap, 0.0 if equal else math.inf, scale, equal)
     a, b = a.double(), b.double()
     gap = float((a - b).abs().max()) if a.numel() else 0.0
     scale = float(b.abs().max()) if b.numel() else 0.0

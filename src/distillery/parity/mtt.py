@@ -30,8 +30,9 @@ from distillery.metrics import accuracy
 from distillery.models import build_model
 from distillery.parity.compare import CaseResult, Tolerance, compare_all
 from distillery.parity.context import Context, default_dtype, finish, working_dir
-from distillery.parity.lineage import (Authors, dataset_branch, dsa_draws, dsa_layout, fixed_clock, inject_networks, loader_order,
-                                       no_dc_augment, on_cpu, snapshot_copies, wandb_stub)
+from distillery.parity.lineage import (WHAT, Authors, dataset_branch, dsa_draws, dsa_layout, fixed_clock,
+                                       inject_networks, loader_order, no_dc_augment, on_cpu, snapshot_copies,
+                                       wandb_stub)
 from distillery.parity.patches import Patches, given, randperm_from, recording_sgd
 from distillery.parity.reference import Reference, authors_modules, quiet, script_args
 from distillery.parity.workspace import DATASET, Workspace, export_experts
@@ -113,8 +114,7 @@ def distill_argv(ws: Workspace, cfg: DistillConfig, buffers: Path, iterations: i
 
 def distill_run(ctx: Context, patches: Patches, logged: list[dict]) -> Any:
     """authors_modules for distill.py's runs: their modules with the wandb stand-in."""
-    patches.note("wandb", "a stand-in wandb module: init keeps the config (their args are rebuilt from it), log keeps "
-                          "every logged value for the harness, Image/Histogram/finish do nothing")
+    patches.note("wandb", WHAT["wandb"])
     return authors_modules(REFERENCE, ctx.reference, DISTILL, stubs={"wandb": wandb_stub(logged)})
 
 
