@@ -56,6 +56,7 @@ def prepare(name: str, data_dir: str | Path, out_dir: str | Path) -> dict:
 
     All three files are staged as temp files and renamed into place only after all were written (meta.json last).
     """
+    get_spec(name)  # an unknown name is refused, listing the known ones, before any file is read
     return write_prepared(name, LOADERS[name](Path(data_dir)), out_dir)
 
 
