@@ -134,7 +134,7 @@ def test_soft_label_gradient_in_constant_mode_is_exact_for_one_step_and_first_or
     (constant,) = torch.autograd.grad(label_loss(y, "constant", 5), y)
     assert torch.allclose(constant, first_order_label_gradient(5), rtol=1e-9, atol=1e-12)
     analytic, fd = directional("constant", steps=5)
-    assert abs(analytic - fd) / abs(fd) == pytest.approx(0.673, abs=0.001)  # the dropped Hessian terms, N = 5
+    assert abs(analytic - fd) / abs(fd) == pytest.approx(0.610, abs=0.001)  # the dropped Hessian terms, N = 5
 
 
 def classifier_of(correct: set[int], num_classes: int, labels: torch.Tensor):

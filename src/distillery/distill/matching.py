@@ -28,7 +28,9 @@ from distillery.synset import DistillationError, DistillResult
 
 
 class Batches:
-    """Synthetic minibatches of `size` indices: chunks of a fresh random permutation, as in MTT's inner loop."""
+    """Synthetic minibatches of `size` indices: chunks of a fresh random permutation taken from the last, as in MTT's
+    inner loop (distill.py:345-349: torch.split, then list.pop()), so when `size` does not divide n the short chunk
+    comes first in each pass."""
 
     def __init__(self, n: int, size: int | None, generator: torch.Generator, device: torch.device):
         self.n, self.size, self.generator, self.device = n, size or n, generator, device
@@ -37,7 +39,7 @@ class Batches:
     def next(self) -> Tensor:
         if not self.chunks:
             perm = to_device(torch.randperm(self.n, generator=self.generator), self.device)
-            self.chunks = list(perm.split(self.size))[::-1]
+            self.chunks = list(perm.split(self.size))
         return self.chunks.pop()
 
     def state(self) -> dict:
