@@ -78,6 +78,8 @@ def select(records: Iterable[dict], rules: Sequence[str]) -> pd.DataFrame:
         row.update(mean=row[f"{rules[0]}_mean"], std=row[f"{rules[0]}_std"], n=row[f"{rules[0]}_n"])
         rows.append(row)
     table = pd.DataFrame(rows)
+    for rule in rules:  # a snapshot's iteration as an integer, the final set's empty
+        table[f"{rule}_iteration"] = table[f"{rule}_iteration"].astype("Int64")
     other = table["protocol"] != "default"  # the row label of a named protocol, as tables.aggregate writes it
     table.loc[other, "method"] = table["method"][other] + " [" + table["protocol"][other] + "]"
     return table

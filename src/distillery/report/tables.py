@@ -271,7 +271,7 @@ def pick_label(row: dict, rule: str) -> str:
     if rule == "final":
         return ""
     iteration, choice = row[f"{rule}_iteration"], row[f"{rule}_choice"]
-    where = "final set" if iteration is None or iteration != iteration else f"it {int(iteration)}"
+    where = "final set" if pd.isna(iteration) else f"it {int(iteration)}"
     return f" ({where})" if choice == row["protocol"] else f" ({where}, {choice})"
 
 
