@@ -26,9 +26,11 @@ def split_datasets(config: dict) -> list[str]:
 
 
 def table_selection(config: dict, spec: dict) -> dict:
-    """A table's selection: its `selection` over the top-level `selection` over DEFAULT_SELECTION, key by key;
-    checked (the rules, the choices' protocols, accuracy tables only)."""
-    chosen = {**DEFAULT_SELECTION, **(config.get("selection") or {}), **(spec.get("selection") or {})}
+    """A table's selection: its `selection` over the top-level `selection` (for accuracy tables) over
+    DEFAULT_SELECTION, key by key; checked (the rules, the choices' protocols, accuracy tables only)."""
+    measure = spec.get("measure", "accuracy")
+    overall = (config.get("selection") or {}) if measure == "accuracy" else {}
+    chosen = {**DEFAULT_SELECTION, **overall, **(spec.get("selection") or {})}
     where = f"table '{spec['name']}'"
     rules = list(chosen["rules"])
     if not rules or len(set(rules)) != len(rules) or any(rule not in SELECTION_RULES for rule in rules):
@@ -39,7 +41,6 @@ def table_selection(config: dict, spec: dict) -> dict:
     if chosen["choices"] and rules == ["final"]:
         raise ValueError(f"{where}: selection.choices {chosen['choices']} are chosen among only by the validation "
                          f"and test rules; add them to selection.rules or drop the choices")
-    measure = spec.get("measure", "accuracy")
     if measure != "accuracy" and rules != ["final"]:
         raise ValueError(f"{where}: selection rules apply to measure accuracy, not {measure}; keep "
                          f"selection.rules [final] for this table")
