@@ -367,3 +367,30 @@ def test_plan_cost_counts_the_extra_evaluations_of_the_example():
     assert total["evaluate_real"] == 3                     # one per seed, for HLR
     assert total["evaluate"] == 18                         # final sets: (2 methods × 2 choices + 2 ~noaug) × 3 seeds
     assert total["distill"] == 2                           # mtt (with its snapshots) and the random subset
+
+
+def test_a_selection_table_puts_the_rules_beside_the_paper_and_splits_delta(tmp_path):
+    """final 51, validation 50 (it 10), test 56 (it 20, epochs long), paper 60: Δ = −9 = (56 − 60) + (51 − 56)."""
+    sources = []
+    for record in records_of(CANDIDATES):
+        path = tmp_path / f"{record['choice']}-{record['iteration']}-{record['seed']}.json"
+        save_json({"accuracy": record["test"] / 100, "validation_accuracy": record["validation"] / 100}, path)
+        sources.append({**{k: record[k] for k in ("method", "dataset", "ipc", "arch", "protocol", "choice", "iteration",
+                                                 "seed")}, "path": str(path)})
+    reported = tmp_path / "reported.csv"
+    reported.write_text("paper,table,method,dataset,ipc,arch,mean,std\nmtt,t1,mtt,digits,1,ConvNetD2W32,60.0,\n")
+    table = write_table(sources, tmp_path / "t.csv", tmp_path / "t.md", "T", reported_paths=[reported], paper="mtt",
+                        table_name="t1", tex_path=tmp_path / "t.tex", rules=["final", "validation", "test"])
+    row = table.iloc[0]
+    assert (row["diff"], row["test_diff"], row["selection_diff"]) == (-9.0, -4.0, -5.0)
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    assert [c.strip() for c in lines[2].split("|")[1:-1]] == [
+        "method", "dataset", "ipc", "arch", "final", "validation", "test ‡", "paper", "Δ", "Δ test ‡ − paper",
+        "Δ final − test ‡", "n"]
+    assert [c.strip() for c in lines[4].split("|")[5:12]] == [
+        "51.00 ± 1.00", "50.00 ± 10.00 (it 10)", "56.00 ± 1.00 (it 20, long)", "60.0", "−9.0", "−4.0", "−5.0"]
+    assert "selected on the test set" in (tmp_path / "t.md").read_text()
+    tex = (tmp_path / "t.tex").read_text()
+    assert r"test $\ddagger$ $-$ paper" in tex and r"56.00 $\pm$ 1.00 (it 20, long)" in tex and "−" not in tex
+    csv = pd.read_csv(tmp_path / "t.csv")
+    assert csv.loc[0, "test_iteration"] == 20 and csv.loc[0, "test_choice"] == "long"

@@ -251,8 +251,7 @@ def dataset_scale(dataset: str) -> str:
     return next(scale for scale, names in SCALES.items() if dataset in names)
 
 
-RESOURCES_OF = {"evaluate_real": "evaluate", "evaluate_snapshot": "evaluate", "evaluate_split": "evaluate",
-                "prepare_data_split": "prepare_data"}  # rules that take another rule's `resources:` entry
+RESOURCES_OF = {"evaluate_real": "evaluate"}  # rules that take another rule's `resources:` entry
 
 
 def declared_resources(config: dict, rule: str, dataset: str | None = None) -> tuple[dict, set]:

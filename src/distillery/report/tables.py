@@ -304,10 +304,12 @@ def selection_markdown(table: pd.DataFrame, title: str, rules: Sequence[str], no
 
 def selection_latex(table: pd.DataFrame, title: str, rules: Sequence[str]) -> str:
     """The selection table as a booktabs `table` environment (columns as in the Markdown)."""
-    header = [latex_escape(h).replace("Δ", r"$\Delta$").replace("‡", r"$\ddagger$")
-              for h in selection_header(rules, table)]
-    rows = [[latex_escape(c) for c in row[:4]] + [c.replace("‡", r"$\ddagger$") for c in row[4:]]
-            for row in selection_cells(table, rules, " $\\pm$ ", "-")]
+    def tex(text: str) -> str:
+        return latex_escape(text).replace("\0", r" $\pm$ ").replace("Δ", r"$\Delta$").replace("‡", r"$\ddagger$") \
+            .replace("−", "$-$")
+
+    header = [tex(h) for h in selection_header(rules, table)]
+    rows = [[tex(c) for c in row] for row in selection_cells(table, rules, "\0", "−")]
     spec = "llrl" + "r" * (len(header) - 4)
     lines = [r"\begin{table}[t]", r"\centering", f"\\caption{{{latex_escape(title)}}}", f"\\begin{{tabular}}{{{spec}}}",
              r"\toprule", latex_row(header), r"\midrule", *(latex_row(row) for row in rows), r"\bottomrule",
