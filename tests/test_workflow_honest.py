@@ -36,13 +36,15 @@ def test_the_honest_example_puts_three_rules_and_two_scores_beside_each_other(tm
     config = tiny()
     tables = [f"results/tables/honest/{name}.csv" for name in ("accuracy", "lrs", "ars")]
     shared_experts(tmp_path, config)
-    result = snakemake(tmp_path, config, "--cores", "2", *tables)
-    assert result.returncode == 0, result.stderr[-3000:]
-    jobs = job_counts(result.stdout)   # the run's plan: the data and experts are the shared ones
+    dry = snakemake(tmp_path, config, "-n", "--cores", "2", *tables)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = job_counts(dry.stdout)      # the data and experts are the shared ones
     assert jobs["evaluate_snapshot"] == 2 * 2            # snapshots 0, 5 × choices default, epochs100
     assert jobs["evaluate_split"] == 2 * 2 + 2           # final sets: 2 methods × 2 choices, + 2 without augmentation
     assert jobs["evaluate_real"] == 1 and "train_expert" not in jobs
     assert jobs["distill_snapshots_mtt_digits_ipc1"] == 1 and jobs["distill"] == 1     # mtt with snapshots; random
+    result = snakemake(tmp_path, config, "--cores", "2", *tables)
+    assert result.returncode == 0, result.stderr[-3000:]
 
     meta = json.loads((tmp_path / "results/data/digits/meta.json").read_text())
     assert meta["n_train"] == 1347 - 100 and meta["validation"]["n"] == 100

@@ -10,9 +10,9 @@ from distillery.choices import (EXPERT_MEASURES, FEATURE_SELECTS, LOGGED_KINDS, 
                                 SOURCE_FIGURES)
 from distillery.data import get_spec
 from distillery.distill.config import DistillConfig
+from distillery.distill.snapshots import snapshot_iterations
 from distillery.experts import get_recipe
 from distillery.models import is_model_name
-from distillery.distill.snapshots import snapshot_iterations
 from distillery.plan.honest import (RANDOM, candidate_iterations, check_validation, score_evaluations, selecting,
                                     table_selection)
 from distillery.plan.paths import PATHS
@@ -157,7 +157,7 @@ def score_sources(config: dict, cell: Cell, measure: str) -> list[dict]:
     norm = "zca" if resolve_method(config, cell.method, cell.dataset, cell.ipc)["zca"] else "std"
     sources = []
     for role, what, protocol in score_evaluations(config, cell.table, measure, cell.method, cell.protocol):
-        evaluates = {"synset": cell.method, RANDOM: RANDOM}.get(what, what)
+        evaluates = cell.method if what == "synset" else what   # RANDOM, or "real"
         for seed in eval_seeds(config):
             where = {**keys, "method": evaluates, "protocol": protocol, "seed": seed}
             path = PATHS["real_eval"].format(**where, norm=norm) if what == "real" else PATHS["eval"].format(**where)
