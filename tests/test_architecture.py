@@ -153,6 +153,7 @@ def test_every_schema_enum_is_a_table_of_the_library():
               "properties.methods.additionalProperties.properties.memory": choices.MEMORY_SETTINGS,
               "properties.tables.items.properties.figures.items": choices.FIGURES,
               "properties.tables.items.properties.measure": choices.MEASURES,
+              "definitions.selection.properties.rules.items": choices.SELECTION_RULES,
               "properties.stability.items.properties.parameters.items": choices.STABILITY_PARAMETERS,
               "properties.nas.items.properties.space": choices.NAS_SPACES,
               "properties.evaluation.properties.soft_loss": choices.SOFT_LOSSES,

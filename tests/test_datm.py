@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from distillery.augment import dsa
-from distillery.plan.cost import write_cost
+from distillery.plan.costtable import write_cost
 from distillery.checkpoint import Checkpoint
 from distillery.distill import DistillConfig, distill_trajectory
 from distillery.distill.components import correct_logits, expert_logits, pick_correct, start_upper_bound

@@ -241,7 +241,7 @@ def test_schema_problems_name_the_field_the_nearest_key_and_the_type():
         "default_lr, dsa, epochs, momentum, sam_rho, schedule, seeds, soft_labels, soft_loss, weight_decay)",
         "  unknown key 'evalution' at the top level; did you mean 'evaluation'? (allowed: data_dir, device, distill, "
         "dvc_experts, evaluation, experts, hparams, methods, nas, nas_subset, protocols, reliability, reported_files, "
-        "resources, runtime, seed, stability, tables)"]
+        "resources, runtime, seed, selection, stability, tables, validation)"]
     check_schema(load_default(), ROOT / SCHEMA)  # the default config fits
 
 

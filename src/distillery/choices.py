@@ -33,8 +33,12 @@ EVAL_SCHEDULES = ("rebuild", "multistep")
 NORMS = ("zca", "std")
 
 # Tables: what a cell reports and the figures a table may draw.
-MEASURES = ("accuracy", "expert_accuracy", "avg_var", "seconds_per_iteration")
+SCORE_MEASURES = ("lrs", "hlr", "ior", "ars")     # DD-Ranking's scores, from several evaluations (report/scores.py)
+MEASURES = ("accuracy", "expert_accuracy", "avg_var", "seconds_per_iteration", *SCORE_MEASURES)
 EXPERT_MEASURES = ("expert_accuracy", "avg_var")  # read from the experts' stats.json: no distillation needed
+# How an accuracy cell's number is chosen (report/selection.py): the final set; the snapshot and protocol choice
+# with the best held-out validation accuracy; the best test accuracy, as the papers chose (shown labelled so).
+SELECTION_RULES = ("final", "validation", "test")
 FIGURES = ("accuracy_vs_ipc", "cross_arch", "smoothness", "match_steps")
 SOURCE_FIGURES = ("smoothness", "match_steps")    # figures that read files besides the table's CSV
 

@@ -133,9 +133,12 @@ def evaluate(images: Tensor, labels: Tensor, lr: float | None, arch: str, test_i
 
 def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str, seed: int, cfg: EvalConfig,
                     zca_path: str | Path | None = None, device: str = "cpu", protocol: str = "default",
-                    gpu_memory_gb: float | None = None) -> dict:
+                    gpu_memory_gb: float | None = None, validation: bool = False) -> dict:
     """Evaluate a synset file on the test split (in the synset's domain: ZCA or normalised); JSON-ready.
-    `gpu_memory_gb` (runtime.gpu_memory_gb) keeps a test split too large for the GPU on the host (data.load_split)."""
+    `gpu_memory_gb` (runtime.gpu_memory_gb) keeps a test split too large for the GPU on the host (data.load_split).
+    With `validation` the same network is also scored on the dataset's held-out validation split
+    (`validation_accuracy`), which a selection rule may read instead of the test accuracy (report/selection.py).
+    A snapshot's `iteration` (distill/snapshots.py) is recorded."""
     synset = load_synset(synset_path, expect={"dataset_sha256": load_meta(prepared_dir)["sha256"]["train.pt"]})
     meta = synset["meta"]
     if meta["zca"] and zca_path is None:
@@ -150,9 +153,46 @@ def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str
                              f"without soft_labels")
         labels = synset["soft_labels"].to(device)
     lr = synset["lr"] if synset["lr"] is not None else cfg.default_lr
-    acc = evaluate(images, labels, lr, arch, test_images, test_labels, meta["num_classes"], seed, cfg)
+    model = train_network(images, labels, lr, arch, meta["num_classes"], seed, cfg)
+    acc = accuracy(model, test_images, test_labels)
     log.info("%s %s ipc%d on %s, seed %d: test accuracy %.2f%%", meta["method"], meta["dataset"], meta["ipc"], arch,
              seed, 100 * acc)
-    return {"method": meta["method"], "dataset": meta["dataset"], "ipc": meta["ipc"], "arch": arch, "seed": seed,
-            "accuracy": acc, "lr": lr, "protocol": protocol, "selection": "final-epoch", "eval": asdict(cfg),
-            "seeds": role_seeds(seed, EVAL_ROLES)}
+    result = {"method": meta["method"], "dataset": meta["dataset"], "ipc": meta["ipc"], "arch": arch, "seed": seed,
+              "accuracy": acc, "lr": lr, "protocol": protocol, "selection": "final-epoch", "eval": asdict(cfg),
+              "seeds": role_seeds(seed, EVAL_ROLES)}
+    if "iteration" in meta:
+        result["iteration"] = meta["iteration"]
+    if validation:
+        result["validation_accuracy"] = validation_accuracy(model, prepared_dir, zca, device, gpu_memory_gb)
+    return result
+
+
+def validation_accuracy(model: nn.Module, prepared_dir: str | Path, zca: dict | None, device: str,
+                        gpu_memory_gb: float | None = None) -> float:
+    """A trained network's accuracy on the dataset's held-out validation split (data.prepare: val.pt)."""
+    images, labels = load_split(prepared_dir, "validation", zca=zca, device=device, gpu_memory_gb=gpu_memory_gb)
+    return accuracy(model, images, labels)
+
+
+def evaluate_real(prepared_dir: str | Path, arch: str, seed: int, cfg: EvalConfig, zca_path: str | Path | None = None,
+                  device: str = "cpu", protocol: str = "default", gpu_memory_gb: float | None = None,
+                  validation: bool = False) -> dict:
+    """The protocol run on the whole real training split with its hard labels at cfg.default_lr (DD-Ranking's
+    "real-hard" accuracy, report/scores.py): a fresh `arch`, test accuracy after the final epoch; JSON-ready."""
+    if cfg.soft_labels:
+        raise ValueError(f"protocol '{protocol}' trains on soft labels; the real training split has only its hard "
+                         f"labels")
+    meta = load_meta(prepared_dir)
+    zca = load_zca(zca_path) if zca_path is not None else None
+    images, labels = load_split(prepared_dir, "train", zca=zca, device=device, gpu_memory_gb=gpu_memory_gb)
+    test_images, test_labels = load_split(prepared_dir, "test", zca=zca, device=device, gpu_memory_gb=gpu_memory_gb)
+    model = train_network(images, labels, cfg.default_lr, arch, meta["num_classes"], seed, cfg)
+    acc = accuracy(model, test_images, test_labels)
+    log.info("the real %s training split (%d images) on %s, seed %d: test accuracy %.2f%%", meta["name"], len(labels),
+             arch, seed, 100 * acc)
+    result = {"method": "real", "dataset": meta["name"], "images": len(labels), "arch": arch, "seed": seed,
+              "accuracy": acc, "lr": cfg.default_lr, "protocol": protocol, "zca": zca is not None,
+              "selection": "final-epoch", "eval": asdict(cfg), "seeds": role_seeds(seed, EVAL_ROLES)}
+    if validation:
+        result["validation_accuracy"] = validation_accuracy(model, prepared_dir, zca, device, gpu_memory_gb)
+    return result

@@ -1,4 +1,5 @@
 # Config validation and input functions. Everything that computes lives in the distillery library.
+import re
 import sys
 from pathlib import Path
 
@@ -38,6 +39,8 @@ from distillery.plan import (
     table_spec,
 )
 from distillery.plan.cost import config_digest
+from distillery.plan.honest import split_datasets, table_selection, validation_spec
+from distillery.plan.targets import snapshot_distillations
 from distillery.runtime import resolve_device
 
 
@@ -62,7 +65,8 @@ wildcard_constraints:
     arch="[A-Za-z0-9_]+",
     seed="[0-9]+",
     group="[0-9]+",
-    protocol="[A-Za-z0-9_.]+",
+    protocol="[A-Za-z0-9_.]+(~[a-z]+)*",  # ~hard, ~noaug: a protocol's twins (plan.settings.PROTOCOL_VARIANTS)
+    iteration="[0-9]+",
     k="[0-9]+",
     norm="|".join(NORMS),
     table="[A-Za-z0-9_/-]+",
@@ -132,10 +136,13 @@ def expert_stats_inputs(wildcards):
 
 
 def distill_inputs(wildcards):
-    chosen = settings(wildcards)
-    return {**data_files(wildcards.dataset, chosen["zca"]),
-            "experts": buffers(expert_files(config, wildcards.dataset, chosen)),
-            "groups": group_files(wildcards.dataset, chosen)}
+    return distill_inputs_of(wildcards.method, wildcards.dataset, wildcards.ipc)
+
+
+def distill_inputs_of(method, dataset, ipc):
+    chosen = resolve_method(config, method, dataset, int(ipc))
+    return {**data_files(dataset, chosen["zca"]), "experts": buffers(expert_files(config, dataset, chosen)),
+            "groups": group_files(dataset, chosen)}
 
 
 def distill_params(wildcards):
@@ -163,6 +170,35 @@ def stability_inputs(wildcards):
 def evaluate_inputs(wildcards):
     synset = PATHS["synset"].format(method=wildcards.method, dataset=wildcards.dataset, ipc=wildcards.ipc)
     return {**data_files(wildcards.dataset, settings(wildcards)["zca"]), "synset": synset}
+
+
+def split_pattern():
+    """A regex matching exactly the datasets the config holds a validation split out of (plan.honest)."""
+    return "|".join(re.escape(dataset) for dataset in split_datasets(config)) or "(?!)"
+
+
+def held_out(dataset):
+    """The dataset's held-out validation split as an input (plan.honest), or none."""
+    return {"validation": PATHS["validation"].format(dataset=dataset)} if validation_spec(config, dataset) else {}
+
+
+def evaluate_split_inputs(wildcards):
+    return {**evaluate_inputs(wildcards), **held_out(wildcards.dataset)}
+
+
+def snapshot_inputs(wildcards):
+    snapshot = PATHS["snapshot"].format(method=wildcards.method, dataset=wildcards.dataset, ipc=wildcards.ipc,
+                                        iteration=wildcards.iteration)
+    return {**evaluate_split_inputs(wildcards), "synset": snapshot}
+
+
+def real_inputs(wildcards):
+    return {**data_files(wildcards.dataset, wildcards.norm == "zca"), **held_out(wildcards.dataset)}
+
+
+def distill_res(where, key):
+    """A resource of a concrete distill rule (one distillation that keeps snapshots), by attempt."""
+    return lambda wildcards, attempt: rule_resources(config, "distill", where["dataset"], attempt, job=where)[key]
 
 
 def nas_train_inputs(wildcards):

@@ -46,6 +46,8 @@ rule table:
         title=table_title,
         reported=table_option("reported", {}),
         measure=table_option("measure", "accuracy"),
+        rules=lambda wildcards: table_selection(config, table_spec(config, wildcards.table))["rules"],
+        weight=table_option("score_weight", 0.5),
         sources=lambda wildcards: table_sources(config, wildcards.table),
         notes=lambda wildcards: table_notes(config, wildcards.table),
     log:

@@ -17,6 +17,7 @@ from distillery.augment import dsa
 from distillery.checkpoint import Checkpoint, LoopState
 from distillery.distill.config import DistillConfig
 from distillery.distill.init import init_synthetic
+from distillery.distill.snapshots import Snapshots
 from distillery.functional import frozen, snapshot_model
 from distillery.models import build_model
 from distillery.progress import Progress
@@ -133,9 +134,19 @@ def draw_subset(n: int, size: int, select: torch.Generator, device: torch.device
     return to_device(torch.randperm(n, generator=select)[:size], device)
 
 
+def peek_soft_labels(teachers, cfg: DistillConfig, num_classes: int, images: Tensor) -> Tensor:
+    """The soft labels a run stopped now would end with (the next teacher's logits on `images`), with the teachers'
+    order left as it was, so peeking changes nothing that follows."""
+    state = teachers.state()
+    teacher = snapshot_model(next(teachers), cfg.model, num_classes, images)
+    teachers.load_state(state)
+    return predict(teacher, images, cfg.student_batch)
+
+
 def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
                         teachers: Iterator[Tensor], init: tuple[Tensor, Tensor] | None = None,
-                        checkpoint: Checkpoint | None = None, max_bad: int = 10) -> DistillResult:
+                        checkpoint: Checkpoint | None = None, max_bad: int = 10,
+                        snapshots: Snapshots | None = None) -> DistillResult:
     """Run cfg.iterations APM iterations; `teachers` yields [rows, P] files whose last row is a teacher.
 
     Every iteration draws batch_syn random synthetic images (distill.py:301 @53c8847, inside the iteration loop)
@@ -150,6 +161,8 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
     `checkpoint` the state is saved only at the end of a refresh period (where no student is live), so a
     SIGTERM is honoured within mid_gap+1 iterations; what it saves is the LoopState declared below, and
     `teachers` then needs state()/load_state().
+    `snapshots` keeps the images at its iterations (distill/snapshots.py) with the soft labels the run would end
+    with there: the next teacher's logits (peek_soft_labels; `teachers` then needs state()/load_state()).
     """
     device = images.device
     if init is None:
@@ -164,7 +177,17 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
     chosen = min(cfg.batch_syn or n, n)
     loop = LoopState(device, kept=dict(images=syn_images, opt=opt, select=select, teachers=teachers),
                      values=dict(step=0, history=[], refreshes=0, bad=0))
-    loop.resume(checkpoint)
+    resumed = loop.resume(checkpoint)
+
+    def snapshot(it: int) -> None:
+        if snapshots is not None and snapshots.due(it):
+            result = syn_images.detach()
+            snapshots.save(it, result, syn_labels, cfg.lr_net, peek_soft_labels(teachers, cfg, num_classes, result))
+
+    if snapshots is not None:
+        snapshots.start(resumed)
+    if loop.step == 0:
+        snapshot(0)
     progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}", done=loop.step)
     for it in range(loop.step + 1, cfg.iterations + 1):
         tic = time.perf_counter()
@@ -196,6 +219,7 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
                                     f"lr_net (now {cfg.lr_net})", it, loss, cfg.lr_net)
         progress.update(it, loss=loss, lr=cfg.lr_net)
         loop.step = it
+        snapshot(it)
         if checkpoint is not None and it % (cfg.mid_gap + 1) == 0:
             checkpoint.step(it, loop.capture)
     progress.close()

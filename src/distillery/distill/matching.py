@@ -19,6 +19,7 @@ from distillery.distill.config import DistillConfig
 from distillery.distill.coreset import kmeans_indices, select_coreset
 from distillery.distill.init import init_synthetic
 from distillery.distill.memory import memory_unroll, step_gradient, velocity
+from distillery.distill.snapshots import Snapshots
 from distillery.functional import FlatModel
 from distillery.needs import check_expert_epochs, expert_epochs_needed
 from distillery.progress import Progress
@@ -213,7 +214,7 @@ def update(syn_images: Tensor, syn_lr: Tensor, opt_img: torch.optim.Optimizer, o
 def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
                        student: FlatModel, experts, features: Tensor | None = None,
                        checkpoint: Checkpoint | None = None, max_bad: int = 10,
-                       classifiers: Sequence[Classifier] = ()) -> DistillResult:
+                       classifiers: Sequence[Classifier] = (), snapshots: Snapshots | None = None) -> DistillResult:
     """Run `cfg.iterations` MTT iterations; `experts` yields [epochs+1, P] trajectories.
 
     `features` (the training images' embeddings) are needed only for init=representative; `classifiers` (the
@@ -230,7 +231,8 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
     DistillationError (the last checkpoint is kept). `checkpoint` saves and restores the whole state, declared once
     in its LoopState (images, lr, optimisers, EMA, every random stream, the batch and expert order, history): a
     resumed run equals an uninterrupted one bit for bit on the CPU; `experts` then needs state()/load_state()
-    (ExpertSampler).
+    (ExpertSampler). `snapshots` keeps the set (the EMA where there is one, the lr, the learned labels) at its
+    iterations (distill/snapshots.py), before the checkpoint of the same iteration.
     """
     device = images.device
     syn_images, syn_labels = initial_images(cfg, images, labels, num_classes, features, classifiers)
@@ -249,7 +251,16 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
                                        starts=starts, aug=aug, noise=noise, batches=batches, experts=experts,
                                        soft=syn_y, opt_soft=opt_y),
                      values=dict(step=0, history=[], bad=0))
-    loop.resume(checkpoint)
+    resumed = loop.resume(checkpoint)
+
+    def snapshot(it: int) -> None:
+        if snapshots is not None and snapshots.due(it):
+            snapshots.save(it, ema if ema is not None else syn_images, syn_labels, host_read(syn_lr)[0], syn_y)
+
+    if snapshots is not None:
+        snapshots.start(resumed)
+    if loop.step == 0:
+        snapshot(0)
     first_lr = float(syn_lr.detach())
     progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}", done=loop.step)
     for it in range(loop.step + 1, cfg.iterations + 1):
@@ -281,6 +292,7 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
                                     f"(now {cfg.lr_lr})", it, loss_value, lr_value)
         progress.update(it, loss=loss_value, lr=lr_value)
         loop.step = it
+        snapshot(it)
         if checkpoint is not None:
             checkpoint.step(it, loop.capture)
     progress.close()

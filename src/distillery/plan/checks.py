@@ -7,9 +7,10 @@ from distillery.data import get_spec
 from distillery.experts import get_recipe
 from distillery.needs import check_class_size, check_expert_epochs, expert_epochs_needed
 from distillery.nas import REAL
+from distillery.plan.honest import split_datasets, validation_spec
 from distillery.plan.settings import EXTERNAL, expert_overrides
 from distillery.plan.studies import nas_architectures, nas_eval_config, nas_settings, stability_settings
-from distillery.plan.targets import distillations, expert_files, table_sources
+from distillery.plan.targets import distillations, expert_files, snapshot_distillations, table_sources
 
 
 def check_nas(config: dict) -> None:
@@ -43,13 +44,22 @@ def check_config(config: dict) -> None:
         for method in spec["methods"]:
             expert_files(config, spec["dataset"], stability_settings(config, spec["name"], method))
     check_nas(config)
+    for dataset in split_datasets(config):
+        smallest = get_spec(dataset).min_class
+        held = validation_spec(config, dataset)["per_class"]
+        if smallest is not None and held >= smallest:
+            raise ValueError(f"validation.{dataset}.per_class={held} would hold out every image of its smallest "
+                             f"class ({smallest}); lower it")
+    snapshot_distillations(config)  # one snapshot interval per distillation
     for dataset, settings in distillations(config):
         if settings["kind"] == EXTERNAL:  # imported: nothing to distil or train
             continue
         cell = f"{dataset} ipc{settings['ipc']} (method '{settings['method']}'): "
         smallest = get_spec(dataset).min_class
         if smallest is not None:
-            check_class_size(settings["ipc"], smallest, "the smallest class", cell)
+            held = (validation_spec(config, dataset) or {}).get("per_class", 0)
+            what = "the smallest class" + (f" after holding out {held} for validation" if held else "")
+            check_class_size(settings["ipc"], smallest - held, what, cell)
         expert_files(config, dataset, settings)
         recipe = get_recipe(settings["recipe"], **expert_overrides(config, dataset))  # overrides checked for all
         if settings["kind"] == "trajectory":

@@ -221,14 +221,37 @@ def _resolve(config: dict, method: str, dataset: str, ipc: int) -> DistillConfig
     return cfg
 
 
+# A protocol's twins that DD-Ranking's scores compare it with (report/scores.py): `<protocol>~hard` trains on the
+# hard labels, `<protocol>~noaug` without augmentation. `~` never appears in a configured protocol's name (schema).
+PROTOCOL_VARIANTS = {"hard": {"soft_labels": False}, "noaug": {"dsa": "none"}}
+
+
 def eval_config(config: dict, protocol: str = "default") -> EvalConfig:
-    """The evaluation protocol: `evaluation` settings, with a named `protocols` entry's changes on top."""
+    """The evaluation protocol: `evaluation` settings, with a named `protocols` entry's changes on top, then those
+    of each `~variant` (PROTOCOL_VARIANTS) the name ends with."""
+    protocol, *variants = protocol.split("~")
     protocols = config.get("protocols") or {}
     if protocol != "default" and protocol not in protocols:
         raise ValueError(f"unknown evaluation protocol '{protocol}'; define it under `protocols:` or choose one "
                          f"of: {', '.join(['default', *protocols])}")
+    unknown = [v for v in variants if v not in PROTOCOL_VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown protocol variant '~{unknown[0]}' of '{protocol}'; variants: "
+                         f"{', '.join('~' + v for v in PROTOCOL_VARIANTS)}")
     options = {k: v for k, v in config.get("evaluation", {}).items() if k != "seeds"}
-    return EvalConfig(**{**options, **protocols.get(protocol, {})})
+    options.update(protocols.get(protocol, {}))
+    for variant in variants:
+        options.update(PROTOCOL_VARIANTS[variant])
+    return EvalConfig(**options)
+
+
+def protocol_variant(config: dict, protocol: str, variant: str | None) -> str:
+    """The name of `protocol`'s `variant` twin (`default~noaug`), or `protocol` itself when the variant is None or
+    changes none of its settings (a hard-label protocol is its own ~hard), so no evaluation is run twice."""
+    if variant is None:
+        return protocol
+    twin = f"{protocol}~{variant}"
+    return protocol if eval_config(config, twin) == eval_config(config, protocol) else twin
 
 
 def eval_seeds(config: dict) -> list[int]:
@@ -257,9 +280,14 @@ def dataset_scale(dataset: str) -> str:
     return next(scale for scale, names in SCALES.items() if dataset in names)
 
 
+RESOURCES_OF = {"evaluate_real": "evaluate"}  # rules that take another rule's `resources:` entry
+
+
 def declared_resources(config: dict, rule: str, dataset: str | None = None) -> tuple[dict, set]:
     """(mem_mb, runtime, gpu and threads of a rule's job as the config declares them: `resources.default` <
-    `resources.<rule>` < the rule's entry for the dataset's scale; the keys the rule or its scale entry set)."""
+    `resources.<rule>` < the rule's entry for the dataset's scale; the keys the rule or its scale entry set). The
+    variants of a rule (RESOURCES_OF) are declared under its name."""
+    rule = RESOURCES_OF.get(rule, rule)
     table = config["resources"]
     chosen = dict(table["default"])
     per_rule = table.get(rule, {})
