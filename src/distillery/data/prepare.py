@@ -76,12 +76,13 @@ def prepare(name: str, data_dir: str | Path, out_dir: str | Path, validation: di
     All files are staged as temp files and renamed into place only after all were written (meta.json last).
     """
     get_spec(name)  # an unknown name is refused, listing the known ones, before any file is read
-    return write_prepared(name, LOADERS[name](Path(data_dir)), out_dir)
+    return write_prepared(name, LOADERS[name](Path(data_dir)), out_dir, validation)
 
 
-def write_prepared(name: str, raw: RawSplits, out_dir: str | Path) -> dict:
-    """Write `raw` (dataset `name`'s splits, or a subset of them) as out_dir/{train.pt,test.pt,meta.json}, checked
-    against the registry's shape; returns the meta dict. Statistics the registry lacks come from these images."""
+def write_prepared(name: str, raw: RawSplits, out_dir: str | Path, validation: dict | None = None) -> dict:
+    """Write `raw` (dataset `name`'s splits, or a subset of them) as out_dir/{train.pt,test.pt,meta.json}, and
+    val.pt with `validation` (prepare), checked against the registry's shape; returns the meta dict. Statistics the
+    registry lacks come from these images."""
     spec = get_spec(name)
     out_dir = Path(out_dir)
     _check_raw(spec, raw)
