@@ -418,21 +418,22 @@ def test_same_seed_same_expert_synset_and_accuracy(digits, tmp_path):
 
 def test_a_job_left_unfinished_is_counted_once_and_its_success_keeps_the_count(tmp_path):
     """distillery.interrupted: what the workflow's onerror hook records, and what a job's `interrupted` param reads."""
-    import socket
-
-    from distillery.interrupted import clear_running, interruptions, mark_running, record_interruptions
+    from distillery.interrupted import interruptions, record_interruptions, running
 
     results = tmp_path / "results"
     output = results / "experts" / "0.pt"
     output.parent.mkdir(parents=True)
-    mark_running(output)  # by this live process: a job of another Snakemake run in the same directory
-    assert record_interruptions(results) == [] and interruptions(output) == 0
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
     marker = output.with_name(".0.pt.running")
-    marker.write_text(json.dumps({"host": socket.gethostname(), "pid": gone.pid, "started": "then"}))
+    with running(output):  # a job of another Snakemake run in the same directory, still running (its lock held)
+        assert json.loads(marker.read_text())["pid"] == os.getpid()
+        assert record_interruptions(results) == [] and interruptions(output) == 0
+    assert not marker.exists(), "removed when the job succeeds"
+    with pytest.raises(RuntimeError):
+        with running(output):
+            raise RuntimeError("the job failed")
+    assert marker.exists(), "left, unlocked, when it fails"
     assert record_interruptions(results) == [output] and interruptions(output) == 1
     assert not marker.exists() and record_interruptions(results) == [], "counted once"
-    mark_running(output)
-    clear_running(output)  # the redone job succeeded
+    with running(output):
+        pass  # the redone job succeeded
     assert interruptions(output) == 1 and record_interruptions(results) == []

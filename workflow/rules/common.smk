@@ -38,7 +38,7 @@ from distillery.plan import (
     table_spec,
 )
 from distillery.plan.cost import config_digest
-from distillery.runtime import resolve_device
+from distillery.runtime import announce_workflow_process, resolve_device
 
 
 check_schema(config, f"{workflow.basedir}/schemas/config.schema.yaml")  # errors naming the field
@@ -47,6 +47,7 @@ check_config(config)
 for warning in initial_share_warnings(config):
     logger.warning(f"Warning: {warning}")
 resolve_device(config["device"])  # a CUDA request this machine cannot meet fails here, before any job or deletion
+announce_workflow_process()  # jobs stop when this Snakemake process ends (distillery.runtime.Watchdog)
 
 
 onerror:
