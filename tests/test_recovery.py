@@ -2,6 +2,7 @@
 by the next run of the same command (from its checkpoint) and so is everything made from its output; run-time
 settings rerun nothing; a CUDA request this machine cannot meet fails before any job; every recovery command an
 error prints regenerates exactly the file it names."""
+import csv
 import json
 import os
 import re
@@ -18,9 +19,12 @@ import torch
 import yaml
 
 from distillery.data import load_split
+from distillery.distill import DistillConfig
+from distillery.distill.run import run_distillation
+from distillery.plan import load_config, resolve_method
 from distillery.synset import load_synset
 from distillery.experts import load_expert
-from conftest import ENV, SNAKEMAKE, job_counts, snakemake
+from conftest import ENV, ROOT, SNAKEMAKE, job_counts, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -175,6 +179,103 @@ def test_lost_preempted_and_killed_jobs_are_redone_by_the_same_command_from_thei
             in (run / LOGS["distill"]).read_text())
     assert tabled_since(run, since)["meta"]["iterations"] == 300
     assert "Nothing to be done" in snakemake(run, LONGER, "-n", *command).stdout
+
+
+def readme_commands(row: str, options: list[str], command: list[str]) -> list[list[str]]:
+    """The commands in the README's interruption table's row `row`, as printed, with `<your options>` and
+    `<your command>` filled in."""
+    readme = (ROOT / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if line.strip().startswith(f"| {row}"))
+    printed = re.findall(r"`([^`]*)`", line.rsplit("|", 2)[1])
+    filled = []
+    for text in printed:
+        words = []
+        for word in shlex.split(text.replace("<your options>", "OPTIONS").replace("<your command>", "COMMAND")):
+            words += {"OPTIONS": options, "COMMAND": command}.get(word, [word])
+        filled.append(words)
+    return filled
+
+
+def uninterrupted(run: Path, tmp_path: Path, config: dict) -> dict:
+    """The synthetic set of `config`'s distillation, computed at once by the library with the job's settings."""
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(config))
+    settings = DistillConfig.from_dict(resolve_method(load_config(ROOT, tmp_path / "my.yaml"), "mtt", "digits", 1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the job (resources.default.threads)
+    try:
+        run_distillation(settings.job_params(), run / "results/data/digits", tmp_path / "ref.pt", tmp_path / "ref.csv",
+                         expert_paths=[run / EXPERT], checkpoint_every=1000)
+    finally:
+        torch.set_num_threads(threads)
+    return load_synset(tmp_path / "ref.pt")
+
+
+def log_rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def distilled(run: Path) -> int:
+    """The last iteration of STOPPED that the distillation's log reports (0 before any)."""
+    log = run / LOGS["distill"]
+    steps = re.findall(r"ipc1 (\d+)/90 ", log.read_text()) if log.exists() else []
+    return int(steps[-1]) if steps else 0
+
+
+# A distillation long enough to interrupt twice, checkpointed only when stopped.
+STOPPED = {**BASE, "distill": {"overrides": {**BASE["distill"]["overrides"], "iterations": 90}},
+           "reliability": {"checkpoint_every": 1000}}
+
+
+def test_ctrl_c_and_a_killed_snakemake_stop_their_jobs_which_the_readme_commands_finish_as_if_uninterrupted(
+        finished, tmp_path):
+    run = copy_of(finished, tmp_path)
+    options = ["--configfile", str(run / "config.yaml")]
+    command = ["snakemake", "--cores", "2", *options]  # as the user typed it
+    # 1. Ctrl-C: SIGINT to the terminal's foreground group, Snakemake and its job. The job checkpoints and stops.
+    proc = start(run, STOPPED, *command[1:3])
+    wait_for(lambda: distilled(run) >= 8, proc, "distillation progress", run)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=300) != 0
+    assert "Preempted: stopped by SIGINT; checkpoint" in (run / LOGS["distill"]).read_text()
+    interrupted_at = checkpoint_step(run, SYNSET)
+    assert 8 <= interrupted_at < 90 and not (run / SYNSET).exists()
+    # 2. The same command resumes from that checkpoint; this time Snakemake alone is SIGKILLed. Its job is held
+    #    (SIGSTOP) so that the rerun below starts while it still runs: the rerun's job must wait for it.
+    proc = start(run, STOPPED, *command[1:3])
+    wait_for(lambda: distilled(run) >= interrupted_at + 8, proc, "the resumed distillation", run)
+    assert f"resuming from checkpoint {beside(SYNSET, 'ckpt')} at step {interrupted_at}" in (
+        run / LOGS["distill"]).read_text()
+    orphan = json.loads((run / beside(SYNSET, "running")).read_text())["pid"]
+    os.kill(orphan, signal.SIGSTOP)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    # 3. The README's commands for this row, as printed: --unlock, then the command with --rerun-incomplete.
+    unlock, again = readme_commands("SIGKILL of Snakemake alone", options, command)
+    assert unlock[:2] == ["snakemake", "--unlock"] and again == [*command, "--rerun-incomplete"]
+    unlocked = snakemake(run, None, *unlock[1:])
+    assert unlocked.returncode == 0, unlocked.stderr[-3000:]
+    since = time.time_ns()
+    rerun = subprocess.Popen(SNAKEMAKE + ["--directory", str(run)] + again[1:], stdout=open(run / "rerun.out", "w"),
+                             stderr=subprocess.STDOUT, env=ENV, start_new_session=True)
+    waiting = f"is being written by process {orphan} on "
+    deadline = time.monotonic() + 300
+    while waiting not in (run / "rerun.out").read_text():
+        assert rerun.poll() is None and time.monotonic() < deadline, (run / "rerun.out").read_text()[-3000:]
+        time.sleep(0.05)
+    os.kill(orphan, signal.SIGCONT)  # its watchdog finds its Snakemake gone: it checkpoints and stops
+    assert rerun.wait(timeout=300) == 0, (run / "rerun.out").read_text()[-3000:]
+    assert not Path(f"/proc/{orphan}").exists(), "the orphan ended"
+    log = (run / LOGS["distill"]).read_text()
+    assert f"waited for process {orphan} on " in log, "one writer at a time"
+    resumed_at = int(re.search(r"resuming from checkpoint \S+ at step (\d+)", log).group(1))
+    assert interrupted_at < resumed_at < 90, "from the checkpoint the orphan saved when it stopped"
+    # 4. The finished run: the synthetic set and its log equal an uninterrupted run's; what was made from it follows.
+    synset, reference = tabled_since(run, since), uninterrupted(run, tmp_path, STOPPED)
+    assert torch.equal(synset["images"], reference["images"]) and synset["lr"] == reference["lr"]
+    assert log_rows(run / SYNSET_LOG) == log_rows(tmp_path / "ref.csv")
+    assert not (run / beside(SYNSET, "ckpt")).exists() and not (run / beside(SYNSET, "running")).exists()
+    assert "Nothing to be done" in snakemake(run, STOPPED, "-n").stdout
 
 
 def test_run_time_settings_rerun_nothing_and_an_unmet_cuda_request_fails_before_any_job(finished, tmp_path):

@@ -36,11 +36,13 @@ from distillery.plan import (
     table_notes,
     table_sources,
     table_spec,
+    type_cli_values,
 )
 from distillery.plan.cost import config_digest
 from distillery.runtime import announce_workflow_process, resolve_device
 
 
+type_cli_values(config, dict(workflow.config_settings.config))  # nested --config values as their YAML types
 check_schema(config, f"{workflow.basedir}/schemas/config.schema.yaml")  # errors naming the field
 validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
 check_config(config)

@@ -8,7 +8,8 @@ from distillery.plan.paths import PATHS, parse_expert_path
 from distillery.plan.resources import check_group_fits, expert_group_resources, expert_groups, rule_resources
 from distillery.plan.settings import (CONFIG_FILES, DEFAULT_MODELS, EXTERNAL, SCHEMA, check_schema, default_model,
                                       eval_config, eval_seeds, expert_overrides, expert_seeds, external_settings,
-                                      load_config, load_yaml, logged_method_pattern, merge, resolve_method)
+                                      load_config, load_yaml, logged_method_pattern, merge, resolve_method,
+                                      type_cli_values)
 from distillery.plan.studies import (nas_architectures, nas_eval_config, nas_results, nas_settings, nas_spec,
                                      nas_synset, stability_settings, stability_spec, stability_trials)
 from distillery.plan.targets import (Cell, distillations, expert_dir, expert_files, expert_set_files, expert_sets,
@@ -22,4 +23,4 @@ __all__ = ["CONFIG_FILES", "DEFAULT_MODELS", "EXTERNAL", "MODELLED_RULES", "PATH
            "initial_share_line", "initial_share_warnings", "load_config", "load_yaml", "logged_method_pattern", "merge",
            "nas_architectures", "nas_eval_config", "nas_results", "nas_settings", "nas_spec", "nas_synset",
            "parse_expert_path", "resolve_method", "rule_resources", "stability_settings", "stability_spec",
-           "stability_trials", "table_cells", "table_notes", "table_sources", "table_spec"]
+           "stability_trials", "table_cells", "table_notes", "table_sources", "table_spec", "type_cli_values"]
