@@ -4,7 +4,7 @@ rule prepare_data:
         test=PATHS["test"],
         meta=PATHS["meta"],
     params:
-        data_dir=config["data_dir"],
+        data_dir=data_dir,
         interrupted=interrupted(PATHS["train"]),
     log:
         "results/logs/prepare_data/{dataset}.log",

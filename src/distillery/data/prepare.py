@@ -33,6 +33,14 @@ LOADERS: dict[str, Callable[[Path], RawSplits]] = {
     **{name: partial(load_imagenet_subset_splits, name) for name in IMAGENET_SUBSETS},
 }
 
+# Datasets whose raw files do not come from data_dir (scikit-learn ships digits): data_dir is no setting of theirs.
+BUNDLED = ("digits",)
+
+
+def reads_data_dir(name: str) -> bool:
+    """Whether preparing dataset `name` reads data_dir (so that changing it is a reason to prepare it again)."""
+    return name not in BUNDLED
+
 
 def _check_raw(spec: DatasetSpec, raw: RawSplits) -> None:
     """Catch a reader that returned the wrong shape, dtype or label range before anything is written."""
@@ -51,14 +59,17 @@ def channel_stats(images_uint8: Tensor) -> tuple[list[float], list[float]]:
     return x.mean(dim=1).tolist(), x.std(dim=1, correction=0).tolist()
 
 
-def prepare(name: str, data_dir: str | Path, out_dir: str | Path) -> dict:
-    """Read a dataset's raw files and write out_dir/{train.pt,test.pt,meta.json}; returns the meta dict.
+def prepare(name: str, data_dir: str | Path | None, out_dir: str | Path) -> dict:
+    """Read a dataset's raw files and write out_dir/{train.pt,test.pt,meta.json}; returns the meta dict. `data_dir`
+    may be None for a dataset that does not read it (`reads_data_dir`).
 
     All three files are staged as temp files and renamed into place only after all were written (meta.json last).
     """
     spec = get_spec(name)
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    raw = LOADERS[name](data_dir)
+    if data_dir is None and reads_data_dir(name):
+        raise ValueError(f"dataset {name!r} reads its raw files from data_dir; none was given")
+    out_dir = Path(out_dir)
+    raw = LOADERS[name](Path(data_dir if data_dir is not None else "."))
     _check_raw(spec, raw)
     if spec.mean is None:
         mean, std = channel_stats(raw.train_images)

@@ -23,6 +23,7 @@ from distillery.distill.config import DistillConfig
 from distillery.experts.recipes import get_recipe
 from distillery.models.convnet import name_codes, parse_convnet_name
 from distillery.plan import timing
+from distillery.plan.paths import shown_path
 from distillery.plan.settings import (declared_resources, eval_config, eval_seeds, expert_overrides, expert_seeds,
                                       resolve_method)
 from distillery.plan.studies import (nas_eval_config, nas_results, nas_settings, nas_spec, stability_settings,
@@ -319,11 +320,24 @@ def header(config: dict, device: str, name: str) -> str:
 
 
 def config_digest(config: dict) -> str:
-    """A short hash of the config without its run-time settings (device, reliability, runtime.tf32, which change
-    no estimate): the cost rule's parameter, so that any other change recomputes the table."""
-    planned = {key: value for key, value in config.items() if key not in ("device", "reliability")}
+    """A short hash of the config without its run-time settings (device, data_dir, reliability, runtime.tf32 and
+    every rule's threads, which change no estimate): the cost rule's parameter, so that any other change recomputes
+    the table (runtime.gpu_memory_gb too: the table plans and checks every job against that GPU)."""
+    planned = {key: value for key, value in config.items() if key not in ("device", "data_dir", "reliability")}
     planned["runtime"] = {k: v for k, v in (config.get("runtime") or {}).items() if k != "tf32"}
+    planned["resources"] = _without_threads(config.get("resources") or {})
     return hashlib.sha256(json.dumps(planned, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _without_threads(table: dict) -> dict:
+    return {k: _without_threads(v) if isinstance(v, dict) else v for k, v in table.items() if k != "threads"}
+
+
+def config_name(paths: list, *roots: str | Path) -> str:
+    """The cost table's name for the config files `paths` (--configfile): each relative to the first of `roots` (the
+    working directory, the repository) it lies under, so that the name, a job param, does not change where the
+    checkout moves; 'the default config' without any."""
+    return ", ".join(shown_path(path, *roots) for path in paths) or "the default config"
 
 
 def write_cost(config: dict, device: str, name: str, csv_path: str | Path, distill_csv_path: str | Path,

@@ -44,3 +44,11 @@ def parse_expert_path(path: str | Path) -> dict:
     if found is None:
         raise ValueError(f"{path} is not an expert file path ({PATHS['expert']})")
     return {**found.groupdict(), "k": int(found["k"])}
+
+
+def shown_path(path: str | Path, *roots: str | Path) -> str:
+    """`path` relative to the first of `roots` it lies under, else as given: how a job records a file of the checkout
+    or the working directory (a param, an input), so that moving the checkout changes nothing a rerun trigger sees."""
+    path = Path(path)
+    under = [path.relative_to(root) for root in map(Path, roots) if path.is_relative_to(root)]
+    return str(under[0] if under else path)

@@ -3,6 +3,7 @@ into mean ± std per (method, dataset, IPC, architecture), set them beside the n
 render the result as CSV, Markdown and LaTeX."""
 from __future__ import annotations
 
+import html
 import math
 import re
 from pathlib import Path
@@ -192,12 +193,22 @@ def cells(table: pd.DataFrame, pm: str, minus: str, measure: str = "accuracy") -
             for r in shown.itertuples(index=False)]
 
 
+MARKDOWN_SPECIAL_RE = re.compile(r"([\\`*_\[\]|])")
+
+
+def markdown_text(text: str) -> str:
+    """`text` from a config (a title, note or label) as literal Markdown: HTML's &, < and > as entities and Markdown's
+    inline markers (\\ ` * _ [ ] |) escaped, so that it can neither put HTML into the report nor break a table row."""
+    return MARKDOWN_SPECIAL_RE.sub(r"\\\1", html.escape(str(text), quote=False))
+
+
 def to_markdown(table: pd.DataFrame, title: str, measure: str = "accuracy", notes: Sequence[str] = ()) -> str:
-    """`## title`, the table (ours, paper, Δ), the note on what the numbers are, then the table's own notes."""
-    body = pd.DataFrame(cells(table, " ± ", MINUS, measure), columns=HEADER)
-    markdown = body.to_markdown(index=False, disable_numparse=True, colalign=ALIGN)
-    text = "\n\n".join([MEASURE_NOTES.get(measure, PROTOCOL), *notes])
-    return f"## {title}\n\n{markdown}\n\n{text}\n"
+    """`## title`, the table (ours, paper, Δ), the note on what the numbers are, then the table's own notes (the
+    title, notes and row labels escaped: markdown_text)."""
+    rows = [[markdown_text(c) for c in row[:4]] + row[4:] for row in cells(table, " ± ", MINUS, measure)]
+    markdown = pd.DataFrame(rows, columns=HEADER).to_markdown(index=False, disable_numparse=True, colalign=ALIGN)
+    text = "\n\n".join([MEASURE_NOTES.get(measure, PROTOCOL), *map(markdown_text, notes)])
+    return f"## {markdown_text(title)}\n\n{markdown}\n\n{text}\n"
 
 
 def latex_escape(text: str) -> str:
