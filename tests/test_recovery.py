@@ -32,7 +32,8 @@ BASE = {
     "experts": {"count": 1, "overrides": {"epochs": 2}},
     "evaluation": {"seeds": 1, "epochs": 2},
     "distill": {"overrides": {"iterations": 10, "syn_steps": 4, "max_start_epoch": 1, "expert_epochs": 1}},
-    "tables": [{"name": "t", "cells": [{"method": "mtt", "dataset": "digits", "ipc": 1}]}],
+    "tables": [{"name": "t", "cells": [{"method": "mtt", "dataset": "digits", "ipc": 1}]},
+               {"name": "c", "cells": [{"method": "random", "dataset": "digits", "ipc": 1}]}],
 }
 DATA = ["results/data/digits/train.pt", "results/data/digits/test.pt", "results/data/digits/meta.json"]
 EXPERT = "results/experts/digits/std/ConvNetD2W32/sgd/0.pt"
@@ -45,7 +46,8 @@ LOGS = {"train_expert": "results/logs/train_expert/digits/std/ConvNetD2W32/sgd/0
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    """A finished run of BASE: data, one expert, one distillation, its evaluation, table and figures."""
+    """A finished run of BASE: data, one expert, one distillation and a random subset, their evaluations, tables and
+    figures."""
     workdir = tmp_path_factory.mktemp("finished")
     run = snakemake(workdir, BASE, "--cores", "2")
     assert run.returncode == 0, run.stderr[-3000:]
@@ -280,10 +282,29 @@ def test_ctrl_c_and_a_killed_snakemake_stop_their_jobs_which_the_readme_commands
 
 def test_run_time_settings_rerun_nothing_and_an_unmet_cuda_request_fails_before_any_job(finished, tmp_path):
     run = copy_of(finished, tmp_path)
-    run_time = {**BASE, "device": "cpu", "runtime": {"tf32": "none"},
-                "reliability": {"checkpoint_every": 7, "expert_checkpoint_every": 2, "max_bad_iterations": 3}}
+    run_time = {**BASE, "device": "cpu", "data_dir": "elsewhere", "runtime": {"tf32": "none"},
+                "reliability": {"checkpoint_every": 7, "expert_checkpoint_every": 2, "max_bad_iterations": 3},
+                "resources": {"default": {"threads": 2}, "distill": {"small": {"threads": 2}}}}
     dry = snakemake(run, run_time, "-n", "--cores", "1", "--set-threads", "train_expert=2", "distill=2")
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout, dry.stdout[-3000:]
+    nested = snakemake(run, BASE, "-n", "--config", "reliability={checkpoint_every: 7}", "data_dir=elsewhere",
+                       "resources={default: {threads: 3}}")  # the same as the command line sets them
+    assert nested.returncode == 0 and "Nothing to be done" in nested.stdout, nested.stdout[-3000:]
+    # A distillation setting reruns the distillation, what was made from it and the cost table: not the random subset
+    # of table c, which reads none.
+    longer = {**BASE, "distill": {"overrides": {**BASE["distill"]["overrides"], "iterations": 11, "lr_lr": 1e-6}}}
+    assert job_counts(snakemake(run, longer, "-n").stdout) == {"distill": 1, "evaluate": 1, "table": 1,
+                                                               "plot_cell": 1, "cost": 1, "all": 1}
+    # runtime.gpu_memory_gb plans the cells' memory again: these keep theirs, and only the cost table (of that GPU) is
+    # redone.
+    smaller = snakemake(run, {**BASE, "runtime": {"gpu_memory_gb": 40}}, "-n")
+    assert job_counts(smaller.stdout) == {"cost": 1, "all": 1}, smaller.stdout[-3000:]
+    # The same checkout elsewhere: no job param or input names where it lives.
+    moved = tmp_path / "moved"
+    for part in ("workflow", "config", "scripts", "envs"):
+        shutil.copytree(ROOT / part, moved / part)
+    elsewhere = snakemake(run, BASE, "-n", "-s", str(moved / "workflow/Snakefile"))
+    assert elsewhere.returncode == 0 and "Nothing to be done" in elsewhere.stdout, elsewhere.stdout[-3000:]
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: device cuda can be met")
     expert = (run / EXPERT).stat().st_mtime_ns

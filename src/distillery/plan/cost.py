@@ -330,7 +330,9 @@ def config_digest(config: dict) -> str:
 
 
 def _without_threads(table: dict) -> dict:
-    return {k: _without_threads(v) if isinstance(v, dict) else v for k, v in table.items() if k != "threads"}
+    """A resources table without its threads (an entry left empty by that is as good as none)."""
+    kept = {k: _without_threads(v) if isinstance(v, dict) else v for k, v in table.items() if k != "threads"}
+    return {k: v for k, v in kept.items() if v != {}}
 
 
 def config_name(paths: list, *roots: str | Path) -> str:
