@@ -193,13 +193,14 @@ def cells(table: pd.DataFrame, pm: str, minus: str, measure: str = "accuracy") -
             for r in shown.itertuples(index=False)]
 
 
-MARKDOWN_SPECIAL_RE = re.compile(r"([\\`*_\[\]|])")
+# Markdown's inline markers; an underscore only where it can open or close emphasis (mtt_noise stays as it is).
+MARKDOWN_SPECIAL_RE = re.compile(r"[\\`*\[\]|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 
 
 def markdown_text(text: str) -> str:
     """`text` from a config (a title, note or label) as literal Markdown: HTML's &, < and > as entities and Markdown's
-    inline markers (\\ ` * _ [ ] |) escaped, so that it can neither put HTML into the report nor break a table row."""
-    return MARKDOWN_SPECIAL_RE.sub(r"\\\1", html.escape(str(text), quote=False))
+    inline markers escaped, so that it can neither put HTML into the report nor break a table row."""
+    return MARKDOWN_SPECIAL_RE.sub(lambda m: "\\" + m[0], html.escape(str(text), quote=False))
 
 
 def to_markdown(table: pd.DataFrame, title: str, measure: str = "accuracy", notes: Sequence[str] = ()) -> str:
