@@ -22,12 +22,12 @@ CORESET_SETTINGS = ("method", "kind", "ipc", "model", "zca", "recipe", "select",
 
 def uses(kind: str, name: str) -> bool:
     """Whether a distillation of `kind` reads the setting `name`: a coreset only CORESET_SETTINGS, trajectory matching
-    every setting, the other kinds all but the trajectory components. A setting forced on every distillation
-    (distill.overrides) is applied where it is read, and a job's params hold only what it reads, so a coreset cell
-    neither fails on nor reruns for a distillation setting."""
+    every setting but `select`, the other kinds neither `select` nor the trajectory components. A setting forced on
+    every distillation (distill.overrides) is applied where it is read, and a job's params hold only what it reads,
+    so a coreset cell neither fails on nor reruns for a distillation setting."""
     if kind == "coreset":
         return name in CORESET_SETTINGS
-    return kind == "trajectory" or name not in dict(TRAJECTORY_COMPONENTS)
+    return name != "select" and (kind == "trajectory" or name not in dict(TRAJECTORY_COMPONENTS))
 
 
 @dataclass(frozen=True)
