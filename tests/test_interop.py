@@ -157,6 +157,8 @@ def test_reference_layout_and_its_zca_marker_are_checked(tmp_path):
     assert reference_dir("cifar100", True, "ConvNet") == Path("CIFAR100/ConvNet")
     assert reference_dir("tiny-imagenet", True, "ConvNetD4") == Path("Tiny/ConvNetD4")
     assert reference_dir("imagenette", False, "ConvNetD5") == Path("ImageNet/imagenette/128/ConvNetD5")
+    for folder in ("CIFAR10_NO_ZCA", "CIFAR10", "CIFAR100"):
+        (tmp_path / folder / "ConvNet").mkdir(parents=True)
     with pytest.raises(ValueError, match="CIFAR10_NO_ZCA; drop --zca"):
         import_buffers(tmp_path / "CIFAR10_NO_ZCA/ConvNet", "cifar10", "ConvNet", "sgd", zca=True, root=tmp_path)
     with pytest.raises(ValueError, match="so these were made with ZCA; add --zca"):
