@@ -13,6 +13,7 @@ from distillery.plan import (
     PATHS,
     check_config,
     check_schema,
+    config_name,
     eval_config,
     expert_files,
     expert_group_resources,
@@ -40,7 +41,7 @@ from distillery.plan import (
     table_spec,
     type_cli_values,
 )
-from distillery.plan.cost import config_digest, config_name
+from distillery.plan.cost import config_digest
 from distillery.runtime import announce_workflow_process, resolve_device
 
 

@@ -23,7 +23,6 @@ from distillery.distill.config import DistillConfig
 from distillery.experts.recipes import get_recipe
 from distillery.models.convnet import name_codes, parse_convnet_name
 from distillery.plan import timing
-from distillery.plan.paths import shown_path
 from distillery.plan.settings import (declared_resources, eval_config, eval_seeds, expert_overrides, expert_seeds,
                                       resolve_method)
 from distillery.plan.studies import (nas_eval_config, nas_results, nas_settings, nas_spec, stability_settings,
@@ -333,13 +332,6 @@ def _without_threads(table: dict) -> dict:
     """A resources table without its threads (an entry left empty by that is as good as none)."""
     kept = {k: _without_threads(v) if isinstance(v, dict) else v for k, v in table.items() if k != "threads"}
     return {k: v for k, v in kept.items() if v != {}}
-
-
-def config_name(paths: list, *roots: str | Path) -> str:
-    """The cost table's name for the config files `paths` (--configfile): each relative to the first of `roots` (the
-    working directory, the repository) it lies under, so that the name, a job param, does not change where the
-    checkout moves; 'the default config' without any."""
-    return ", ".join(shown_path(path, *roots) for path in paths) or "the default config"
 
 
 def write_cost(config: dict, device: str, name: str, csv_path: str | Path, distill_csv_path: str | Path,
