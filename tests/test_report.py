@@ -42,6 +42,24 @@ def write_inputs(tmp_path, records):
     return paths, tmp_path / "reported.csv"
 
 
+def test_a_title_note_or_label_from_the_config_is_text_in_the_markdown_never_html_or_table_syntax(tmp_path):
+    from distillery.report.stability import to_markdown as stability_markdown
+
+    paths, _ = write_inputs(tmp_path, [record("mtt", 10, 0, 0.9, arch="Conv|Net"), record("mtt", 10, 1, 0.95,
+                                                                                          arch="Conv|Net")])
+    title = "<script>alert(1)</script> *mtt* | [x](y) & a_b _c_"
+    write_table(paths, tmp_path / "t.csv", tmp_path / "t.md", title, notes=["<img src=x> `n`"])
+    md = (tmp_path / "t.md").read_text()
+    assert md.startswith("## &lt;script&gt;alert(1)&lt;/script&gt; \\*mtt\\* \\| \\[x\\](y) &amp; a_b \\_c\\_\n")
+    assert "&lt;img src=x&gt; \\`n\\`" in md and "<" not in md
+    row = next(line for line in md.splitlines() if line.startswith("| mtt"))
+    assert "Conv\\|Net" in row and len(re.findall(r"(?<!\\)\|", row)) == 9, "the row keeps its 8 cells"
+    counts = pd.DataFrame({"method": ["<b>m</b>"], "parameter": ["lr_img"], "multiplier": [1.0], "successes": [1],
+                           "runs": [1]})
+    assert stability_markdown(counts, "<i>t</i>").startswith("## &lt;i&gt;t&lt;/i&gt;\n") and "<b>" not in \
+        stability_markdown(counts, "t")
+
+
 def test_aggregate_mean_std_n_in_first_seen_order():
     table = aggregate([record("random", 1, 0, 0.5), record("mtt", 1, 0, 0.8), record("random", 1, 1, 0.7),
                        record("mtt", 1, 1, 0.9)])

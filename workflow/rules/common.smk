@@ -7,12 +7,14 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 from distillery.choices import EXPERT_MEASURES, FIGURES, LOGGED_KINDS, NORMS, STABILITY_PARAMETERS
+from distillery.data import reads_data_dir
 from distillery.distill.config import DistillConfig
 from distillery.interrupted import interruptions, record_interruptions
 from distillery.plan import (
     PATHS,
     check_config,
     check_schema,
+    config_name,
     eval_config,
     expert_files,
     expert_group_resources,
@@ -30,6 +32,7 @@ from distillery.plan import (
     nas_synset,
     resolve_method,
     rule_resources,
+    shown_path,
     stability_settings,
     stability_spec,
     stability_trials,
@@ -37,19 +40,22 @@ from distillery.plan import (
     table_notes,
     table_sources,
     table_spec,
+    type_cli_values,
 )
 from distillery.plan.cost import config_digest
 from distillery.plan.honest import split_datasets, table_selection, validation_spec
 from distillery.plan.targets import snapshot_distillations
-from distillery.runtime import resolve_device
+from distillery.runtime import announce_workflow_process, resolve_device
 
 
+type_cli_values(config, dict(workflow.config_settings.config))  # nested --config values as their YAML types
 check_schema(config, f"{workflow.basedir}/schemas/config.schema.yaml")  # errors naming the field
 validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
-check_config(config)
+check_config(config, Path(workflow.basedir).parent)  # reported_files are relative to the repository
 for warning in initial_share_warnings(config):
     logger.warning(f"Warning: {warning}")
 resolve_device(config["device"])  # a CUDA request this machine cannot meet fails here, before any job or deletion
+announce_workflow_process()  # jobs stop when this Snakemake process ends (distillery.runtime.Watchdog)
 
 
 onerror:
@@ -99,6 +105,12 @@ def interrupted(path):
 
 def settings(wildcards):
     return resolve_method(config, wildcards.method, wildcards.dataset, int(wildcards.ipc))
+
+
+def data_dir(wildcards):
+    """data_dir for a dataset that reads its raw files there, None for one that never does (digits): a param, so
+    changing data_dir prepares again only what reads it."""
+    return config["data_dir"] if reads_data_dir(wildcards.dataset) else None
 
 
 def data_files(dataset, zca):
@@ -236,8 +248,9 @@ def figure_inputs(wildcards):
 
 
 def reported_files():
-    """Paper-reported numbers (config `reported_files`), relative to the repository when not absolute."""
-    return [str(Path(workflow.basedir).parent / f) for f in config.get("reported_files", [])]
+    """Paper-reported numbers (config `reported_files`), relative to the repository when not absolute; named relative
+    to the working directory where they lie under it (a moved checkout reruns no table)."""
+    return [shown_path(Path(workflow.basedir).parent / f, Path.cwd()) for f in config.get("reported_files", [])]
 
 
 def pdf_twin(png):

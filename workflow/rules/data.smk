@@ -4,7 +4,7 @@ rule prepare_data:
         test=PATHS["test"],
         meta=PATHS["meta"],
     params:
-        data_dir=config["data_dir"],
+        data_dir=data_dir,
         interrupted=interrupted(PATHS["train"]),
     log:
         "results/logs/prepare_data/{dataset}.log",
@@ -57,7 +57,7 @@ if split_datasets(config):
             meta=PATHS["meta"],
             validation=PATHS["validation"],
         params:
-            data_dir=config["data_dir"],
+            data_dir=data_dir,
             validation=lambda wildcards: validation_spec(config, wildcards.dataset),
             interrupted=interrupted(PATHS["train"]),
         log:

@@ -19,7 +19,7 @@ rule cost:
     params:
         config=config_digest(config),  # any config change recomputes the table
         device="gpu",
-        name=", ".join(workflow.configfiles[-1:]) or "the default config",
+        name=config_name(workflow.config_settings.configfiles, Path.cwd(), Path(workflow.basedir).parent),
     log:
         "results/logs/cost.log",
     benchmark:

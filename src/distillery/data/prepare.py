@@ -34,6 +34,14 @@ LOADERS: dict[str, Callable[[Path], RawSplits]] = {
     **{name: partial(load_imagenet_subset_splits, name) for name in IMAGENET_SUBSETS},
 }
 
+# Datasets whose raw files do not come from data_dir (scikit-learn ships digits): data_dir is no setting of theirs.
+BUNDLED = ("digits",)
+
+
+def reads_data_dir(name: str) -> bool:
+    """Whether preparing dataset `name` reads data_dir (so that changing it is a reason to prepare it again)."""
+    return name not in BUNDLED
+
 
 def _check_raw(spec: DatasetSpec, raw: RawSplits) -> None:
     """Catch a reader that returned the wrong shape, dtype or label range before anything is written."""
@@ -67,8 +75,9 @@ def holdout_indices(labels: Tensor, num_classes: int, per_class: int, seed: int 
     return torch.sort(torch.cat(picked)).values
 
 
-def prepare(name: str, data_dir: str | Path, out_dir: str | Path, validation: dict | None = None) -> dict:
-    """Read a dataset's raw files and write out_dir/{train.pt,test.pt,meta.json}; returns the meta dict.
+def prepare(name: str, data_dir: str | Path | None, out_dir: str | Path, validation: dict | None = None) -> dict:
+    """Read a dataset's raw files and write out_dir/{train.pt,test.pt,meta.json}; returns the meta dict. `data_dir`
+    may be None for a dataset that does not read it (`reads_data_dir`).
 
     With `validation` ({per_class, seed}) a class-stratified part of the training split is held out into val.pt
     (with its `indices` in the raw training split) and train.pt holds only the rest, so nothing that trains on the
@@ -76,7 +85,9 @@ def prepare(name: str, data_dir: str | Path, out_dir: str | Path, validation: di
     All files are staged as temp files and renamed into place only after all were written (meta.json last).
     """
     get_spec(name)  # an unknown name is refused, listing the known ones, before any file is read
-    return write_prepared(name, LOADERS[name](Path(data_dir)), out_dir, validation)
+    if data_dir is None and reads_data_dir(name):
+        raise ValueError(f"dataset {name!r} reads its raw files from data_dir; none was given")
+    return write_prepared(name, LOADERS[name](Path(data_dir if data_dir is not None else ".")), out_dir, validation)
 
 
 def write_prepared(name: str, raw: RawSplits, out_dir: str | Path, validation: dict | None = None) -> dict:

@@ -7,13 +7,27 @@ from dataclasses import asdict, dataclass, fields, replace
 from distillery.augment import DEFAULT_STRATEGY
 from distillery.choices import (APM_SUBSETS, DISAGREEMENTS, DISTANCES, INITS, INTERMEDIATES, KINDS, MATCHES, MEMORIES,
                                 PERTURBS, REPRESENTATIVES, SELECTS, SPACINGS)
-from distillery.typecheck import check_types
+from distillery.typecheck import SettingError, check_types
 
 # Components only trajectory matching uses, with their "off" value.
 TRAJECTORY_COMPONENTS = (("match", "fixed"), ("intermediate", "none"), ("balance", False), ("perturb", "none"),
                          ("ema_decay", None), ("memory", "full"), ("chunk", None), ("inner_momentum", 0.0),
                          ("learn_labels", False), ("threshold", None), ("min_start_epoch", 0),
                          ("current_max_start_epoch", None))
+
+# What a coreset reads: which images `select` picks (herding, kmeans and forgetting through the experts' model, domain
+# and recipe), with its seed; no other setting changes its set.
+CORESET_SETTINGS = ("method", "kind", "ipc", "model", "zca", "recipe", "select", "init_clusters", "seed")
+
+
+def uses(kind: str, name: str) -> bool:
+    """Whether a distillation of `kind` reads the setting `name`: a coreset only CORESET_SETTINGS, trajectory matching
+    every setting but `select`, the other kinds neither `select` nor the trajectory components. A setting forced on
+    every distillation (distill.overrides) is applied where it is read, and a job's params hold only what it reads,
+    so a coreset cell neither fails on nor reruns for a distillation setting."""
+    if kind == "coreset":
+        return name in CORESET_SETTINGS
+    return name != "select" and (kind == "trajectory" or name not in dict(TRAJECTORY_COMPONENTS))
 
 
 @dataclass(frozen=True)
@@ -90,7 +104,7 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> None:
-            raise ValueError(f"method '{self.method}': {field}={getattr(self, field)!r} {why}")
+            raise SettingError(f"method '{self.method}'", field, getattr(self, field), why)
 
         check_types(self, f"method '{self.method}'")
         if self.kind not in KINDS:
@@ -201,7 +215,7 @@ class DistillConfig:
     def _check_window(self) -> None:
         """The start-epoch window [min_start_epoch, upper) must hold an epoch at every iteration."""
         def bad(field: str, why: str) -> None:
-            raise ValueError(f"method '{self.method}': {field}={getattr(self, field)!r} {why}")
+            raise SettingError(f"method '{self.method}'", field, getattr(self, field), why)
 
         if not 0 <= self.min_start_epoch < self.max_start_epoch:
             bad("min_start_epoch", f"must be in [0, max_start_epoch {self.max_start_epoch}): start epochs are drawn "
@@ -235,11 +249,13 @@ class DistillConfig:
         return asdict(self)
 
     def job_params(self) -> dict:
-        """The settings that differ from the defaults, plus method, kind and ipc: what a Snakemake job records as
-        its params, so a release that adds a setting (with a default) does not rerun finished jobs."""
+        """The settings its kind reads (`uses`) that differ from the defaults, plus method, kind and ipc: what a
+        Snakemake job records as its params, so a release that adds a setting (with a default) does not rerun
+        finished jobs, nor a change of a setting the job does not read."""
         defaults = {f.name: f.default for f in fields(self)}
         kept = ("method", "kind", "ipc")
-        return {k: v for k, v in asdict(self).items() if k in kept or v != defaults.get(k)}
+        return {k: v for k, v in asdict(self).items()
+                if k in kept or v != defaults.get(k) and uses(self.kind, k)}
 
 
 def fit_batch_syn(cfg: DistillConfig, num_classes: int) -> DistillConfig:

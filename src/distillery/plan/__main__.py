@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "check":
             config = load_config(Path.cwd(), *args.config)
             check_schema(config, Path.cwd() / SCHEMA)
-            check_config(config)
+            check_config(config, Path.cwd())
             print(f"{' '.join(args.config)}: the config is valid")
             return
         config = load_config(Path.cwd(), *(args.config if args.command == "cost" else [args.config]))

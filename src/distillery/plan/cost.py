@@ -301,11 +301,19 @@ def config_cost(config: dict, device: str = "gpu") -> tuple[list[dict], list[dic
 
 
 def config_digest(config: dict) -> str:
-    """A short hash of the config without its run-time settings (device, reliability, runtime.tf32, which change
-    no estimate): the cost rule's parameter, so that any other change recomputes the table."""
-    planned = {key: value for key, value in config.items() if key not in ("device", "reliability")}
+    """A short hash of the config without its run-time settings (device, data_dir, reliability, runtime.tf32 and
+    every rule's threads, which change no estimate): the cost rule's parameter, so that any other change recomputes
+    the table (runtime.gpu_memory_gb too: the table plans and checks every job against that GPU)."""
+    planned = {key: value for key, value in config.items() if key not in ("device", "data_dir", "reliability")}
     planned["runtime"] = {k: v for k, v in (config.get("runtime") or {}).items() if k != "tf32"}
+    planned["resources"] = _without_threads(config.get("resources") or {})
     return hashlib.sha256(json.dumps(planned, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _without_threads(table: dict) -> dict:
+    """A resources table without its threads (an entry left empty by that is as good as none)."""
+    kept = {k: _without_threads(v) if isinstance(v, dict) else v for k, v in table.items() if k != "threads"}
+    return {k: v for k, v in kept.items() if v != {}}
 
 
 # SLURM requests from the models: host memory with this factor, runtime with this factor plus fixed minutes

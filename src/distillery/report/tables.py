@@ -3,6 +3,7 @@ into mean ± std per (method, dataset, IPC, architecture), set them beside the n
 render the result as CSV, Markdown and LaTeX."""
 from __future__ import annotations
 
+import html
 import math
 import re
 from pathlib import Path
@@ -211,13 +212,24 @@ def measure_note(measure: str, weight: float = WEIGHT) -> str:
     return MEASURE_NOTES.get(measure, PROTOCOL)
 
 
+# Markdown's inline markers; an underscore only where it can open or close emphasis (mtt_noise stays as it is).
+MARKDOWN_SPECIAL_RE = re.compile(r"[\\`*\[\]|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def markdown_text(text: str) -> str:
+    """`text` from a config (a title, note or label) as literal Markdown: HTML's &, < and > as entities and Markdown's
+    inline markers escaped, so that it can neither put HTML into the report nor break a table row."""
+    return MARKDOWN_SPECIAL_RE.sub(lambda m: "\\" + m[0], html.escape(str(text), quote=False))
+
+
 def to_markdown(table: pd.DataFrame, title: str, measure: str = "accuracy", notes: Sequence[str] = (),
                 weight: float = WEIGHT) -> str:
-    """`## title`, the table (ours, paper, Δ), the note on what the numbers are, then the table's own notes."""
-    body = pd.DataFrame(cells(table, " ± ", MINUS, measure), columns=HEADER)
-    markdown = body.to_markdown(index=False, disable_numparse=True, colalign=ALIGN)
-    text = "\n\n".join([measure_note(measure, weight), *notes])
-    return f"## {title}\n\n{markdown}\n\n{text}\n"
+    """`## title`, the table (ours, paper, Δ), the note on what the numbers are, then the table's own notes (the
+    title, notes and row labels escaped: markdown_text)."""
+    rows = [[markdown_text(c) for c in row[:4]] + row[4:] for row in cells(table, " ± ", MINUS, measure)]
+    markdown = pd.DataFrame(rows, columns=HEADER).to_markdown(index=False, disable_numparse=True, colalign=ALIGN)
+    text = "\n\n".join([measure_note(measure, weight), *map(markdown_text, notes)])
+    return f"## {markdown_text(title)}\n\n{markdown}\n\n{text}\n"
 
 
 def latex_escape(text: str) -> str:
@@ -301,12 +313,14 @@ def selection_cells(table: pd.DataFrame, rules: Sequence[str], pm: str, minus: s
 
 
 def selection_markdown(table: pd.DataFrame, title: str, rules: Sequence[str], notes: Sequence[str] = ()) -> str:
-    """`## title`, a column per selection rule beside the paper's number and Δ with its two parts, then the note."""
+    """`## title`, a column per selection rule beside the paper's number and Δ with its two parts, then the note (the
+    title, notes and row labels escaped: markdown_text)."""
     header = selection_header(rules, table)
-    body = pd.DataFrame(selection_cells(table, rules, " ± ", MINUS), columns=header)
+    rows = [[markdown_text(c) for c in row[:4]] + row[4:] for row in selection_cells(table, rules, " ± ", MINUS)]
     align = ("left", "left", "right", "left", *("right",) * (len(header) - 4))
-    markdown = body.to_markdown(index=False, disable_numparse=True, colalign=align)
-    return f"## {title}\n\n{markdown}\n\n" + "\n\n".join([SELECTION_NOTE, *notes]) + "\n"
+    markdown = pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True, colalign=align)
+    text = "\n\n".join([SELECTION_NOTE, *map(markdown_text, notes)])
+    return f"## {markdown_text(title)}\n\n{markdown}\n\n{text}\n"
 
 
 def selection_latex(table: pd.DataFrame, title: str, rules: Sequence[str]) -> str:
