@@ -57,6 +57,21 @@ FLOAT32 = Tolerance(rtol=1e-4)
 EXACT_ITERATION = ("window", "start_epochs", "updated")
 DSA = DEFAULT_STRATEGY  # the distill_iteration_dsa case: one group per call, drawn from our DSA generator
 INITS = {"real": "real", "correct": "samples_predicted_correctly"}  # our init -> their pix_init
+WHAT_DATM = {  # what each of this module's patches changes in DATM.py (the lineage's are in lineage.WHAT)
+    "init-order": "DATM.py's np.random.permutation (get_images: a class's order, for init real and for "
+                  "samples_predicted_correctly's scan) answers with our class orders, x[randperm(len(x))] from our "
+                  "init role",
+    "start-epoch": "DATM.py's np.random.randint(min_start_epoch, Upper_Bound) answers with our start epoch; each "
+                   "call's bounds are kept (their window) and a start outside them is an error",
+    "expert-order": "DATM.py's random.shuffle (the order of the buffer files and of the experts in a file) leaves "
+                    "the list as it is: the experts in file order, as ours cycles them",
+    "batches": "DATM.py's torch.randperm (the inner loop's minibatch permutations) draws from our batches "
+               "generator",
+    "recording-optimizer": "DATM.py's torch.optim.SGD (images, lr, labels) keeps each optimizer with its "
+                           "parameters' initial values, and each step's gradients and updated values",
+    "float64": "DATM.py's torch.load returns the buffer in float64 and its torch.randn drops dtype=torch.float, so "
+               "with the default dtype float64 the whole run is float64",
+}
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,8 @@ def ours(ctx: Context, cfg: DistillConfig, trajectories: Sequence[Tensor], dtype
         nets, real = classifiers(student, trajectories), ws.train[0].to(dtype)
         images, hard = initial_images(cfg, real, ws.train[1], ws.num_classes, None, nets)
         labels = initial_logits(cfg, images, hard, nets)
+        with torch.no_grad():  # (expert, image) pairs the label mean leaves out: the mask is exercised when > 0
+            masked = sum(int((net(images).argmax(1) != hard).sum()) for net in nets)
         x, y = images.clone().requires_grad_(True), labels.clone().requires_grad_(True)
         lr = torch.tensor(cfg.lr_teacher, requires_grad=True)
         first = start_epoch(cfg, 0, generator(cfg.seed, "start-epoch"))
@@ -152,7 +169,7 @@ def ours(ctx: Context, cfg: DistillConfig, trajectories: Sequence[Tensor], dtype
             "images_initial": images, "labels_initial": labels, "first_loss": loss.detach(),
             "grad_images": x.grad, "grad_lr": lr.grad, "grad_labels": y.grad,
             "images_after": result.images, "lr_after": torch.tensor(result.lr, dtype=dtype),
-            "labels_after": result.soft_labels}
+            "labels_after": result.soft_labels, "masked": masked}
 
 
 def yacs_stub() -> dict[str, types.ModuleType]:
@@ -239,6 +256,12 @@ def environment(patches: Patches) -> None:
                          "CUDA_VISIBLE_DEVICES and PYTHONHASHSEED, which their main sets, are put back after the run")
 
 
+def override(a: Authors, attr: str, key: str, value: Any, patch: str) -> None:
+    """DATM.<attr>.<key> is `value` for their run, as patch `patch` described by WHAT_DATM."""
+    a.patches.note(patch, WHAT_DATM[patch])
+    a.override("DATM", attr, key, value, patch)
+
+
 def theirs(ctx: Context, cfg: DistillConfig, dtype: torch.dtype, n: int, starts: Sequence[int],
            patches: Patches) -> dict[str, Any]:
     """DATM.py's main for cfg.iterations iterations from the same state, with `n` experts in its buffer file."""
@@ -258,17 +281,17 @@ def theirs(ctx: Context, cfg: DistillConfig, dtype: torch.dtype, n: int, starts:
         dataset_branch(a, ["DATM"], ws.reference_name, (ws.train[0].to(dtype), ws.train[1]), ws.test, ws.meta)
         fixed_clock(a, cfg.seed, UTILS)
         environment(patches)
-        a.override("DATM", "np", "random.permutation", permutation_from(generator(cfg.seed, "init")), "init-order")
-        a.override("DATM", "np", "random.randint", window_from(starts, window), "start-epoch")
-        a.override("DATM", "random", "shuffle", lambda x: None, "expert-order")
-        a.override("DATM", "torch", "randperm", randperm_from(generator(cfg.seed, "batches")), "batches")
-        a.override("DATM", "torch", "optim.SGD", kept_sgd(records, kept), "recording-optimizer")
+        override(a, "np", "random.permutation", permutation_from(generator(cfg.seed, "init")), "init-order")
+        override(a, "np", "random.randint", window_from(starts, window), "start-epoch")
+        override(a, "random", "shuffle", lambda x: None, "expert-order")
+        override(a, "torch", "randperm", randperm_from(generator(cfg.seed, "batches")), "batches")
+        override(a, "torch", "optim.SGD", kept_sgd(records, kept), "recording-optimizer")
         if cfg.dsa != "none":
             dsa_draws(a, generator(cfg.seed, "dsa"), UTILS)
             dsa_layout(a, ["DATM"], UTILS)
         if dtype == torch.float64:
-            a.override("DATM", "torch", "load", lambda *x, **k: as_float64(torch.load(*x, **k)), "float64")
-            a.override("DATM", "torch", "randn", lambda *x, dtype=None, **k: torch.randn(*x, **k), "float64")
+            override(a, "torch", "load", lambda *x, **k: as_float64(torch.load(*x, **k)), "float64")
+            override(a, "torch", "randn", lambda *x, dtype=None, **k: torch.randn(*x, **k), "float64")
         a.install()
         with default_dtype(dtype), working_dir(folder), quiet():
             m.DATM.main(args)
@@ -307,12 +330,15 @@ def compare_run(ctx: Context, name: str, cfg: DistillConfig, dtype: torch.dtype,
     n = ctx.sizes.experts if cfg.init == "correct" else 1
     trajectories, _ = experts(ctx, n)
     mine = ours(ctx, cfg, trajectories, dtype)  # our code runs outside every patch block
+    masked = mine.pop("masked")
     their = theirs(ctx, cfg, dtype, n, mine["start_epochs"].tolist(), patches)
     if "first_loss" not in their:  # their first iteration did not step: no gradients recorded
         for key in ("first_loss", "grad_images", "grad_lr", "grad_labels"):
             mine.pop(key)
     windows = ", ".join(f"[{low}, {high})" for low, high in their["window"].tolist())
-    notes = [f"{str(dtype).replace('torch.', '')}, init {cfg.init} ({n} expert(s)), "
+    mask = (f"; {masked} of {n * len(mine['labels_initial'])} (expert, image) pairs misclassified, left out of "
+            f"the label mean" if cfg.init == "correct" else "")
+    notes = [f"{str(dtype).replace('torch.', '')}, init {cfg.init} ({n} expert(s){mask}), "
              f"{'DSA ' + cfg.dsa if cfg.dsa != 'none' else 'augmentation off'}, threshold {cfg.threshold:.6g}; "
              f"theirs: windows {windows}, start epochs {their['start_epochs'].tolist()}, losses "
              f"{[round(v, 4) for v in their['losses'].tolist()]}, updated {their['updated'].tolist()}"]
