@@ -157,7 +157,7 @@ def test_a_checkouts_modules_shadow_others_only_while_loaded_and_its_parser_is_r
 
 
 def test_a_script_that_parses_twice_is_read_at_its_last_parse_as_datms(tmp_path):
-    """DATM.py parses --cfg, adds one option per key of that file, then parses again (DATM.py:577-585)."""
+    """DATM.py parses --cfg, adds one option per key of that file, then parses again (DATM.py:578-589)."""
     (tmp_path / "two.py").write_text(
         "import argparse\nif __name__ == '__main__':\n    p = argparse.ArgumentParser()\n"
         "    p.add_argument('--cfg', default='')\n    first = p.parse_args()\n"
