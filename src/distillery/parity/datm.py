@@ -141,7 +141,8 @@ def classifiers(student: FlatModel, trajectories: Sequence[Tensor]) -> list[Clas
 
 def ours(ctx: Context, cfg: DistillConfig, trajectories: Sequence[Tensor], dtype: torch.dtype) -> dict[str, Any]:
     """Our first iteration's loss and gradients (trajectory_loss from the start distill_trajectory makes), then
-    cfg.iterations iterations of distill_trajectory: window, start epochs, losses, updates and final values."""
+    cfg.iterations iterations of distill_trajectory: window, start epochs, losses, updates and final values; and
+    `masked`, how many (expert, image) pairs the initial label mean leaves out (a note, not compared)."""
     ws = ctx.ws
     trajectories = [t.to(dtype) for t in trajectories]
     with default_dtype(dtype):
