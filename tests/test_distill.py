@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from distillery.distill import DistillConfig, distill_trajectory, init_synthetic, matching_loss, unroll
-from distillery.distill.matching import Batches
+from distillery.distill.matching import Batches, trajectory_loss
 from distillery.seeds import generator
 from distillery.synset import DistillationError
 from conftest import config, make_problem, tiny_student
@@ -63,6 +63,23 @@ def test_batches_cover_every_image_once_per_pass_taking_the_chunks_from_the_last
     seen = [batches.next() for _ in range(3)]
     assert [t.tolist() for t in seen] == [perm[8:].tolist(), perm[4:8].tolist(), perm[:4].tolist()]
     assert [len(batches.next()) for _ in range(3)] == [2, 4, 4]
+
+
+def test_each_iteration_starts_a_new_permutation_dropping_the_chunks_the_last_one_left():
+    """MTT's loop empties its chunks at every iteration (distill.py:340; DATM.py:504 the same): the leftover of a pass
+    is not carried into the next iteration (found by parity datm:distill_iteration)."""
+    images, labels, student, trajectories = make_problem()
+    cfg = config(syn_steps=1, batch_syn=25)  # 60 images in chunks 25, 25, 10: one step leaves two chunks
+    batches = Batches(len(images), 25, generator(0, "b"), images.device)
+    g = generator(0, "b")
+    perms = [torch.randperm(60, generator=g) for _ in range(2)]
+    lr = torch.tensor(cfg.lr_teacher)
+    for _ in range(2):
+        trajectory_loss(cfg, student, trajectories[0], 0, images, labels, lr, batches, generator(0, "dsa"),
+                        generator(0, "perturb"))
+    assert [c.tolist() for c in batches.chunks] == [c.tolist() for c in perms[1].split(25)[:2]]
+    batches.restart()
+    assert batches.next().tolist() == torch.randperm(60, generator=g).split(25)[-1].tolist()
 
 
 def test_real_init_draws_ipc_images_of_each_class():

@@ -1,8 +1,8 @@
 """The parity harness (distillery.parity). Without the authors' code: its comparison (which must be able to fail),
 its patches and state injection (the random calls of code written in the authors' style answered with our draws),
 the loading of a checkout's modules, and a run whose two sides are both our code, once equal and once perturbed.
-With DISTILLERY_PARITY_REFS naming a folder of checkouts (<dir>/mtt at the ledger's commit, as docs/parity.md gets
-them): MTT's exact cases at small sizes, through the real harness, must pass."""
+With DISTILLERY_PARITY_REFS naming a folder of checkouts (<dir>/mtt, <dir>/datm at the ledger's commits, as
+docs/parity.md gets them): each method's exact cases at small sizes, through the real harness, must pass."""
 import json
 import math
 import os
@@ -18,7 +18,7 @@ import torch
 
 from distillery.augment import dsa
 from distillery.data.sources import DEBIAN_FASHION_MNIST
-from distillery.parity import lineage, mtt
+from distillery.parity import datm, lineage, mtt
 from distillery.parity.compare import EXACT, CaseResult, Tolerance, compare, compare_all, spread_test
 from distillery.parity.context import Context, Method, with_settings
 from distillery.parity.patches import Clock, Patches, proxy, rand_from, randint_from, randperm_from, recording_sgd
@@ -36,6 +36,9 @@ needs_fashion = pytest.mark.skipif(not HAS_FASHION, reason="Fashion-MNIST is not
 # ledger's row "Learned lr out of (0, ∞)", and the cases report "updated" as the difference)
 TINY = dict(model="ConvNetW32", train_per_class=12, test_per_class=10, ipc=1, syn_steps=3, batch_syn=4, lr_lr=1e-7,
             train_epochs=1, batch_train=32, eval_ipc=2, eval_epochs=2, eval_batch=8)
+# DATM at 12 images per class: 3 iterations of 3 steps (chunks 4, 4, 2), 3 experts of 4 epochs, about 10 s
+TINY_DATM = dict(train_per_class=12, test_per_class=10, ipc=1, syn_steps=3, batch_syn=4, expert_batch=32, eval_ipc=2,
+                 eval_epochs=2, eval_batch=8)
 
 
 def test_compare_is_bit_for_bit_at_zero_tolerance_and_relative_to_the_largest_magnitude():
@@ -153,6 +156,37 @@ def test_a_checkouts_modules_shadow_others_only_while_loaded_and_its_parser_is_r
         sys.modules.pop("utils", None)
 
 
+def test_a_script_that_parses_twice_is_read_at_its_last_parse_as_datms(tmp_path):
+    """DATM.py parses --cfg, adds one option per key of that file, then parses again (DATM.py:578-589)."""
+    (tmp_path / "two.py").write_text(
+        "import argparse\nif __name__ == '__main__':\n    p = argparse.ArgumentParser()\n"
+        "    p.add_argument('--cfg', default='')\n    first = p.parse_args()\n"
+        "    p.add_argument('--ipc', type=int, default=int(first.cfg))\n    p.parse_args()\n    raise SystemExit(3)\n")
+    ref = Reference("x", "someone/x", "0" * 7, ("two.py",))
+    with Patches() as patches, authors_modules(ref, tmp_path, []):
+        args = script_args(tmp_path / "two.py", ["--cfg", "7"], patches, calls=2)
+    assert (args.cfg, args.ipc) == ("7", 7)
+
+
+def test_datm_stand_ins_answer_with_our_draws_keep_their_window_and_read_their_config(tmp_path):
+    seen = []
+    randint = datm.window_from([0, 2], seen)
+    assert (randint(0, 1), randint(0, 3)) == (0, 2) and seen == [[0, 1], [0, 3]]
+    with pytest.raises(RuntimeError, match=r"our start epoch 3 lies outside their window \[0, 3\)"):
+        datm.window_from([3], [])(0, 3)
+    x = numpy.arange(10, 17)
+    order = torch.randperm(7, generator=generator(0, "init")).numpy()
+    assert datm.permutation_from(generator(0, "init"))(x).tolist() == x[order].tolist() != x.tolist()
+    cfg = datm.yacs_stub()["yacs.config"].CfgNode()
+    cfg.ipc, cfg.lr_y = 1, 2.0
+    (tmp_path / "c.yaml").write_text("ipc: 10\n")
+    cfg.merge_from_file(str(tmp_path / "c.yaml"))
+    assert (cfg.ipc, cfg["lr_y"]) == (10, 2.0)
+    (tmp_path / "c.yaml").write_text("ipcs: 10\n")
+    with pytest.raises(KeyError, match="Non-existent config key.*ipcs"):
+        cfg.merge_from_file(str(tmp_path / "c.yaml"))
+
+
 def test_a_folder_that_is_not_the_ledgers_checkout_is_refused_naming_the_fix(tmp_path):
     with pytest.raises(ValueError, match="not a folder.*git clone https://github.com/GeorgeCazenavette"):
         check_checkout(mtt.REFERENCE, tmp_path / "absent")
@@ -231,6 +265,35 @@ def test_our_iteration_against_itself_passes_and_a_perturbed_state_fails(ctx):
     assert "loss" in compare_all("start", mtt.our_iteration(ctx, later), again, mtt.FLOAT64).to_dict()["failed"]
 
 
+@pytest.fixture(scope="module")
+def datm_ctx(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("parity-datm")
+    sizes = replace(datm.Sizes(), **TINY_DATM)
+    ws = make_workspace(tmp / "root", "data", sizes.train_per_class, sizes.test_per_class)
+    context = Context(Path("unused"), ws, sizes, tmp / "scratch")
+    context.scratch.mkdir()
+    return context
+
+
+@needs_fashion
+def test_our_datm_iterations_against_themselves_pass_and_a_threshold_below_the_loss_updates_nothing(datm_ctx):
+    (trajectory,), _ = datm.experts(datm_ctx, 1)
+    cfg = datm.config(datm_ctx.sizes)
+    run = datm.ours(datm_ctx, cfg, [trajectory], torch.float64)
+    assert run["window"].tolist() == [[0, 1], [0, 2], [0, 3]] and run["updated"].tolist() == [1, 1, 1]
+    same = compare_all("self", datm.ours(datm_ctx, cfg, [trajectory], torch.float64), run, datm.FLOAT64,
+                       exact=datm.EXACT_ITERATION)
+    assert same.passed and same.max_abs == 0
+    below = datm.ours(datm_ctx, replace(cfg, threshold=float(run["first_loss"]) * 0.999), [trajectory],
+                      torch.float64)
+    assert below["updated"].tolist() == [0, 0, 0] and below["losses"][0] == run["losses"][0]
+    for name in ("images", "labels"):
+        assert torch.equal(below[f"{name}_after"], below[f"{name}_initial"])
+    failed = compare_all("threshold", below, run, datm.FLOAT64, exact=datm.EXACT_ITERATION).to_dict()["failed"]
+    assert {"updated", "images_after", "labels_after", "lr_after"} <= set(failed)
+    assert not {"window", "start_epochs", "first_loss", "grad_labels"} & set(failed)
+
+
 @needs_fashion
 def test_a_run_reports_each_case_its_verdict_and_patches_and_fails_when_a_case_fails(ctx, tmp_path):
     def ours_twice(c: Context) -> CaseResult:
@@ -274,3 +337,17 @@ def test_mtt_exact_cases_pass_against_the_authors_code():
     report = run_parity(plan)
     assert report["passed"], [c["failed"] for c in report["cases"] if not c["passed"]]
     assert [c["name"] for c in report["cases"]] == cases
+
+
+@pytest.mark.skipif(not REFS or not (Path(REFS or ".") / "datm").is_dir(),
+                    reason="DISTILLERY_PARITY_REFS does not name a folder with the DATM checkout (<dir>/datm); "
+                           "docs/parity.md says how to get it")
+@needs_fashion
+def test_datm_exact_cases_pass_against_the_authors_code():
+    plan = plan_parity("datm", Path(REFS) / "datm", None, {k: str(v) for k, v in TINY_DATM.items()})
+    report = run_parity(plan)
+    assert report["passed"], [c["failed"] for c in report["cases"] if not c["passed"]]
+    assert [c["name"] for c in report["cases"]] == list(METHODS["datm"].cases)
+    threshold = next(c for c in report["cases"] if c["name"] == "threshold")
+    assert "below: float64" in threshold["notes"][-2] and "updated [0, 0, 0]" in threshold["notes"][-2]
+    assert all(p["what"] != p["name"] for p in report["patches"])

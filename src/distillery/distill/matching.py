@@ -31,7 +31,8 @@ from distillery.synset import DistillationError, DistillResult
 class Batches:
     """Synthetic minibatches of `size` indices: chunks of a fresh random permutation taken from the last, as in MTT's
     inner loop (distill.py:345-349: torch.split, then list.pop()), so when `size` does not divide n the short chunk
-    comes first in each pass."""
+    comes first in each pass. Each iteration starts a new permutation (`restart`): MTT's loop empties its chunks at
+    every iteration (distill.py:340), so a pass the last iteration left unfinished is dropped."""
 
     def __init__(self, n: int, size: int | None, generator: torch.Generator, device: torch.device):
         self.n, self.size, self.generator, self.device = n, size or n, generator, device
@@ -42,6 +43,10 @@ class Batches:
             perm = to_device(torch.randperm(self.n, generator=self.generator), self.device)
             self.chunks = list(perm.split(self.size))
         return self.chunks.pop()
+
+    def restart(self) -> None:
+        """Drop the chunks the last iteration left: the next index comes from a new permutation."""
+        self.chunks = []
 
     def state(self) -> dict:
         return {"chunks": [chunk.cpu() for chunk in self.chunks], "generator": self.generator.get_state()}
@@ -101,6 +106,7 @@ def trajectory_loss(cfg: DistillConfig, student: FlatModel, trajectory: Tensor, 
     matching, the points divide that shorter path: ξ_i as for N = k, the match step (points on step 0 skipped).
     """
     device = images.device
+    batches.restart()  # every iteration's inner loop splits new permutations (MTT's distill.py:340)
     start = to_device(trajectory[t], device)
     if cfg.perturb == "filter":
         start = filter_perturbation(start, student.shapes, cfg.perturb_scale, noise, filter_mask(student))

@@ -112,13 +112,20 @@ class _Parsed(Exception):
         self.namespace = namespace
 
 
-def script_args(path: Path, argv: Sequence[str], patches: Patches) -> argparse.Namespace:
+def script_args(path: Path, argv: Sequence[str], patches: Patches, calls: int = 1) -> argparse.Namespace:
     """The Namespace the authors' script at `path` builds from `argv` under `__main__` (their parser, their
-    defaults): the script runs as __main__ until parse_args returns, which hands the Namespace back here and stops
-    it before its main(). Run inside authors_modules (the script imports their modules)."""
+    defaults): the script runs as __main__ until its `calls`-th parse_args returns (DATM's parses twice: --cfg,
+    then every key of that file), which hands the Namespace back here and stops it before its main(). Run inside
+    authors_modules (the script imports their modules)."""
+    seen = []
+
     def capture(parser: argparse.ArgumentParser, args: Sequence[str] | None = None,
                 namespace: argparse.Namespace | None = None) -> argparse.Namespace:
-        raise _Parsed(original(parser, list(argv), namespace))
+        parsed = original(parser, list(argv), namespace)
+        seen.append(parsed)
+        if len(seen) < calls:
+            return parsed
+        raise _Parsed(parsed)
 
     original = argparse.ArgumentParser.parse_args
     with Patches() as local:

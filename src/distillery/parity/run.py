@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from distillery.io import save_json
-from distillery.parity import mtt, mtt_end_to_end
+from distillery.parity import datm, datm_evaluation, mtt, mtt_end_to_end
 from distillery.parity.context import Context, Method, with_settings
 from distillery.parity.reference import check_checkout
 from distillery.parity.workspace import DATASET, make_workspace
@@ -30,6 +30,16 @@ METHODS: dict[str, Method] = {
         "evaluation": mtt.evaluation_case(dsa=False),
         "evaluation_dsa": mtt.evaluation_case(dsa=True),
         "end_to_end": mtt_end_to_end.end_to_end,
+    }),
+    "datm": Method(datm.REFERENCE, datm.Sizes(), {
+        "distill_iteration": datm.iteration_case("distill_iteration", torch.float64, datm.FLOAT64),
+        "distill_iteration_float32": datm.iteration_case("distill_iteration_float32", torch.float32, datm.FLOAT32),
+        "distill_iteration_dsa": datm.iteration_case("distill_iteration_dsa", torch.float32, datm.FLOAT32,
+                                                     dsa=datm.DSA),
+        "threshold": datm.threshold_case,
+        "init_correct": datm.iteration_case("init_correct", torch.float64, datm.FLOAT64, init="correct"),
+        "evaluation": datm_evaluation.evaluation_case(dsa=False),
+        "evaluation_dsa": datm_evaluation.evaluation_case(dsa=True),
     }),
 }
 
