@@ -1,8 +1,9 @@
 """The parity harness (distillery.parity). Without the authors' code: its comparison (which must be able to fail),
 its patches and state injection (the random calls of code written in the authors' style answered with our draws),
 the loading of a checkout's modules, and a run whose two sides are both our code, once equal and once perturbed.
-With DISTILLERY_PARITY_REFS naming a folder of checkouts (<dir>/mtt, <dir>/datm at the ledger's commits, as
-docs/parity.md gets them): each method's exact cases at small sizes, through the real harness, must pass."""
+With DISTILLERY_PARITY_REFS naming a folder of checkouts (<dir>/<method> at the ledger's commits, as docs/parity.md
+gets them): each method's exact cases at small sizes, through the real harness, must pass."""
+import argparse
 import json
 import math
 import os
@@ -18,7 +19,7 @@ import torch
 
 from distillery.augment import dsa
 from distillery.data.sources import DEBIAN_FASHION_MNIST
-from distillery.parity import datm, lineage, mtt
+from distillery.parity import apm, apm_iteration, apm_train, datm, lineage, mtt
 from distillery.parity.compare import EXACT, CaseResult, Tolerance, compare, compare_all, spread_test
 from distillery.parity.context import Context, Method, with_settings
 from distillery.parity.patches import Clock, Patches, proxy, rand_from, randint_from, randperm_from, recording_sgd
@@ -29,6 +30,7 @@ from distillery.parity.workspace import make_workspace
 from distillery.seeds import generator
 
 REFS = os.environ.get("DISTILLERY_PARITY_REFS")
+ROOT = Path(__file__).resolve().parents[1]
 HAS_FASHION = (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file() or Path("data/fashion-mnist").is_dir()
 needs_fashion = pytest.mark.skipif(not HAS_FASHION, reason="Fashion-MNIST is not installed (Debian package "
                                                            "dataset-fashion-mnist, or data/fashion-mnist)")
@@ -239,6 +241,19 @@ def test_lineage_stand_ins_keep_order_config_logs_and_make_the_clock_reproducibl
     assert t.cpu() is t
 
 
+def test_every_patch_says_what_it_does_in_the_committed_reports_and_an_unnamed_one_is_refused():
+    reports = sorted((ROOT / "benchmarks" / "results").glob("parity_*.json"))
+    assert reports
+    for path in reports:
+        for patch in json.loads(path.read_text())["patches"]:
+            assert patch["what"] != patch["name"] and len(patch["what"].split()) >= 5, (path.name, patch)
+    a = lineage.Authors(types.SimpleNamespace(), Patches())
+    with pytest.raises(KeyError):
+        a.override("distill", "torch", "randn", None, "an-undescribed-patch")
+    a.override("distill", "torch", "randn", None, "given", "described here")
+    assert [(p.name, p.what) for p in a.patches.applied] == [("given", "described here")]
+
+
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parity")
@@ -351,3 +366,73 @@ def test_datm_exact_cases_pass_against_the_authors_code():
     threshold = next(c for c in report["cases"] if c["name"] == "threshold")
     assert "below: float64" in threshold["notes"][-2] and "updated [0, 0, 0]" in threshold["notes"][-2]
     assert all(p["what"] != p["name"] for p in report["patches"])
+# APM (distillery.parity.apm*): tiny sizes on the module's workspace (12 train, 10 test images a class)
+APM_TINY = dict(model="ConvNetW32", train_per_class=12, test_per_class=10, teacher_epochs=1, ipc=1, batch_syn=8,
+                update_syn=3, student_epochs=3, checkpoints=2, student_batch=4, iterations=4,
+                teacher_train_per_class=2, teacher_test_per_class=1, teacher_dsa_epochs=2, eval_ipc=2, eval_epochs=2,
+                eval_batch=8)
+
+
+@pytest.fixture(scope="module")
+def apm_ctx(ctx, tmp_path_factory):
+    context = Context(Path("unused"), ctx.ws, replace(apm.Sizes(), **APM_TINY), tmp_path_factory.mktemp("apm"))
+    return context
+
+
+@needs_fashion
+def test_apm_first_iteration_pieces_are_the_loops_update_and_a_perturbed_setting_fails(apm_ctx):
+    cfg = apm.distill_config(replace(apm_ctx.sizes, checkpoints=1, update_syn=4))  # one student, two chunks
+    ours = apm_iteration.our_first_iteration(apm_ctx, cfg, torch.float32)
+    start = apm_iteration.initial_set(apm_ctx, cfg, torch.float32)[0]
+    # the loop's first step (SGD, its momentum buffer empty) is −lr_img·0.3·gradient of the pieces' state: the
+    # harness's replica of the loop's draws (subset, teacher, refresh seed) is the loop's
+    step = cfg.lr_img * cfg.lr_img_decay * ours["grad_images"]
+    assert torch.allclose(ours["images_after"], start - step, rtol=0, atol=1e-6) and step.abs().max() > 1e-4
+    assert ours["updated"] == 1 and [k for k in ours if k.startswith("student_")] == ["student_0"]
+    other = apm_iteration.our_first_iteration(apm_ctx, replace(cfg, alpha=2 * cfg.alpha), torch.float32)
+    assert compare_all("self", ours, dict(ours), apm.FLOAT32, exact=apm_iteration.EXACT).passed
+    failed = set(compare_all("alpha", other, ours, apm.FLOAT32, exact=apm_iteration.EXACT).to_dict()["failed"])
+    assert {"loss", "grad_images"} <= failed and not failed & {"teacher_logits", "student_0"}
+
+
+def test_apm_recorders_keep_the_image_updates_terms_per_iteration_and_the_stand_ins_do_what_they_say():
+    rec = apm_iteration.Recorded()
+    x = torch.ones(2, requires_grad=True)
+    real = torch.Tensor.backward
+    with Patches() as patches:
+        apm_iteration.recording_backward(patches, rec)
+        (2 * x).sum().backward()
+        rec.training = True  # inside their train(): the student's own losses are not recorded
+        (3 * x).sum().backward()
+        rec.training = False
+        (4 * x).sum().backward()
+    assert [t.item() for t in rec.terms] == [4.0, 8.0] and torch.Tensor.backward is real
+    assert x.grad.tolist() == [9.0, 9.0]  # every call still back-propagated
+    rec.students, rec.terms = [[torch.zeros(1)] * 2], [torch.tensor(float(v)) for v in range(1, 19)]
+    cfg = apm.distill_config(apm.Sizes(), batch_syn=8, update_syn=3)  # 3 chunks × (2 checkpoints + CE) = 9 terms
+    assert [t.item() for t in apm_iteration.iteration_terms(rec, cfg)] == [45.0, 126.0]
+    stubs = apm.einops_stubs()
+    with pytest.raises(RuntimeError, match="einops stand-in was used"):
+        stubs["einops.layers.torch"].Rearrange("b c h w -> b c")
+    ds = apm.KeepDtype(torch.zeros(3, 1, 2, 2, dtype=torch.float64), torch.arange(3))
+    assert ds[1][0].dtype == torch.float64 and len(ds) == 3
+    images, labels = torch.arange(8.0), torch.tensor([1, 0, 1, 0, 1, 0, 1, 0])
+    assert apm_train.per_class((images, labels), 2, 2)[0].tolist() == [1.0, 3.0, 0.0, 2.0]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ipc", type=int, default=50)
+    with Patches() as patches:
+        apm.parse_with(patches, ["--ipc", "3"])
+        assert parser.parse_args().ipc == 3
+    assert [p.name for p in patches.applied] == ["argv"]
+
+
+@pytest.mark.skipif(not REFS or not (Path(REFS or ".") / "apm").is_dir(),
+                    reason="DISTILLERY_PARITY_REFS does not name a folder with the APM checkout (<dir>/apm); "
+                           "docs/parity.md says how to get it")
+@needs_fashion
+def test_apm_exact_cases_pass_against_the_authors_code():
+    cases = list(METHODS["apm"].cases)
+    plan = plan_parity("apm", Path(REFS) / "apm", cases, {k: str(v) for k, v in APM_TINY.items()})
+    report = run_parity(plan)
+    assert report["passed"], [c["failed"] for c in report["cases"] if not c["passed"]]
+    assert [c["name"] for c in report["cases"]] == cases

@@ -259,8 +259,7 @@ def environment(patches: Patches) -> None:
 
 def override(a: Authors, attr: str, key: str, value: Any, patch: str) -> None:
     """DATM.<attr>.<key> is `value` for their run, as patch `patch` described by WHAT_DATM."""
-    a.patches.note(patch, WHAT_DATM[patch])
-    a.override("DATM", attr, key, value, patch)
+    a.override("DATM", attr, key, value, patch, WHAT_DATM[patch])
 
 
 def theirs(ctx: Context, cfg: DistillConfig, dtype: torch.dtype, n: int, starts: Sequence[int],

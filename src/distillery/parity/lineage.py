@@ -41,6 +41,13 @@ WHAT = {
                        "buffer.py's [p.detach().cpu() for p in net.parameters()] would alias the live weights, so "
                        "every snapshot would be the final one",
     "seeds": "numpy, python and torch global RNGs seeded before each run: their draws are theirs, but reproducible",
+    "initial-images": "distill.py's torch.randn returns our initial images (their init noise; ours as given), as a "
+                      "leaf the script then makes require grad",
+    "start-epoch": "distill.py's np.random.randint returns our start epoch (the expert's window start)",
+    "batches": "distill.py's torch.randperm (the inner loop's minibatch order) draws from our generator",
+    "recording-optimizer": "distill.py's torch.optim.SGD keeps each step's gradients and updated values (the "
+                           "images', the learned lr's)",
+    "float64": "distill.py's torch.load returns the expert buffers in float64, so the whole iteration runs in it",
 }
 
 
@@ -55,10 +62,11 @@ class Authors:
     def module(self, name: str) -> types.ModuleType:
         return getattr(self.modules, name)
 
-    def override(self, module: str, attr: str, key: str, value: Any, patch: str) -> None:
-        """What module.<attr>.<key> is for their code in `module` (e.g. distill's torch.randperm), as patch `patch`."""
+    def override(self, module: str, attr: str, key: str, value: Any, patch: str, what: str | None = None) -> None:
+        """What module.<attr>.<key> is for their code in `module` (e.g. distill's torch.randperm), as patch `patch`
+        (described by `what`, else by WHAT: every patch says what it does)."""
         self.overrides[(module, attr)][key] = value
-        self.patches.note(patch, WHAT.get(patch, patch))
+        self.patches.note(patch, what or WHAT[patch])
 
     def replace(self, module: str, attr: str, value: Any, patch: str, what: str | None = None) -> None:
         """module.attr = value (a function of theirs) for this run, as patch `patch`."""

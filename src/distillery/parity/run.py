@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from distillery.io import save_json
-from distillery.parity import datm, datm_evaluation, mtt, mtt_end_to_end
+from distillery.parity import apm, apm_iteration, apm_train, datm, datm_evaluation, mtt, mtt_end_to_end
 from distillery.parity.context import Context, Method, with_settings
 from distillery.parity.reference import check_checkout
 from distillery.parity.workspace import DATASET, make_workspace
@@ -30,6 +30,17 @@ METHODS: dict[str, Method] = {
         "evaluation": mtt.evaluation_case(dsa=False),
         "evaluation_dsa": mtt.evaluation_case(dsa=True),
         "end_to_end": mtt_end_to_end.end_to_end,
+    }),
+    "apm": Method(apm.REFERENCE, apm.Sizes(), {
+        "image_update": apm_iteration.iteration_case("image_update", torch.float64, apm.FLOAT64, "ours"),
+        "iteration": apm_iteration.iteration_case("iteration", torch.float32, apm.FLOAT32, "theirs"),
+        "iteration_dsa": apm_iteration.iteration_case("iteration_dsa", torch.float32, apm.FLOAT32, "both",
+                                                      "color_crop_cutout_flip_scale_rotate"),
+        "iterations": apm_iteration.iterations_case,
+        "teacher_training": apm_train.teacher_case(dsa=False),
+        "teacher_training_dsa": apm_train.teacher_case(dsa=True),
+        "evaluation": apm_train.evaluation_case(dsa=False),
+        "evaluation_dsa": apm_train.evaluation_case(dsa=True),
     }),
     "datm": Method(datm.REFERENCE, datm.Sizes(), {
         "distill_iteration": datm.iteration_case("distill_iteration", torch.float64, datm.FLOAT64),
