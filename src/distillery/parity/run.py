@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from distillery.io import save_json
-from distillery.parity import mtt, mtt_end_to_end
+from distillery.parity import att, ftd, mtt, mtt_end_to_end
 from distillery.parity.context import Context, Method, with_settings
 from distillery.parity.reference import check_checkout
 from distillery.parity.workspace import DATASET, make_workspace
@@ -31,6 +31,8 @@ METHODS: dict[str, Method] = {
         "evaluation_dsa": mtt.evaluation_case(dsa=True),
         "end_to_end": mtt_end_to_end.end_to_end,
     }),
+    "ftd": Method(ftd.REFERENCE, ftd.Sizes(), ftd.CASES),
+    "att": Method(att.REFERENCE, att.Sizes(), att.CASES),
 }
 
 
