@@ -372,9 +372,10 @@ def test_gsam_replay_retakes_each_recorded_step_and_fails_for_another_alpha(ctx)
         recorded.set_closure(torch.nn.functional.cross_entropy, images[half], labels[half])
         recorded.step()
     assert len(steps) == 2 and not torch.equal(steps[0][0], steps[1][0])  # the weights before each step
-    ours, theirs = ftd.our_gsam_steps(ctx, get_recipe("gsam_a03"), steps)
+    ours, theirs, after = ftd.our_gsam_steps(ctx, get_recipe("gsam_a03"), steps)
     assert torch.equal(ours, theirs)
-    other, _ = ftd.our_gsam_steps(ctx, get_recipe("gsam"), steps)  # alpha 1 instead of 0.3
+    assert torch.equal(after[0], steps[1][0])  # our step from the same weights ends where the next one began
+    other, _, _ = ftd.our_gsam_steps(ctx, get_recipe("gsam"), steps)  # alpha 1 instead of 0.3
     assert not compare("directions", other, theirs, ftd.FLOAT32).passed
 
 

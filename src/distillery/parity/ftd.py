@@ -59,8 +59,8 @@ PATCH_WHAT = {
                      "unchanged): the EMA of the images is read from it after the run",
     "no-evaluation": "evaluate_synset returns at once (the network untrained, accuracy 0): the iteration cases "
                      "compare distillation; their iteration-0 evaluation block still runs, because its EMA save block "
-                     "reads ema_image_syn, which only the evaluation loop binds (distill_FTD.py:239, :360; with "
-                     "--num_eval 0 the script stops with an UnboundLocalError)",
+                     "reads ema_image_syn, which only the evaluation loop binds (distill_FTD.py and distill_ATT.py "
+                     ":239, :360; with --num_eval 0 the script stops with an UnboundLocalError)",
 }
 
 
@@ -244,19 +244,20 @@ def record_gsam_steps(a: Authors, module: str, steps: list) -> None:
     a.replace(module, "epoch", epoch, "recording-gsam", PATCH_WHAT["recording-gsam"])
 
 
-def our_gsam_steps(ctx: Context, recipe: Recipe, steps: list) -> tuple[Tensor, Tensor]:
+def our_gsam_steps(ctx: Context, recipe: Recipe, steps: list) -> tuple[Tensor, Tensor, Tensor]:
     """Each recorded step of theirs taken by our optimizer (experts.train.make_optimizer: SharpnessAware around SGD)
     and loss (experts.smooth.expert_loss) from their weights before it on their batch: (ours, theirs) directions the
-    base SGD stepped along, one row per step. The direction, not the weights after, because ρ 0.01 makes GSAM's
-    correction a small part of each step (α 0.4 instead of 0.3 moves the weights after one step by 2e-6, within
-    float32 rounding of weights near 1, but the direction by far more than its rounding). A fresh optimizer per
-    step is exact: the recipe's SGD has no momentum and GSAM no state."""
+    base SGD stepped along, one row per step, and our weights after each step. The direction tells α apart: ρ 0.01
+    makes GSAM's correction a small part of each step (α 0.4 instead of 0.3 moves the weights after one step by 2e-6,
+    within float32 rounding of weights near 1, but the direction by far more than its rounding); the weights after
+    show what their step adds to before − lr·direction (their unperturb's rounding, docs/parity.md). A fresh
+    optimizer per step is exact: the recipe's SGD has no momentum and GSAM no state."""
     s, ws = ctx.sizes, ctx.ws
     if recipe.momentum or recipe.weight_decay:
         raise ValueError(f"one-step replay assumes a stateless base SGD; recipe '{recipe.name}' has momentum or "
                          f"weight decay")
     model = build_model(s.model, ws.train[0].shape[1], ws.num_classes, ws.train[0].shape[-1])
-    ours = []
+    ours, after = [], []
     for before, x, y, _ in steps:
         torch.nn.utils.vector_to_parameters(before.clone(), model.parameters())
         opt, _ = make_optimizer(model, recipe)
@@ -268,7 +269,8 @@ def our_gsam_steps(ctx: Context, recipe: Recipe, steps: list) -> tuple[Tensor, T
             return loss
         opt.step(closure)
         ours.append(flat_grads(model.parameters()))
-    return torch.stack(ours), torch.stack([direction for *_, direction in steps])
+        after.append(torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone())
+    return torch.stack(ours), torch.stack([direction for *_, direction in steps]), torch.stack(after)
 
 
 def their_expert(ctx: Context, ref: Reference, script: str, module: str, utils: str, argv: list[str],
@@ -332,8 +334,10 @@ def expert_case(name: str, recipes: Sequence[str], dsa: bool) -> Callable[[Conte
             patches_all.absorb(patches)
             ours_all.update({f"{recipe_name}.epoch_{e}": row for e, row in enumerate(ours)})
             theirs_all.update({f"{recipe_name}.epoch_{e}": row for e, row in enumerate(theirs)})
-            ours_all[f"{recipe_name}.step_directions"], theirs_all[f"{recipe_name}.step_directions"] = \
+            key = recipe_name + ".step_"
+            ours_all[key + "directions"], theirs_all[key + "directions"], ours_all[key + "weights_after"] = \
                 our_gsam_steps(ctx, recipe, steps)
+            theirs_all[key + "weights_after"] = torch.stack([before for before, *_ in steps[1:]] + [theirs[-1]])
         result = compare_all(name, ours_all, theirs_all, FLOAT32)
         result.notes = ["float32 (their epoch() casts batches with .float()); initial weights: our row 0 set into "
                         "their network; batch order: our permutations (role expert-shuffle)",
@@ -341,9 +345,11 @@ def expert_case(name: str, recipes: Sequence[str], dsa: bool) -> Callable[[Conte
                         "builds it: ρ constant 0.01 (run_buffer.sh's --rho_max = --rho_min), adaptive; --alpha "
                         + ", ".join(f"{get_recipe(r).alpha:g} (our {r})" for r in recipes),
                         "DSA with our draws (role expert-dsa)" if dsa else "augmentation off on both sides",
-                        "<recipe>.step_directions: every step of theirs retaken by our optimizer from their weights "
-                        "before it, on their batch (rows: the direction the base SGD steps along); the epoch rows "
-                        "accumulate each step's rounding, which GSAM at ρ 0.01 amplifies (docs/parity.md, FTD)"]
+                        "<recipe>.step_directions, .step_weights_after: every step of theirs retaken by our "
+                        "optimizer from their weights before it, on their batch (rows: the direction the base SGD "
+                        "steps along, the weights after); their unperturb subtracts e(w) where ours restores w, a "
+                        "float32 rounding of up to 6e-8 per step that the epoch rows carry on, grown by the training "
+                        "(benchmarks/expert_sensitivity.py; docs/parity.md, FTD)"]
         return finish(result, patches_all, ctx, started)
     return run
 
