@@ -1,8 +1,8 @@
 """The parity harness (distillery.parity). Without the authors' code: its comparison (which must be able to fail),
 its patches and state injection (the random calls of code written in the authors' style answered with our draws),
 the loading of a checkout's modules, and a run whose two sides are both our code, once equal and once perturbed.
-With DISTILLERY_PARITY_REFS naming a folder of checkouts (<dir>/mtt at the ledger's commit, as docs/parity.md gets
-them): MTT's exact cases at small sizes, through the real harness, must pass."""
+With DISTILLERY_PARITY_REFS naming a folder of checkouts (<dir>/mtt, <dir>/ftd, <dir>/att at the ledger's commits,
+as docs/parity.md gets them): each method's exact cases at small sizes, through the real harness, must pass."""
 import json
 import math
 import os
