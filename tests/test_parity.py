@@ -19,7 +19,10 @@ import torch
 
 from distillery.augment import dsa
 from distillery.data.sources import DEBIAN_FASHION_MNIST
-from distillery.parity import apm, apm_iteration, apm_train, datm, lineage, mtt
+from distillery.experts import get_recipe
+from distillery.experts.train import make_optimizer
+from distillery.models import build_model
+from distillery.parity import apm, apm_iteration, apm_train, att, datm, ftd, lineage, mtt
 from distillery.parity.compare import EXACT, CaseResult, Tolerance, compare, compare_all, spread_test
 from distillery.parity.context import Context, Method, with_settings
 from distillery.parity.patches import Clock, Patches, proxy, rand_from, randint_from, randperm_from, recording_sgd
@@ -41,6 +44,10 @@ TINY = dict(model="ConvNetW32", train_per_class=12, test_per_class=10, ipc=1, sy
 # DATM at 12 images per class: 3 iterations of 3 steps (chunks 4, 4, 2), 3 experts of 4 epochs, about 10 s
 TINY_DATM = dict(train_per_class=12, test_per_class=10, ipc=1, syn_steps=3, batch_syn=4, expert_batch=32, eval_ipc=2,
                  eval_epochs=2, eval_batch=8)
+FTD_TINY = {k: TINY[k] for k in ("model", "train_per_class", "test_per_class", "ipc", "syn_steps", "batch_syn", "lr_lr",
+                                 "train_epochs", "batch_train")}
+# ATT at these sizes: 6 inner steps at lr 0.003 carry the student past the target, so the chosen step (3) is inside
+ATT_TINY = {**{k: FTD_TINY[k] for k in FTD_TINY if k != "batch_train"}, "syn_steps": 6, "lr_teacher": 0.003}
 
 
 def test_compare_is_bit_for_bit_at_zero_tolerance_and_relative_to_the_largest_magnitude():
@@ -436,3 +443,123 @@ def test_apm_exact_cases_pass_against_the_authors_code():
     report = run_parity(plan)
     assert report["passed"], [c["failed"] for c in report["cases"] if not c["passed"]]
     assert [c["name"] for c in report["cases"]] == cases
+def sizes_of(module: types.ModuleType, settings: dict) -> object:
+    return replace(module.Sizes(), **settings)
+
+
+@needs_fashion
+def test_our_ema_iteration_is_the_update_rule_and_a_changed_decay_fails_on_the_ema_alone(ctx):
+    state = mtt.iteration_state(ctx, ftd.ema_config(sizes_of(ftd, FTD_TINY)), torch.float64)
+    ours = ftd.our_ema_iteration(ctx, state)
+    d = state.cfg.ema_decay
+    assert d == 0.75  # e <- d·e + (1 − d)·x from the initial images, after one update of the raw images
+    assert torch.allclose(ours["ema_after"], d * state.images + (1 - d) * ours["images_after"], rtol=0, atol=1e-12)
+    assert compare_all("self", ftd.our_ema_iteration(ctx, state), ours, ftd.FLOAT64).max_abs == 0
+    other = replace(state, cfg=replace(state.cfg, ema_decay=0.5))
+    assert compare_all("decay", ftd.our_ema_iteration(ctx, other), ours, ftd.FLOAT64).to_dict()["failed"] == \
+        ["ema_after"]
+
+
+@needs_fashion
+def test_att_cases_choose_a_step_inside_the_path_and_the_tie_case_ties_every_step(ctx):
+    s = sizes_of(att, ATT_TINY)
+    ours = ftd.our_ema_iteration(ctx, mtt.iteration_state(ctx, att.att_config(s), torch.float64))
+    assert 1 < ours["match_step"] < s.syn_steps
+    tie = mtt.iteration_state(ctx, att.tie_config(s), torch.float64)
+    assert ftd.our_ema_iteration(ctx, tie)["match_step"] == s.syn_steps  # every step ties: the code's choice, the last
+    paper = replace(tie, cfg=replace(tie.cfg, match_distance="l2"))  # the paper's reading ties to the earliest
+    assert ftd.our_ema_iteration(ctx, paper)["match_step"] == 1
+
+
+ATT_STYLE = '''
+import torch
+
+def match(path, target):
+    """distill_ATT.py:476-524's selection: L1 per step, a running minimum with >=, the loss at the chosen step."""
+    params, current, index = [path[0]], 10000, None
+    for theta in path[1:]:
+        params.append(theta)
+        with torch.no_grad():
+            distance = torch.nn.functional.l1_loss(params[-1], target, reduction="sum")
+            if current >= distance:
+                current, index = distance, len(params) - 1
+    loss = torch.nn.functional.mse_loss(params[index], target, reduction="sum")
+    return loss, torch.nn.functional.mse_loss(params[0], target, reduction="sum")
+'''
+
+
+@pytest.mark.parametrize("gaps,chosen", [([3.0, 1.0, 2.0, 4.0], 2), ([3.0, 1.0, 1.0, 2.0], 3)])
+def test_the_match_step_hook_reads_the_step_author_style_code_takes_its_loss_at(tmp_path, gaps, chosen):
+    (tmp_path / "distill_ATT.py").write_text(ATT_STYLE)
+    ref = Reference("x", "someone/x", "0" * 7, ("distill_ATT.py",))
+    target = torch.zeros(2)
+    path = [torch.full((2,), 9.0)] + [torch.tensor([g, 0.0]) for g in gaps]  # θ_0, then θ_1 … θ_4 at L1 gap g
+    found = {}
+    with Patches() as patches, authors_modules(ref, tmp_path, ["distill_ATT"]) as m:
+        a = lineage.Authors(m, patches)
+        att.match_step(a, found)
+        a.install()
+        loss, _ = m.distill_ATT.match(path, target)
+    assert found == {"match_step": chosen} and loss.item() == gaps[chosen - 1] ** 2
+    assert [p.name for p in patches.applied] == ["match-step"]
+
+
+class GsamLike:
+    """GSAM's interface as FTD's epoch() drives it (set_closure, step, model) over our own optimizer."""
+
+    def __init__(self, model: torch.nn.Module, recipe_name: str):
+        self.model, (self.opt, _) = model, make_optimizer(model, get_recipe(recipe_name))
+
+    def set_closure(self, loss_fn, inputs, targets):
+        def closure():
+            loss = loss_fn(self.model(inputs), targets)
+            self.opt.zero_grad()
+            loss.backward()
+            return loss
+        self.closure = closure
+
+    def step(self):
+        return None, self.opt.step(self.closure)
+
+
+@needs_fashion
+def test_gsam_replay_retakes_each_recorded_step_and_fails_for_another_alpha(ctx):
+    images, labels = ctx.ws.train[0][:8], ctx.ws.train[1][:8]
+    model = build_model(ctx.sizes.model, 1, ctx.ws.num_classes, images.shape[-1])
+    steps = []
+    recorded = ftd.RecordingGsam(GsamLike(model, "gsam_a03"), steps)
+    for half in (slice(0, 4), slice(4, 8)):
+        recorded.set_closure(torch.nn.functional.cross_entropy, images[half], labels[half])
+        recorded.step()
+    assert len(steps) == 2 and not torch.equal(steps[0][0], steps[1][0])  # the weights before each step
+    ours, theirs, after = ftd.our_gsam_steps(ctx, get_recipe("gsam_a03"), steps)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(after[0], steps[1][0])  # our step from the same weights ends where the next one began
+    other, _, _ = ftd.our_gsam_steps(ctx, get_recipe("gsam"), steps)  # alpha 1 instead of 0.3
+    assert not compare("directions", other, theirs, ftd.FLOAT32).passed
+
+
+@pytest.mark.skipif(not REFS or not (Path(REFS or ".") / "ftd").is_dir(),
+                    reason="DISTILLERY_PARITY_REFS does not name a folder with the FTD checkout (<dir>/ftd); "
+                           "docs/parity.md says how to get it")
+@needs_fashion
+def test_ftd_cases_pass_against_the_authors_code():
+    plan = plan_parity("ftd", Path(REFS) / "ftd", None, {k: str(v) for k, v in FTD_TINY.items()})
+    report = run_parity(plan)
+    assert report["passed"], [c["failed"] for c in report["cases"] if not c["passed"]]
+    assert [c["name"] for c in report["cases"]] == list(METHODS["ftd"].cases)
+    assert {"recording-ema", "no-evaluation", "recording-gsam"} <= {p["name"] for p in report["patches"]}
+
+
+@pytest.mark.skipif(not REFS or not (Path(REFS or ".") / "att").is_dir(),
+                    reason="DISTILLERY_PARITY_REFS does not name a folder with the ATT checkout (<dir>/att); "
+                           "docs/parity.md says how to get it")
+@needs_fashion
+def test_att_cases_pass_against_the_authors_code_with_their_step_inside_the_path_and_at_the_tie():
+    plan = plan_parity("att", Path(REFS) / "att", None, {k: str(v) for k, v in ATT_TINY.items()})
+    report = run_parity(plan)
+    assert report["passed"], [c["failed"] for c in report["cases"] if not c["passed"]]
+    steps = {c["name"]: next(q["scale"] for q in c["quantities"] if q["name"] == "match_step")
+             for c in report["cases"] if c["name"].startswith("distill_iteration")}
+    assert steps == {"distill_iteration": 3, "distill_iteration_float32": 3, "distill_iteration_dsa": 3,
+                     "distill_iteration_tie": ATT_TINY["syn_steps"]}

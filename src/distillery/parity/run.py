@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from distillery.io import save_json
-from distillery.parity import apm, apm_iteration, apm_train, datm, datm_evaluation, mtt, mtt_end_to_end
+from distillery.parity import apm, apm_iteration, apm_train, att, datm, datm_evaluation, ftd, mtt, mtt_end_to_end
 from distillery.parity.context import Context, Method, with_settings
 from distillery.parity.reference import check_checkout
 from distillery.parity.workspace import DATASET, make_workspace
@@ -31,6 +31,8 @@ METHODS: dict[str, Method] = {
         "evaluation_dsa": mtt.evaluation_case(dsa=True),
         "end_to_end": mtt_end_to_end.end_to_end,
     }),
+    "ftd": Method(ftd.REFERENCE, ftd.Sizes(), ftd.CASES),
+    "att": Method(att.REFERENCE, att.Sizes(), att.CASES),
     "apm": Method(apm.REFERENCE, apm.Sizes(), {
         "image_update": apm_iteration.iteration_case("image_update", torch.float64, apm.FLOAT64, "ours"),
         "iteration": apm_iteration.iteration_case("iteration", torch.float32, apm.FLOAT32, "theirs"),
