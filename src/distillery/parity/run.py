@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from distillery.io import save_json
-from distillery.parity import mtt, mtt_end_to_end
+from distillery.parity import ast, ast_init, ast_training, mtt, mtt_end_to_end
 from distillery.parity.context import Context, Method, with_settings
 from distillery.parity.reference import check_checkout
 from distillery.parity.workspace import DATASET, make_workspace
@@ -30,6 +30,18 @@ METHODS: dict[str, Method] = {
         "evaluation": mtt.evaluation_case(dsa=False),
         "evaluation_dsa": mtt.evaluation_case(dsa=True),
         "end_to_end": mtt_end_to_end.end_to_end,
+    }),
+    "ast": Method(ast.REFERENCE, ast.Sizes(), {
+        "distill_iteration": ast.iteration_case("distill_iteration", torch.float64, ast.FLOAT64, both_sides=True),
+        "distill_iteration_float32": ast.iteration_case("distill_iteration_float32", torch.float32, ast.FLOAT32),
+        "distill_iteration_recompute": ast.iteration_case("distill_iteration_recompute", torch.float64, ast.FLOAT64,
+                                                          memory="recompute"),
+        "distill_iteration_dsa": ast.dsa_case,
+        "representative_init": ast_init.representative_case,
+        "expert_training": ast_training.expert_case(dsa=False),
+        "expert_training_dsa": ast_training.expert_case(dsa=True),
+        "evaluation": ast_training.evaluation_case(dsa=False),
+        "evaluation_dsa": ast_training.evaluation_case(dsa=True),
     }),
 }
 
