@@ -74,7 +74,7 @@ class Sizes:
     batch_train: int = 256
     # evaluation (evaluate_synset, protocol ast), ast_training.py
     eval_ipc: int = 5
-    eval_epochs: int = 20            # their range(Epoch+1): 21 epochs, the decay after epoch 11
+    eval_epochs: int = 40            # their range(Epoch+1): 41 epochs, the decay after epoch 21, tests at 0, 20, 40
     eval_batch: int = 16
 
 

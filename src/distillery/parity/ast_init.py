@@ -37,9 +37,9 @@ DISTANCE = Tolerance(rtol=1e-6)  # float32 centres: a tie's two distances differ
 CODE_CLUSTERS = 10               # distill.py:113, ipc_visual
 EXPERT_CHOICE = ("random.shuffle in distill.py orders the expert files and a file's experts so that buffer[0] is the "
                  "expert ours draws (role init-expert)")
-KMEANS_N_INIT = ("scikit-learn's KMeans runs 10 initialisations unless told otherwise, as before scikit-learn 1.4 "
-                 "(the 2023 code ran there; from 1.4 the default n_init 'auto' runs k-means++ once); the fits are "
-                 "kept for their centres")
+KMEANS_N_INIT = ("scikit-learn's KMeans(n_clusters, random_state=0) in distill.py:157, :161 runs 10 initialisations "
+                 "as its default did when the commit was made (2023-11-15; scikit-learn 1.4, 2024-01, made the "
+                 "default n_init 'auto', one k-means++ run); the fits are kept for their centres")
 
 
 class _Stop(Exception):
