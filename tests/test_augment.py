@@ -84,6 +84,17 @@ def test_translate_matches_roll_with_zero_fill(x: torch.Tensor) -> None:
         assert torch.equal(out[b], shifted_reference(x[b], int(dy[b]), int(dx[b])))
 
 
+def test_translate_returns_the_standard_layout_on_one_channel_too() -> None:
+    """A one-channel gather-and-permute is 'contiguous' with channels-last strides too (stride 1 on C); convolutions
+    on it then ran channels-last, other float32 rounding than the authors' code (parity ast:evaluation_dsa)."""
+    for channels in (1, 3):
+        x = torch.rand(4, channels, 6, 6, generator=gen(5))
+        out = translate(x, torch.tensor([1, 0, -1, 2]), torch.tensor([0, 2, 1, -2]))
+        assert out.stride() == torch.empty(out.shape).stride()
+        conv = torch.nn.functional.conv2d(out, torch.ones(2, channels, 3, 3))
+        assert conv.is_contiguous()  # before: a channels-last map on the one-channel batch
+
+
 def test_crop_group_is_a_bounded_shift_of_each_image(x: torch.Tensor) -> None:
     out = dsa(x, gen(11), "crop")
     assert out.shape == x.shape

@@ -22,10 +22,11 @@ from distillery.data.sources import DEBIAN_FASHION_MNIST
 from distillery.experts import get_recipe
 from distillery.experts.train import make_optimizer
 from distillery.models import build_model
-from distillery.parity import apm, apm_iteration, apm_train, att, datm, ftd, lineage, mtt
+from distillery.parity import apm, apm_iteration, apm_train, ast, ast_init, att, datm, ftd, lineage, mtt
 from distillery.parity.compare import EXACT, CaseResult, Tolerance, compare, compare_all, spread_test
 from distillery.parity.context import Context, Method, with_settings
-from distillery.parity.patches import Clock, Patches, proxy, rand_from, randint_from, randperm_from, recording_sgd
+from distillery.parity.patches import (Clock, Patches, normal_from, ordered_shuffle, proxy, rand_from, randint_from,
+                                       randperm_from, recording_sgd)
 from distillery.parity.reference import Reference, authors_modules, check_checkout, script_args
 from distillery.parity.run import METHODS, Plan, plan_parity, run_parity, write_report
 from distillery.parity.table import summary_lines
@@ -48,6 +49,8 @@ FTD_TINY = {k: TINY[k] for k in ("model", "train_per_class", "test_per_class", "
                                  "train_epochs", "batch_train")}
 # ATT at these sizes: 6 inner steps at lr 0.003 carry the student past the target, so the chosen step (3) is inside
 ATT_TINY = {**{k: FTD_TINY[k] for k in FTD_TINY if k != "batch_train"}, "syn_steps": 6, "lr_teacher": 0.003}
+# AST's: 4 expert epochs reach its lr x0.6 (after epoch 4 // 2 + 1 = 3); 10 representative picks per class of 12
+AST_TINY = dict(TINY, syn_steps=3, expert_epochs=2, train_epochs=4, init_expert_epochs=1)
 
 
 def test_compare_is_bit_for_bit_at_zero_tolerance_and_relative_to_the_largest_magnitude():
@@ -563,3 +566,68 @@ def test_att_cases_pass_against_the_authors_code_with_their_step_inside_the_path
              for c in report["cases"] if c["name"].startswith("distill_iteration")}
     assert steps == {"distill_iteration": 3, "distill_iteration_float32": 3, "distill_iteration_dsa": 3,
                      "distill_iteration_tie": ATT_TINY["syn_steps"]}
+def test_normal_and_shuffle_stand_ins_answer_with_our_draws_and_refuse_what_they_cannot_answer():
+    normal = normal_from(generator(0, "perturb"))
+    drawn = normal(mean=0, std=1, size=torch.Size([2, 3]))
+    assert torch.equal(drawn, torch.randn((2, 3), generator=generator(0, "perturb")))
+    g = generator(0, "perturb")
+    torch.randn((2, 3), generator=g)  # the next draw continues the stream, scaled and shifted
+    assert torch.equal(normal(2.0, 3.0, (4,)), torch.randn(4, generator=g) * 3.0 + 2.0)
+    with pytest.raises(TypeError, match="numbers for mean and std"):
+        normal(torch.zeros(2), 1.0, (2,))
+    shuffle = ordered_shuffle(iter([[2, 0, 1]]), "the files")
+    items = ["a", "b", "c"]
+    shuffle(items)
+    assert items == ["c", "a", "b"]
+    with pytest.raises(RuntimeError, match="shuffled the files more often"):
+        shuffle(items)
+    with pytest.raises(RuntimeError, match="not a permutation of 3"):
+        ordered_shuffle(iter([[0, 0, 1]]), "x")(items)
+
+
+def test_asts_generator_stand_in_refuses_to_run():
+    with pytest.raises(RuntimeError, match="lacks"):
+        ast.generator_stub().Generator()
+
+
+def test_representative_picks_pass_on_a_tie_and_fail_on_a_pick_that_is_farther():
+    """Two classes of 4 rows, 2 centres each (1 pick per centre): class 0's second centre is the midpoint of rows 2
+    and 3 (a tie: either pick passes); a pick that is farther from its centre fails, naming the quantities."""
+    features = torch.tensor([[0.0, 0], [10, 0], [0, 5], [0, 7], [0, 0], [1, 0], [9, 0], [20, 0]])
+    centres = torch.tensor([[0.2, 0], [0, 6], [0.4, 0], [19, 0]])
+    pool = torch.arange(8.0).view(8, 1, 1, 1)
+    ours, theirs = torch.tensor([0, 2, 4, 7]), torch.tensor([0, 3, 4, 7])
+    result, tied = ast_init.compare_picks("r", ours, theirs, features, centres, pool, ipc=2, per_centre=1)
+    assert result.passed and tied == [1]
+    swapped = torch.tensor([2, 0, 7, 4])  # a class's picks in another slot order: matched to their centres first
+    assert torch.equal(ast_init.match_to_centres(swapped, features, centres, 2, 1), ours)
+    assert ast_init.compare_picks("r", swapped, theirs, features, centres, pool, 2, 1)[0].passed
+    wrong, _ = ast_init.compare_picks("r", torch.tensor([0, 2, 5, 7]), theirs, features, centres, pool, 2, 1)
+    assert not wrong.passed and {"distance_to_centre", "rows_untied"} <= set(wrong.to_dict()["failed"])
+
+
+@needs_fashion
+def test_asts_components_are_in_our_iteration_and_their_switches_name_them(ctx):
+    """The iteration compared is the one with AST's components: without the perturbation or the momentum the
+    loss moves, so a side that dropped one would fail the case."""
+    cfg = ast.iteration_config(ctx.sizes)
+    assert ast.switches(cfg) == ["--balance_loss", "--agg_middle_loss", "--weight_perturb"]
+    assert (cfg.inner_momentum, cfg.balance_base, cfg.perturb_scale) == (0.9, 5.0, 1.0)
+    state = mtt.iteration_state(ctx, cfg, torch.float64)
+    ours = mtt.our_iteration(ctx, state)
+    assert compare_all("self", mtt.our_iteration(ctx, state), ours, ast.FLOAT64, exact=mtt.EXACT_ITERATION).passed
+    for change in ({"perturb": "none"}, {"inner_momentum": 0.0}):
+        other = replace(state, cfg=replace(cfg, **change))
+        assert "loss" in compare_all("off", mtt.our_iteration(ctx, other), ours, ast.FLOAT64).to_dict()["failed"]
+
+
+@pytest.mark.skipif(not REFS or not (Path(REFS or ".") / "ast").is_dir(),
+                    reason="DISTILLERY_PARITY_REFS does not name a folder with the AST checkout (<dir>/ast); "
+                           "docs/parity.md says how to get it")
+@needs_fashion
+def test_ast_exact_cases_pass_against_the_authors_code():
+    cases = list(METHODS["ast"].cases)
+    plan = plan_parity("ast", Path(REFS) / "ast", cases, {k: str(v) for k, v in AST_TINY.items()})
+    report = run_parity(plan)
+    assert report["passed"], [c["failed"] for c in report["cases"] if not c["passed"]]
+    assert [c["name"] for c in report["cases"]] == cases

@@ -66,7 +66,9 @@ def translate(x: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
     rows = (torch.arange(1, h + 1, device=x.device).view(1, h, 1) + dy).clamp(0, h + 1)
     cols = (torch.arange(1, w + 1, device=x.device).view(1, 1, w) + dx).clamp(0, w + 1)
     batch = torch.arange(b, device=x.device).view(b, 1, 1)
-    return padded[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+    # torch's standard layout: on a one-channel batch the permuted gather is already "contiguous" with strides that
+    # read as channels-last too, and convolutions then run channels-last (other float32 rounding than the authors')
+    return padded[batch, rows, cols].permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)
 
 
 def cutout(x: Tensor, cy: Tensor, cx: Tensor, side: int) -> Tensor:

@@ -41,13 +41,15 @@ WHAT = {
                        "buffer.py's [p.detach().cpu() for p in net.parameters()] would alias the live weights, so "
                        "every snapshot would be the final one",
     "seeds": "numpy, python and torch global RNGs seeded before each run: their draws are theirs, but reproducible",
-    "initial-images": "distill.py's torch.randn returns our initial images (their init noise; ours as given), as a "
-                      "leaf the script then makes require grad",
-    "start-epoch": "distill.py's np.random.randint returns our start epoch (the expert's window start)",
-    "batches": "distill.py's torch.randperm (the inner loop's minibatch order) draws from our generator",
-    "recording-optimizer": "distill.py's torch.optim.SGD keeps each step's gradients and updated values (the "
-                           "images', the learned lr's)",
-    "float64": "distill.py's torch.load returns the expert buffers in float64, so the whole iteration runs in it",
+    "initial-images": "the distill script's torch.randn (its draw of the synthetic images, kept as drawn under "
+                      "--pix_init noise) returns our initial images",
+    "start-epoch": "the distill script's np.random.randint (the start epoch in the expert trajectory) returns ours",
+    "batches": "the distill script's torch.randperm (the inner loop's minibatch permutations) draws from our batches "
+               "generator, so both sides take the same images at each inner step",
+    "recording-optimizer": "the distill script's torch.optim.SGD is torch's SGD that also keeps each step's "
+                           "gradients and updated values (the image and learned-lr gradients the case compares)",
+    "float64": "the distill script's torch.load returns the expert buffer in float64 and the default dtype is "
+               "float64, so their whole iteration runs in float64",
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import types
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, MutableMapping
+from typing import Any, Callable, Iterator, MutableMapping, Sequence
 
 import torch
 from torch import Tensor
@@ -128,6 +128,33 @@ def randperm_from(g: torch.Generator) -> Callable[..., Tensor]:
     def randperm(n: int, *_: Any, device: Any = None, **__: Any) -> Tensor:
         return torch.randperm(int(n), generator=g).to(device=device)
     return randperm
+
+
+def normal_from(g: torch.Generator) -> Callable[..., Tensor]:
+    """torch.normal(mean, std, size) (numbers for mean and std) answered from `g`: standard normal numbers drawn in
+    the default dtype as our code draws them (torch.randn(shape, generator=g)), then scaled, shifted and moved."""
+    def normal(mean: float = 0.0, std: float = 1.0, size: Any = None, *, dtype: torch.dtype | None = None,
+               device: Any = None, **_: Any) -> Tensor:
+        if size is None or isinstance(mean, Tensor) or isinstance(std, Tensor):
+            raise TypeError("the stand-in answers torch.normal(mean, std, size) with numbers for mean and std only")
+        shape = _shape((size,))
+        drawn = torch.randn(shape, generator=g, dtype=dtype or torch.get_default_dtype())
+        return (drawn * std + mean).to(device=device)
+    return normal
+
+
+def ordered_shuffle(orders: Iterator[Sequence[int]], what: str) -> Callable[[list], None]:
+    """random.shuffle answered with the next of `orders` (the list's new order as old positions), e.g. to put the
+    item our code draws first; more calls than orders is an error naming `what`."""
+    def shuffle(items: list) -> None:
+        try:
+            order = list(next(orders))
+        except StopIteration:
+            raise RuntimeError(f"the authors' code shuffled {what} more often than the harness expected") from None
+        if sorted(order) != list(range(len(items))):
+            raise RuntimeError(f"the harness's order {order} for {what} is not a permutation of {len(items)} items")
+        items[:] = [items[i] for i in order]
+    return shuffle
 
 
 def given(values: Iterator[Any], what: str) -> Callable[..., Any]:

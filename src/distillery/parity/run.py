@@ -15,7 +15,8 @@ from typing import Any, Sequence
 import torch
 
 from distillery.io import save_json
-from distillery.parity import apm, apm_iteration, apm_train, att, datm, datm_evaluation, ftd, mtt, mtt_end_to_end
+from distillery.parity import (apm, apm_iteration, apm_train, ast, ast_init, ast_training, att, datm, datm_evaluation,
+                               ftd, mtt, mtt_end_to_end)
 from distillery.parity.context import Context, Method, with_settings
 from distillery.parity.reference import check_checkout
 from distillery.parity.workspace import DATASET, make_workspace
@@ -32,6 +33,18 @@ METHODS: dict[str, Method] = {
         "end_to_end": mtt_end_to_end.end_to_end,
     }),
     "ftd": Method(ftd.REFERENCE, ftd.Sizes(), ftd.CASES),
+    "ast": Method(ast.REFERENCE, ast.Sizes(), {
+        "distill_iteration": ast.iteration_case("distill_iteration", torch.float64, ast.FLOAT64, both_sides=True),
+        "distill_iteration_float32": ast.iteration_case("distill_iteration_float32", torch.float32, ast.FLOAT32),
+        "distill_iteration_recompute": ast.iteration_case("distill_iteration_recompute", torch.float64, ast.FLOAT64,
+                                                          memory="recompute"),
+        "distill_iteration_dsa": ast.dsa_case,
+        "representative_init": ast_init.representative_case,
+        "expert_training": ast_training.expert_case(dsa=False),
+        "expert_training_dsa": ast_training.expert_case(dsa=True),
+        "evaluation": ast_training.evaluation_case(dsa=False),
+        "evaluation_dsa": ast_training.evaluation_case(dsa=True),
+    }),
     "att": Method(att.REFERENCE, att.Sizes(), att.CASES),
     "apm": Method(apm.REFERENCE, apm.Sizes(), {
         "image_update": apm_iteration.iteration_case("image_update", torch.float64, apm.FLOAT64, "ours"),
