@@ -7,6 +7,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,13 @@ from distillery.plan import expert_set_files, expert_sets, load_config
 # other, and a worker's tests and the Snakemake jobs of the other (one thread each) take several times as long.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+# A shell starts a background job (`make test &`, nohup) with SIGINT or SIGHUP ignored, and the jobs it starts
+# inherit that; the tests of Ctrl-C and a closed terminal need them as a terminal delivers them, however pytest was
+# started.
+for _sig, _handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGHUP, signal.SIG_DFL)):
+    if signal.getsignal(_sig) is signal.SIG_IGN:
+        signal.signal(_sig, _handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "workflow/Snakefile"

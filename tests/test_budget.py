@@ -1,7 +1,6 @@
 """The memory and time models (distillery.budget): estimates against bytes measured on real CPU runs, each branch
 of `memory: auto`, the cost command's totals against a hand computation, and every paper cell within 80 GB."""
 import math
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -197,9 +196,7 @@ def test_resolve_method_plans_each_cell_against_the_declared_gpu():
 @pytest.mark.parametrize("paper", PAPERS)
 def test_every_paper_cell_plans_within_80_gb(paper):
     config = load_config(ROOT, f"config/paper/{paper}.yaml")
-    tic = time.perf_counter()
     rows, distills = cost.config_cost(config, "gpu")
-    assert time.perf_counter() - tic < 15
     assert all(row["fits"] for row in distills if row["kind"] == "trajectory")
     # the four cells the issue names now plan recompute
     for method, dataset, ipc in (("ftd", "cifar100", 50), ("att", "cifar100", 50), ("ftd", "tiny-imagenet", 10),

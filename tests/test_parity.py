@@ -264,6 +264,16 @@ def test_every_patch_says_what_it_does_in_the_committed_reports_and_an_unnamed_o
     assert [(p.name, p.what) for p in a.patches.applied] == [("given", "described here")]
 
 
+def test_the_docs_tables_are_the_committed_reports():
+    reports = sorted((ROOT / "benchmarks" / "results").glob("parity_*.json"))
+    generated = subprocess.run([sys.executable, "-m", "distillery.parity.table", *map(str, reports)], check=True,
+                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}).stdout
+    assert generated.strip() in (ROOT / "docs" / "parity.md").read_text(), \
+        "docs/parity.md's results tables are stale: paste `python -m distillery.parity.table " \
+        "benchmarks/results/parity_*.json` in place of them"
+    assert [line.split(" | ")[0][2:] for line in generated.splitlines() if "| `python -m" in line] == list(METHODS)
+
+
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parity")

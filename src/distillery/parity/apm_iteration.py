@@ -180,55 +180,32 @@ NOTES = [
 
 
 def iteration_case(name: str, dtype: torch.dtype, tol: Tolerance, students: str, dsa: str = "none") -> Any:
-    """The first iteration at `dtype`; students "ours" (given to their image update), "theirs" (their train()
-    runs, with DSA `dsa` drawn from our generators), or "both": the students and the loss from a run of their
-    train(), the image update's gradient from a second run given our students (see SPLIT)."""
+    """The first iteration at `dtype`; students "ours" (given to their image update) or "theirs" (their train()
+    runs, with DSA `dsa` drawn from our generators)."""
     def run(ctx: Context) -> CaseResult:
         started = time.perf_counter()
         cfg = distill_config(ctx.sizes, dsa)
         ours = our_first_iteration(ctx, cfg, dtype)  # our code runs outside every patch block
-        ours_students = [v for k, v in ours.items() if k.startswith("student_")]
-        theirs: dict[str, Any] = {}
-        used = Patches()
-        if students in ("theirs", "both"):
-            with Patches() as patches:
-                rec = their_run(ctx, cfg, dtype, patches, None)
-            used.absorb(patches)
+        given = [v for k, v in ours.items() if k.startswith("student_")] if students == "ours" else None
+        with Patches() as patches:
+            rec = their_run(ctx, cfg, dtype, patches, given)
+        theirs: dict[str, Any] = {"teacher_logits": rec.targets[0]}
+        if given is None:
             theirs.update({f"student_{k}": w for k, w in enumerate(rec.students[0])})
-            theirs.update(teacher_logits=rec.targets[0], loss=iteration_terms(rec, cfg)[0], updated=1)
-            theirs.update(image_quantities(rec))
-        if students in ("ours", "both"):
-            with Patches() as patches:
-                rec = their_run(ctx, cfg, dtype, patches, ours_students)
-            used.absorb(patches)
-            theirs.setdefault("teacher_logits", rec.targets[0])
-            theirs.setdefault("loss", iteration_terms(rec, cfg)[0])
-            theirs.update(updated=1, **image_quantities(rec))
-        if students == "ours":  # our students on both sides: not a comparison
+        else:  # our students on both sides: not a comparison
             ours = {k: v for k, v in ours.items() if not k.startswith("student_")}
+        step = rec.steps[0]
+        theirs.update(loss=iteration_terms(rec, cfg)[0], grad_images=step["grads"][0], updated=1,
+                      images_after=step["values"][0])
         result = compare_all(name, ours, theirs, tol, exact=EXACT)
-        kind = {"ours": "our students given to their image update (their train() replaced)",
-                "theirs": "their train() trains the students, augmentation off",
-                "both": f"DSA {dsa} with our draws (apm-student-dsa); " + SPLIT}[students]
+        kind = ("our students given to their image update (their train() replaced)" if given is not None
+                else "their train() trains the students" + (f", DSA {dsa} with our draws (apm-student-dsa)"
+                                                            if dsa != "none" else ", augmentation off"))
         result.notes = NOTES + [f"{dtype}".replace("torch.", "") + "; " + kind,
                                 "ours: draw_subset, predict, train_student and loss_and_gradient from the same "
                                 "state, then one iteration of distill_adversarial (the updated images)"]
-        return finish(result, used, ctx, started)
+        return finish(result, patches, ctx, started)
     return run
-
-
-def image_quantities(rec: Recorded) -> dict[str, Tensor]:
-    """Their first image step: the gradient and the updated images."""
-    step = rec.steps[0]
-    return {"grad_images": step["grads"][0], "images_after": step["values"][0]}
-
-
-SPLIT = ("students, teacher logits and loss from their train(); the image gradient, updated images and their change "
-         "from a second run of their image update given our students. Their students differ from ours by ~5e-7 in "
-         "float32 (their rand_crop leaves channels-last strides, so the convolutions sum in another order); the "
-         "image gradient goes through the students' ReLU kinks and the L1 terms' signs, where such a difference can "
-         "move it by far more (3.6e-3 of its scale at the tests' tiny sizes), while given the same students it "
-         "agrees to ~1e-7")
 
 
 def iterations_case(ctx: Context) -> CaseResult:

@@ -142,8 +142,8 @@ def their_iteration(ctx: Context, st: IterationState, patches: Patches) -> dict[
         a.override("distill", "torch", "randn", given(iter([st.images.clone()]), "initial images"), "initial-images")
         a.override("distill", "np", "random.randint", given(iter([st.start]), "a start epoch"), "start-epoch")
         a.override("distill", "torch", "randperm", randperm_from(generator(cfg.seed, "batches")), "batches")
-        patches.note("perturb-draws", PERTURB_DRAWS)
-        a.override("distill", "torch", "normal", normal_from(generator(cfg.seed, "perturb")), "perturb-draws")
+        a.override("distill", "torch", "normal", normal_from(generator(cfg.seed, "perturb")), "perturb-draws",
+                   PERTURB_DRAWS)
         a.override("distill", "torch", "optim.SGD", recording_sgd(records), "recording-optimizer")
         if cfg.dsa != "none":
             dsa_draws(a, generator(cfg.seed, "dsa"))

@@ -141,11 +141,10 @@ def representative_case(ctx: Context) -> CaseResult:
         dataset_branch(a, ["distill"], ws.reference_name, ws.train, ws.test, ws.meta)
         fixed_clock(a, cfg.seed)
         orders = iter([[0], [k] + [i for i in range(len(paths)) if i != k]])  # the one file, then its experts
-        patches.note("expert-choice", EXPERT_CHOICE)
-        patches.note("stop-after-init", "distill.py's image optimizer keeps the initial images and stops the run")
         a.override("distill", "random", "shuffle", ordered_shuffle(orders, "the expert files and experts"),
-                   "expert-choice")
-        a.override("distill", "torch", "optim.SGD", StopAtImages, "stop-after-init")
+                   "expert-choice", EXPERT_CHOICE)
+        a.override("distill", "torch", "optim.SGD", StopAtImages, "stop-after-init",
+                   "distill.py's image optimizer keeps the initial images and stops the run")
         patches.set(sklearn.cluster, "KMeans", kmeans, "kmeans-n-init", KMEANS_N_INIT)
         a.install()
         try:

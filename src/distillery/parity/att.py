@@ -92,9 +92,8 @@ def match_step(a: Authors, found: dict) -> None:
             found["match_step"] = next((k for k, theta in enumerate(seen, 1) if theta is input), 0)
         return F.mse_loss(input, target, *args, **kwargs)
 
-    a.patches.note("match-step", MATCH_STEP_WHAT)
-    a.override(ATT.module, "torch", "nn.functional.l1_loss", l1_loss, "match-step")
-    a.override(ATT.module, "torch", "nn.functional.mse_loss", mse_loss, "match-step")
+    a.override(ATT.module, "torch", "nn.functional.l1_loss", l1_loss, "match-step", MATCH_STEP_WHAT)
+    a.override(ATT.module, "torch", "nn.functional.mse_loss", mse_loss, "match-step", MATCH_STEP_WHAT)
 
 
 STEP_NOTES = ["match_step: their chosen step (1-based) read from the parameters their loss is taken at; ours from "

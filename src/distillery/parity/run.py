@@ -49,7 +49,7 @@ METHODS: dict[str, Method] = {
     "apm": Method(apm.REFERENCE, apm.Sizes(), {
         "image_update": apm_iteration.iteration_case("image_update", torch.float64, apm.FLOAT64, "ours"),
         "iteration": apm_iteration.iteration_case("iteration", torch.float32, apm.FLOAT32, "theirs"),
-        "iteration_dsa": apm_iteration.iteration_case("iteration_dsa", torch.float32, apm.FLOAT32, "both",
+        "iteration_dsa": apm_iteration.iteration_case("iteration_dsa", torch.float32, apm.FLOAT32, "theirs",
                                                       "color_crop_cutout_flip_scale_rotate"),
         "iterations": apm_iteration.iterations_case,
         "teacher_training": apm_train.teacher_case(dsa=False),

@@ -1,4 +1,5 @@
-"""The summary of parity reports as one Markdown table, a row per method and case (docs/parity.md's table):
+"""The summary of parity reports as Markdown (docs/parity.md's tables): a row per method and case, then a row per
+run (its command, reference, machine and time), methods in the harness's order:
 `python -m distillery.parity.table benchmarks/results/parity_*.json`."""
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import sys
 from typing import Sequence
 
 from distillery.io import load_json
+from distillery.parity.run import METHODS
 
 HEADER = ["method", "commit", "case", "result", "largest abs. difference", "largest rel. difference", "tolerance",
           "seconds"]
+RUN_HEADER = ["method", "command", "cases passed", "seconds", "torch", "threads", "cpus"]
 
 
 def _number(value: object) -> str:
@@ -39,8 +42,27 @@ def summary_lines(reports: Sequence[dict]) -> list[str]:
     return lines
 
 
+def run_lines(reports: Sequence[dict]) -> list[str]:
+    """The Markdown table of the runs: each report's command, verdicts, time and machine."""
+    lines = ["| " + " | ".join(RUN_HEADER) + " |", "|" + "---|" * len(RUN_HEADER)]
+    for r in reports:
+        passed = sum(c["passed"] for c in r["cases"])
+        m = r["machine"]
+        cells = [r["method"], f"`{r['command']}`", f"{passed} of {len(r['cases'])}", f"{r['seconds']:.0f}", m["torch"],
+                 str(m["torch_threads"]), str(m["cpus"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def in_method_order(reports: Sequence[dict]) -> list[dict]:
+    """The reports in the harness's method order (mtt, ftd, ast, att, apm, datm); others after them."""
+    order = list(METHODS)
+    return sorted(reports, key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
+
+
 def main(paths: Sequence[str]) -> None:
-    print("\n".join(summary_lines([load_json(path) for path in paths])))
+    reports = in_method_order([load_json(path) for path in paths])
+    print("\n".join(summary_lines(reports) + [""] + run_lines(reports)))
 
 
 if __name__ == "__main__":
