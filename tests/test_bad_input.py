@@ -1,5 +1,5 @@
-"""The README's troubleshooting table, row by row: each bad input fails before any compute with an error that
-names the problem and what to do."""
+"""The bad-input table of docs/troubleshooting.md, row by row: each bad input fails before any compute with an
+error that names the problem and what to do."""
 import copy
 from pathlib import Path
 from unittest import mock
@@ -114,8 +114,8 @@ def test_a_minibatch_larger_than_the_synthetic_set_is_the_set_logged_and_recorde
     assert fit_batch_syn(DistillConfig("mtt", "trajectory", 2), 10).batch_syn is None  # null: all images already
 
 
-def test_every_row_is_in_the_readme_troubleshooting_table():
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("## Troubleshooting"):]
+def test_every_row_is_in_the_troubleshooting_pages_table():
+    page = (ROOT / "docs" / "troubleshooting.md").read_text()
+    table = page[page.index("## Bad input"):]
     for row in [*ROWS, *LOGGED]:
         assert f"| {row} |" in table, row
