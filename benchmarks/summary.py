@@ -37,6 +37,11 @@ def memory_modes(variants: str, key: str, steps: int | None = None) -> str:
                 3 if key == "memory_vs_full" else 1)
 
 
+def saved_per_image(model: str) -> str:
+    """MB autograd saves for one image through one unrolled `full` step (memory-model_cpu.json)."""
+    return f"{json.loads((RESULTS / 'memory-model_cpu.json').read_text())['saved_mb_per_image_step_full'][model]:.2f}"
+
+
 def job_seconds(job: str, ipc: int) -> str:
     return span([r["seconds"] for r in rows("digits-jobs_cpu.json") if r["job"] == job and r["ipc"] == ipc], 1)
 
@@ -71,6 +76,10 @@ def table() -> list[tuple[str, str, str]]:
          memory_modes("full chunk 10|recompute chunk 10|constant chunk 10", "seconds_vs_full"), "memory_cpu.json"),
         ("memory model's estimate / saved bytes counted on CPU runs, width 128, 9 settings",
          span([1 / r["saved_ratio"] for r in rows("memory-model_cpu.json")]), "memory-model_cpu.json"),
+        ("MB saved for backward by one image through one unrolled `full` step: ConvNet, 32 px",
+         saved_per_image("ConvNet 32 px"), "memory-model_cpu.json"),
+        ("the same: ConvNetD4, 64 px", saved_per_image("ConvNetD4 64 px"), "memory-model_cpu.json"),
+        ("the same: ConvNetD5, 128 px", saved_per_image("ConvNetD5 128 px"), "memory-model_cpu.json"),
         ("a default-run distillation's work, IPC 1 (seconds, 200 iterations)", job_seconds("distill", 1),
          "digits-jobs_cpu.json"),
         ("the same, IPC 10 (seconds, 150 iterations)", job_seconds("distill", 10), "digits-jobs_cpu.json"),
