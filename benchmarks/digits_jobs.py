@@ -102,7 +102,7 @@ def main() -> None:
         synset = run / PATHS["synset"].format(method=cell.method, dataset=cell.dataset, ipc=cell.ipc)
         protocol = EvalConfig(**vars(eval_config(config)))
         zca = data / "zca.pt" if resolve_method(config, cell.method, cell.dataset, cell.ipc)["zca"] else None
-        rows.append({"job": "evaluate", "method": cell.method, "ipc": cell.ipc, "epochs": protocol.epochs,
+        rows.append({"job": "evaluate", "method": cell.method, "ipc": cell.ipc, "epochs": protocol.epochs + 1,
                      **profiled(lambda: evaluate_synset(synset, data, cell.arch, 0, protocol, zca_path=zca))})
     harness.record(args.name or "digits-jobs", "cpu", args, rows)
 

@@ -69,7 +69,7 @@ def measure(args, pairs: list[tuple[Case, Case | None]], device: str) -> list[di
         times = harness.interleaved({k: p.train for k, p in problems.items()}, device, args.repeat, args.warmup)
         row: dict = {"case": asdict(a)}
         for key, p in problems.items():
-            row[key] = {"seconds": times[key], "epochs_per_second": p.case.epochs / times[key],
+            row[key] = {"seconds": times[key], "epochs_per_second": (p.case.epochs + 1) / times[key],  # 0 … epochs
                         "images": len(p.images)}
             if device == "cuda":
                 row[key].update(harness.cuda_peaks(p.train), memory_model=harness.memory_model(

@@ -7,4 +7,5 @@ reported = snakemake.params.reported
 with _library.job(snakemake, device="cpu"):
     write_table(snakemake.params.sources, snakemake.output.csv, snakemake.output.md, snakemake.params.title,
                 reported_paths=snakemake.input.reported, paper=reported.get("paper"), table_name=reported.get("table"),
-                tex_path=snakemake.output.tex, measure=snakemake.params.measure, notes=snakemake.params.notes)
+                tex_path=snakemake.output.tex, measure=snakemake.params.measure, notes=snakemake.params.notes,
+                rules=snakemake.params.rules, weight=snakemake.params.weight)

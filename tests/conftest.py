@@ -116,22 +116,28 @@ def shared_experts(expert_cache):
     """seed(workdir, config): the prepared digits data and every expert set `config` reads, trained in the cache by
     the first test that needs them (under a lock, so two workers never train the same set), copied into `workdir`
     with their times and Snakemake's records of the jobs that made them: Snakemake then finds them up to date, and
-    would retrain them if `config` set other expert settings."""
+    would retrain them if `config` set other expert settings. A config that holds a validation split out trains on
+    less data: its data and experts have a cache folder of their own."""
     def seed(workdir: Path, config: dict) -> None:
         assert config["experts"] == EXPERTS, "the shared experts are trained with conftest.EXPERTS"
+        # A held-out validation split changes the training split, so its experts are another set, in their own folder.
+        held = "-".join(f"{d}{v['per_class']}s{v.get('seed', 0)}" for d, v in sorted(config.get("validation", {}).items()))
+        cache = expert_cache / f"validation-{held}" if held else expert_cache
+        cache.mkdir(exist_ok=True)
         with open(expert_cache / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            trained = snakemake(expert_cache, config, "--cores", "2", *expert_targets(expert_cache, config))
+            trained = snakemake(cache, config, "--cores", "2", *expert_targets(cache, config))
             assert trained.returncode == 0, trained.stderr[-3000:]
             for folder in ["results/data", "results/experts", ".snakemake/metadata"]:
-                if (expert_cache / folder).exists():
-                    shutil.copytree(expert_cache / folder, workdir / folder, dirs_exist_ok=True)
+                if (cache / folder).exists():
+                    shutil.copytree(cache / folder, workdir / folder, dirs_exist_ok=True)
     return seed
 
 
 # Files whose tests run longest go first, so that pytest-xdist's workers (--dist loadfile) finish together instead of
 # one starting a long file when the other has nothing left.
-LONGEST_FIRST = ["test_slurm.py", "test_workflow_methods.py", "test_recovery.py", "test_dvc.py", "test_workflow.py"]
+LONGEST_FIRST = ["test_slurm.py", "test_workflow_methods.py", "test_recovery.py", "test_dvc.py", "test_workflow.py",
+                 "test_workflow_honest.py"]
 
 
 def pytest_collection_modifyitems(items):

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distillery.distill import DistillConfig, apm
-from distillery.distill.apm import (disagreement, distill_adversarial, image_gradient, image_loss,
+from distillery.distill.apm import (checkpoint_epochs, disagreement, distill_adversarial, image_gradient, image_loss,
                                     loss_and_gradient, train_student)
 from distillery.functional import FlatModel, frozen, snapshot_model
 from distillery.models import build_model
@@ -80,6 +80,30 @@ def test_image_loss_is_eq4_without_the_log_on_linear_nets(kind):
 def test_disagreement_rejects_an_unknown_kind():
     with pytest.raises(ValueError, match="unknown disagreement 'kl'"):
         disagreement(torch.zeros(2, 3), torch.zeros(2, 3), "kl")
+
+
+def test_students_train_epochs_0_to_e_and_are_kept_where_apms_code_keeps_them():
+    """distill.py:58-69: `range(Epoch+1)` epochs, MultiStepLR([E//2+1], 0.1) stepped after each (lr/10 from epoch
+    E//2+1, momentum kept), students kept after epochs np.arange(0, E, E//K)[1:] + [E]. E = 2, K = 1, one full batch
+    and no augmentation: three SGD steps written out by hand, the last at lr/10 with the momentum buffer kept."""
+    assert checkpoint_epochs(250, 5) == [50, 100, 150, 200, 250]     # after 51, 101, …, 251 epochs of training
+    assert checkpoint_epochs(100, 3) == [33, 66, 99, 100]            # the code keeps K + 1 where K does not divide E
+    images, _ = data(6, seed=1)
+    targets = 3 * net(0)(images)
+    (student,) = train_student(images, targets, MODEL, 3, config(student_epochs=2, checkpoints=1, lr_net=0.05,
+                                                                 student_batch=len(images), dsa=""), seed=7)
+    with seeded(7, "apm-student"):
+        by_hand = build_model(MODEL, 1, 3, 4)
+    params, velocity = list(by_hand.parameters()), None
+    for lr in (0.05, 0.05, 0.005):
+        grads = torch.autograd.grad(F.l1_loss(by_hand(images), targets), params)
+        grads = [g + 5e-4 * p.detach() for g, p in zip(grads, params)]
+        velocity = grads if velocity is None else [0.9 * v + g for v, g in zip(velocity, grads)]
+        with torch.no_grad():
+            for p, v in zip(params, velocity):
+                p -= lr * v
+    for mine, theirs in zip(params, student.parameters()):
+        assert torch.allclose(mine, theirs, rtol=1e-4, atol=1e-6)
 
 
 def test_student_learns_the_teacher_logits_and_keeps_k_checkpoints():

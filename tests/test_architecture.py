@@ -148,14 +148,18 @@ def test_every_schema_enum_is_a_table_of_the_library():
               "properties.dvc_experts.additionalProperties.properties.norm": choices.NORMS,
               "properties.methods.additionalProperties.properties.kind": choices.KINDS,
               "properties.methods.additionalProperties.properties.init": choices.INITS,
+              "properties.methods.additionalProperties.properties.representative": choices.REPRESENTATIVES,
               "properties.methods.additionalProperties.properties.select": choices.SELECTS,
               "properties.methods.additionalProperties.properties.memory": choices.MEMORY_SETTINGS,
               "properties.tables.items.properties.figures.items": choices.FIGURES,
               "properties.tables.items.properties.measure": choices.MEASURES,
+              "definitions.selection.properties.rules.items": choices.SELECTION_RULES,
               "properties.stability.items.properties.parameters.items": choices.STABILITY_PARAMETERS,
               "properties.nas.items.properties.space": choices.NAS_SPACES,
               "properties.evaluation.properties.soft_loss": choices.SOFT_LOSSES,
-              "properties.protocols.additionalProperties.properties.soft_loss": choices.SOFT_LOSSES}
+              "properties.protocols.additionalProperties.properties.soft_loss": choices.SOFT_LOSSES,
+              "properties.evaluation.properties.schedule": choices.EVAL_SCHEDULES,
+              "properties.protocols.additionalProperties.properties.schedule": choices.EVAL_SCHEDULES}
     assert set(enums) == set(tables), "an enum of the schema without its table here (or a table moved)"
     for where, values in enums.items():
         if where == "definitions.dataset":  # the registry's order is its own; the schema lists them by source

@@ -205,6 +205,27 @@ def test_kmeans_picks_ipc_distinct_real_images_per_class(ipc):
     assert torch.equal(kmeans_indices(features, labels, 3, ipc), kmeans_indices(features, labels, 3, ipc))
 
 
+@pytest.mark.parametrize("ipc", [10, 20])
+def test_the_codes_representative_reading_takes_the_rows_nearest_each_of_10_centres(ipc):
+    """AST's distill.py:160-175: 10 k-means clusters per class whatever the IPC, then the int(IPC/10) rows nearest
+    each centre: on 10 far-apart blobs per class, the rows nearest each blob's mean (written out by hand here)."""
+    images, labels, features, blob = clustered()
+    chosen = kmeans_indices(features, labels, 3, ipc, 10, 0, per_centre=True)
+    assert labels[chosen].tolist() == [c for c in range(3) for _ in range(ipc)]
+    for c in range(3):
+        expected = []
+        for b in range(10):
+            members = ((labels == c) & (blob == b)).nonzero().squeeze(1)
+            centre = features[members].double().mean(0)
+            expected += members[((features[members].double() - centre) ** 2).sum(1).argsort()[:ipc // 10]].tolist()
+        assert sorted(chosen[labels[chosen] == c].tolist()) == sorted(expected)
+    with pytest.raises(ValueError, match="IPC 1 must be a multiple of init_clusters 10 \\(the code picks none at "
+                                         "IPC 1\\); use 'features'"):
+        config(init="representative", representative="logits", ipc=1)
+    with pytest.raises(ValueError, match="representative='centres' is not one of features, logits"):
+        config(representative="centres")
+
+
 def test_quotas_and_short_clusters():
     assert cluster_quotas([5, 9, 3], 7) == [2, 3, 2]
     assert cluster_quotas([4, 4, 4], 5) == [2, 2, 1], "size ties go to the lower cluster"
@@ -257,11 +278,15 @@ def test_ast_fields_default_off_and_round_trip():
         type(cfg)(method="random", kind="coreset", ipc=1, inner_momentum=0.9)
 
 
-def test_run_distillation_representative_init_and_kmeans_coreset_use_expert_0(tmp_path):
+def test_run_distillation_representative_init_and_kmeans_coreset_use_expert_0_and_the_code_a_random_one(
+        tmp_path):
     from distillery.data import load_meta, load_split, prepare
     from distillery.distill.run import expert_features, run_distillation
     from distillery.synset import load_synset
-    from distillery.experts import run_expert_training
+    from distillery.experts import load_expert, run_expert_training
+    from distillery.distill.components import expert_logits
+    from distillery.functional import FlatModel
+    from distillery.models import build_model
 
     prepare("digits", tmp_path, tmp_path / "digits")
     expert = tmp_path / "expert0.pt"
@@ -280,3 +305,14 @@ def test_run_distillation_representative_init_and_kmeans_coreset_use_expert_0(tm
     run_distillation(coreset, tmp_path / "digits", tmp_path / "kmeans.pt", tmp_path / "kmeans.csv",
                      expert_paths=[expert])
     assert torch.equal(load_synset(tmp_path / "kmeans.pt")["images"], picks)
+    # AST's code: the logits of a random expert (role init-expert), the image nearest each of 10 centres at IPC 10
+    other = tmp_path / "expert1.pt"
+    run_expert_training(tmp_path / "digits", other, "ConvNetD2W16", "sgd", 1, overrides={"epochs": 3, "batch": 64})
+    code = {**method, "ipc": 10, "representative": "logits"}
+    run_distillation(code, tmp_path / "digits", tmp_path / "code.pt", tmp_path / "code.csv",
+                     expert_paths=[expert, other])
+    k = int(torch.randint(2, (1,), generator=generator(0, "init-expert")))
+    student = FlatModel(build_model("ConvNetD2W16", 1, 10, 8))
+    logits = expert_logits(student, load_expert([expert, other][k])[0][-1], images)
+    chosen = kmeans_indices(logits, labels, 10, 10, 10, 0, per_centre=True)
+    assert torch.allclose(load_synset(tmp_path / "code.pt")["images"], images[chosen], atol=1e-6)

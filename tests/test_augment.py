@@ -130,9 +130,10 @@ def test_scale_and_rotate_identity_and_exact_cases() -> None:
     one = torch.ones(2)
     assert torch.allclose(affine(img, scale_theta(one, one)), img, atol=1e-5)
     assert torch.allclose(affine(img, rotate_theta(torch.zeros(2))), img, atol=1e-5)
-    # a quarter turn maps the grid exactly onto itself (align_corners=True): a transpose plus a flip
+    # a quarter turn maps the grid exactly onto itself (align_corners=True): a transpose plus a flip. MTT's matrix
+    # [[cos, -sin], [sin, cos]] (utils.py:572-573) samples output (x, y) at input (-y, x): out[r, c] = img[c, W-1-r]
     quarter = affine(img, rotate_theta(torch.full((2,), math.pi / 2)))
-    assert torch.allclose(quarter, img.transpose(2, 3).flip(3), atol=1e-5)  # out[r, c] = img[W-1-c, r]
+    assert torch.allclose(quarter, img.transpose(2, 3).flip(2), atol=1e-5)
     for group in ("scale", "rotate"):
         out = dsa(img, gen(1), group)
         assert out.shape == img.shape and torch.isfinite(out).all()

@@ -35,7 +35,16 @@ def test_presets_resolve_and_adaptive_intermediate_is_accepted():
     first = resolve_method(combos, "att_ftd_intermediate", "digits", 1)
     assert (first["match"], first["recipe"], first["intermediate"]) == ("adaptive", "gsam", "equal")
     with pytest.raises(ValueError, match="kind='adversarial' does not combine with match='adaptive'"):
-        resolve_method({**combos, "distill": {"overrides": {"match": "adaptive"}}}, "apm", "cifar10", 10)
+        resolve_method({**combos, "methods": {**combos["methods"], "apm": {**combos["methods"]["apm"],
+                                                                            "match": "adaptive"}}}, "apm", "cifar10", 10)
+    # distill.overrides are forced on the distillations that read them: a trajectory component is not an APM setting,
+    # and a coreset reads no distillation setting at all.
+    forced = {**combos, "distill": {"overrides": {"match": "adaptive", "iterations": 7, "select": "herding"}}}
+    assert resolve_method(forced, "att_ftd_intermediate", "digits", 1)["iterations"] == 7
+    apm = resolve_method(forced, "apm", "cifar10", 10)
+    assert apm["match"] == "fixed" and apm["iterations"] == 7
+    random = resolve_method(forced, "random", "digits", 1)
+    assert random["select"] == "herding" and random["iterations"] == DistillConfig.iterations
 
 
 @pytest.mark.parametrize("k,mode,spacing,expected", [

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from distillery.augment import dsa
-from distillery.plan.cost import write_cost
+from distillery.plan.costtable import write_cost
 from distillery.checkpoint import Checkpoint
 from distillery.distill import DistillConfig, distill_trajectory
 from distillery.distill.components import correct_logits, expert_logits, pick_correct, start_upper_bound
@@ -134,7 +134,7 @@ def test_soft_label_gradient_in_constant_mode_is_exact_for_one_step_and_first_or
     (constant,) = torch.autograd.grad(label_loss(y, "constant", 5), y)
     assert torch.allclose(constant, first_order_label_gradient(5), rtol=1e-9, atol=1e-12)
     analytic, fd = directional("constant", steps=5)
-    assert abs(analytic - fd) / abs(fd) == pytest.approx(0.673, abs=0.001)  # the dropped Hessian terms, N = 5
+    assert abs(analytic - fd) / abs(fd) == pytest.approx(0.610, abs=0.001)  # the dropped Hessian terms, N = 5
 
 
 def classifier_of(correct: set[int], num_classes: int, labels: torch.Tensor):
@@ -234,6 +234,16 @@ def test_learned_labels_start_at_expert_logits_move_and_resume_bit_for_bit(tmp_p
         {**row, "seconds": got["seconds"]} for row, got in zip(whole.history[3:], resumed.history[3:])]
 
 
+def test_n_iterations_are_n_updates_the_set_datm_saves_at_its_last_iteration():
+    """DATM.py:340 runs `range(0, Iteration+1)`, but at it = Iteration it evaluates and saves the set (:344, :389-401)
+    before that iteration's update (:554-559): the saved set has Iteration updates, as ours after `iterations`."""
+    three, _, _ = datm_run(iterations=3)
+    two, _, _ = datm_run(iterations=2)
+    assert [(row["iteration"], row["skipped"]) for row in three.history] == [(1, 0), (2, 0), (3, 0)]
+    assert not torch.equal(three.images, two.images) and three.history[:2] == [
+        {**row, "seconds": got["seconds"]} for row, got in zip(two.history, three.history)]
+
+
 def test_learned_labels_initialised_from_the_first_experts_logits_without_init_correct():
     result, classifiers, images = datm_run(iterations=1, lr_y=1e-30, lr_img=1e-30)
     # real init draws with generator(seed, "init"); its logits under expert 0 are the labels (≈ unchanged at lr 1e-30)
@@ -275,7 +285,8 @@ def test_bad_datm_settings_are_refused_naming_the_field(changes, needle):
 
 
 def test_soft_ce_protocol_trains_on_the_learned_logits_with_soft_cross_entropy():
-    """One epoch of one full batch without DSA is one SGD step on the soft cross-entropy of the learned logits."""
+    """Epoch 1 (epochs 0 and 1, the decay after epoch 1 comes after the last) of one full batch without DSA: two
+    SGD steps (momentum 0.9, wd 5e-4) on the soft cross-entropy of the learned logits."""
     from distillery.models import build_model
     from distillery.seeds import seeded
 
@@ -285,10 +296,16 @@ def test_soft_ce_protocol_trains_on_the_learned_logits_with_soft_cross_entropy()
     trained = train_network(images, logits, 0.05, "ConvNetD1W16", 3, 0, cfg)
     with seeded(0, "eval-init"):
         by_hand = build_model("ConvNetD1W16", 1, 3, 6)
-    loss = soft_cross_entropy(by_hand(images), logits)
-    grads = torch.autograd.grad(loss, list(by_hand.parameters()))
-    for p, g, q in zip(by_hand.parameters(), grads, trained.parameters()):
-        assert torch.allclose(q, p - 0.05 * (g + 5e-4 * p), rtol=1e-5, atol=1e-7)  # SGD, wd 5e-4, first step
+    params, velocity = list(by_hand.parameters()), None
+    for _ in range(2):
+        grads = torch.autograd.grad(soft_cross_entropy(by_hand(images), logits), params)
+        grads = [g + 5e-4 * p.detach() for g, p in zip(grads, params)]
+        velocity = grads if velocity is None else [0.9 * v + g for v, g in zip(velocity, grads)]
+        with torch.no_grad():
+            for p, v in zip(params, velocity):
+                p -= 0.05 * v
+    for p, q in zip(params, trained.parameters()):
+        assert torch.allclose(q, p, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="soft_loss='kl' is not one of l1, soft_ce"):
         EvalConfig(soft_loss="kl")
 

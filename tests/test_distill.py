@@ -56,11 +56,13 @@ def test_meta_gradient_matches_finite_differences():
     assert grad_lr.item() == pytest.approx((plus - minus) / (2 * eps), rel=1e-5)
 
 
-def test_batches_cover_every_image_once_per_pass():
+def test_batches_cover_every_image_once_per_pass_taking_the_chunks_from_the_last_as_mtt():
+    """MTT's inner loop splits a permutation into chunks and pops them (distill.py:345-349): the short chunk first."""
     batches = Batches(10, 4, generator(0, "b"), torch.device("cpu"))
-    seen = torch.cat([batches.next() for _ in range(3)])
-    assert sorted(seen.tolist()) == list(range(10))
-    assert [len(batches.next()) for _ in range(3)] == [4, 4, 2]
+    perm = torch.randperm(10, generator=generator(0, "b"))
+    seen = [batches.next() for _ in range(3)]
+    assert [t.tolist() for t in seen] == [perm[8:].tolist(), perm[4:8].tolist(), perm[:4].tolist()]
+    assert [len(batches.next()) for _ in range(3)] == [2, 4, 4]
 
 
 def test_real_init_draws_ipc_images_of_each_class():

@@ -129,11 +129,36 @@ def test_resnet18_off_32_px_is_refused_and_the_cli_says_why(tmp_path, capsys):
     assert exit_.value.code == 2 and "Linear(0, classes), which cannot run" in capsys.readouterr().err
 
 
+def test_interop_arguments_are_checked_like_config_values_before_anything_is_read_or_written(tmp_path, capsys):
+    """A dataset is a registered name (never a path out of results/), a model a network's name, and a buffer folder
+    must exist; each is named on the command line, and nothing is written."""
+    (tmp_path / "images.pt").write_bytes(b"")
+    commands = {
+        "unknown dataset '../../../x'; choose one of: digits": [
+            "import-synset", str(tmp_path / "images.pt"), "--dataset", "../../../x", "--name", "y"],
+        "unknown dataset '../x'; choose one of: digits": [
+            "export-buffers", str(tmp_path / "out"), "--dataset", "../x", "--model", "ConvNet", "--recipe", "sgd"],
+        "unknown model '../../ConvNet'": [
+            "export-buffers", str(tmp_path / "out"), "--dataset", "cifar10", "--model", "../../ConvNet", "--recipe",
+            "sgd"],
+        f"{tmp_path / 'nowhere'} does not exist or is not a directory; give the folder holding replay_buffer_0.pt": [
+            "import-buffers", str(tmp_path / "nowhere"), "--dataset", "cifar10", "--model", "ConvNet", "--recipe",
+            "sgd"],
+    }
+    for message, argv in commands.items():
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, "--root", str(tmp_path / "root")])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err, argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images.pt"], "nothing written"
+
+
 def test_reference_layout_and_its_zca_marker_are_checked(tmp_path):
     assert reference_dir("cifar10", False, "ConvNet") == Path("CIFAR10_NO_ZCA/ConvNet")
     assert reference_dir("cifar100", True, "ConvNet") == Path("CIFAR100/ConvNet")
     assert reference_dir("tiny-imagenet", True, "ConvNetD4") == Path("Tiny/ConvNetD4")
     assert reference_dir("imagenette", False, "ConvNetD5") == Path("ImageNet/imagenette/128/ConvNetD5")
+    for folder in ("CIFAR10_NO_ZCA", "CIFAR10", "CIFAR100"):
+        (tmp_path / folder / "ConvNet").mkdir(parents=True)
     with pytest.raises(ValueError, match="CIFAR10_NO_ZCA; drop --zca"):
         import_buffers(tmp_path / "CIFAR10_NO_ZCA/ConvNet", "cifar10", "ConvNet", "sgd", zca=True, root=tmp_path)
     with pytest.raises(ValueError, match="so these were made with ZCA; add --zca"):

@@ -8,7 +8,8 @@ from snakemake.utils import validate
 from distillery.data import DATASETS
 from distillery.experts import get_recipe
 from distillery.plan import (CONFIG_FILES, check_config, eval_config, expert_files, expert_overrides, figure_sources,
-                             load_config, logged_method_pattern, merge, resolve_method, table_cells, table_sources)
+                             load_config, logged_method_pattern, merge, resolve_method, table_cells, table_notes,
+                             table_sources)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -24,7 +25,8 @@ def test_default_config_is_valid_and_resolves():
     check_config(config)
     cells = table_cells(config)
     assert [(c.method, c.ipc, c.arch, c.protocol) for c in cells] == [
-        (method, ipc, "ConvNetD2W32", "default") for method in ("random", "mtt", "ftd", "ast", "att") for ipc in (1, 10)]
+        (method, ipc, "ConvNetD2W32", "ast" if method == "ast" else "default")
+        for method in ("random", "mtt", "ftd", "ast", "att") for ipc in (1, 10)]
 
 
 def test_settings_precedence_table_then_preset_then_overrides():
@@ -109,16 +111,40 @@ def test_named_evaluation_protocols():
         eval_config(config, "sam9")
 
 
-@pytest.mark.parametrize("prefix,recipe,last,extra", [
-    # AST's code (distill.py/buffer.py @8030869): inner momentum 0.9, weightPerturb α 1, log5, ξ_i = i·(N // M)
-    ("ast", "smooth", ("weight", 1.0), dict(inner_momentum=0.9, balance_base=5.0, intermediate_spacing="multiple")),
-    # AST's paper: plain inner SGD (Algorithm 2), ρ = 0.1 per filter (Eq. 23), ln (Eq. 20), ⌊i·N/M⌋
-    ("ast_paper", "smooth_paper", ("filter", 0.1),
-     dict(inner_momentum=0.0, balance_base=2.718281828459045, intermediate_spacing="floor")),
-])
-def test_ast_presets_stack_one_component_each(prefix, recipe, last, extra):
+def test_a_presets_protocol_is_its_cells_default_and_a_table_may_name_another():
+    """`protocol:` in a preset (AST's: `ast`, from the shared `protocols:` of config/methods.yaml) is the protocol of
+    the method's cells that name none; a cell naming `default` gets the shared one; the note names each row's."""
     config = load_default()
-    names = [f"{prefix}_base", f"{prefix}_init", f"{prefix}_balance", f"{prefix}_intermediate", prefix]
+    config["methods"]["mine"] = {"base": "mtt", "protocol": "ast"}
+    config["tables"] = [{"name": "t", "cells": [{"method": ["mtt", "mine"], "dataset": "digits", "ipc": 1}]},
+                        {"name": "u", "cells": [{"method": "mine", "dataset": "digits", "ipc": 1,
+                                                 "protocol": ["ast", "default"]}]}]
+    assert [(c.method, c.protocol) for c in table_cells(config, "t")] == [("mtt", "default"), ("mine", "ast")]
+    assert [c.protocol for c in table_cells(config, "u")] == ["ast", "default"]
+    assert resolve_method(config, "mine", "digits", 1) == {**resolve_method(config, "mtt", "digits", 1),
+                                                           "method": "mine"}   # not a distillation setting
+    assert table_sources(config, "t")[-1]["method_protocol"] == "ast"
+    note = table_notes(config, "u")[0]
+    assert note.startswith("Evaluation protocols: mine: `ast` (SGD momentum 0.9, weight decay 0.001, batch 256, "
+                           "epochs 0-200, lr ×0.5 in a new optimizer with momentum 0.8 after epoch 101); "
+                           "mine [default]: `default` (SGD momentum 0.9, weight decay 0.0005")
+
+
+@pytest.mark.parametrize("prefix,final,recipe,last,extra", [
+    # AST's code (distill.py/buffer.py @8030869): inner momentum 0.9, weightPerturb α 1, log5, ξ_i = i·(N // M)
+    ("ast", "ast_perturb", "smooth", ("weight", 1.0),
+     dict(inner_momentum=0.9, balance_base=5.0, intermediate_spacing="multiple", representative="logits")),
+    # AST's paper: plain inner SGD (Algorithm 2), ρ = 0.1 per filter (Eq. 23), ln (Eq. 20), ⌊i·N/M⌋, features
+    ("ast_paper", "ast_paper", "smooth_paper", ("filter", 0.1),
+     dict(inner_momentum=0.0, balance_base=2.718281828459045, intermediate_spacing="floor",
+          representative="features")),
+])
+def test_ast_presets_stack_one_component_each(prefix, final, recipe, last, extra):
+    """Table VIII's chains: each row the previous plus one component, whatever the cell's command switches (the
+    CIFAR-100 IPC 10 command has no balanced loss; hparams.ast gives the chain its hyperparameters and the code's
+    representative reading there)."""
+    config = load_default()
+    names = [f"{prefix}_base", f"{prefix}_init", f"{prefix}_balance", f"{prefix}_intermediate", final]
     rows = [resolve_method(config, m, "cifar100", 10) for m in names]
     switches = [(r["init"], r["balance"], r["intermediate"], r["perturb"]) for r in rows]
     assert switches == [("real", False, "none", "none"), ("representative", False, "none", "none"),
@@ -151,13 +177,14 @@ def test_table_sources_follow_the_measure():
     config["tables"].append({"name": "fig", "measure": "avg_var", "figures": ["smoothness"], "cells": cells})
     check_config(config)
     paths = {t["name"]: [s["path"] for s in table_sources(config, t["name"])] for t in config["tables"]}
-    assert paths["accuracy"] == [f"results/evals/{m}/digits/ipc1/ConvNetD2W32/default/seed{s}.json"
-                                 for m in ("mtt", "ast") for s in range(3)]
+    assert paths["accuracy"] == [f"results/evals/{m}/digits/ipc1/ConvNetD2W32/{p}/seed{s}.json"
+                                 for m, p in (("mtt", "default"), ("ast", "ast")) for s in range(3)]
     stats = [f"results/experts/digits/std/ConvNetD2W32/{r}/stats.json" for r in ("sgd", "smooth")]
     assert paths["expert_accuracy"] == paths["avg_var"] == stats
     assert paths["seconds_per_iteration"] == [f"results/synsets/{m}/digits/ipc1/log.csv" for m in ("mtt", "ast")]
     assert table_sources(config, "avg_var")[1] == {"method": "ast", "dataset": "digits", "ipc": 1,
-                                                   "arch": "ConvNetD2W32", "protocol": "default", "path": stats[1]}
+                                                   "arch": "ConvNetD2W32", "protocol": "ast",
+                                                   "method_protocol": "ast", "path": stats[1]}
     assert figure_sources(config, "fig", "smoothness") == {"sgd": {"path": stats[0], "syn_steps": 20},
                                                           "smooth": {"path": stats[1], "syn_steps": 20}}
     logs = figure_sources(config, "accuracy", "match_steps")
@@ -210,11 +237,11 @@ def test_schema_problems_name_the_field_the_nearest_key_and_the_type():
         check_schema(config, ROOT / SCHEMA)
     assert str(error.value).splitlines()[1:] == [
         "  evaluation.seeds: '3' is not an integer",
-        "  unknown key 'epoch' in evaluation; did you mean 'epochs'? (allowed: batch, decay, default_lr, dsa, epochs, "
-        "momentum, sam_rho, seeds, soft_labels, soft_loss, weight_decay)",
+        "  unknown key 'epoch' in evaluation; did you mean 'epochs'? (allowed: batch, decay, decay_momentum, "
+        "default_lr, dsa, epochs, momentum, sam_rho, schedule, seeds, soft_labels, soft_loss, weight_decay)",
         "  unknown key 'evalution' at the top level; did you mean 'evaluation'? (allowed: data_dir, device, distill, "
         "dvc_experts, evaluation, experts, hparams, methods, nas, nas_subset, protocols, reliability, reported_files, "
-        "resources, runtime, seed, stability, tables)"]
+        "resources, runtime, seed, selection, stability, tables, validation)"]
     check_schema(load_default(), ROOT / SCHEMA)  # the default config fits
 
 

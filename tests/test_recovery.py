@@ -2,6 +2,7 @@
 by the next run of the same command (from its checkpoint) and so is everything made from its output; run-time
 settings rerun nothing; a CUDA request this machine cannot meet fails before any job; every recovery command an
 error prints regenerates exactly the file it names."""
+import csv
 import json
 import os
 import re
@@ -18,9 +19,12 @@ import torch
 import yaml
 
 from distillery.data import load_split
+from distillery.distill import DistillConfig
+from distillery.distill.run import run_distillation
+from distillery.plan import load_config, resolve_method
 from distillery.synset import load_synset
 from distillery.experts import load_expert
-from conftest import ENV, SNAKEMAKE, job_counts, snakemake
+from conftest import ENV, ROOT, SNAKEMAKE, job_counts, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +32,8 @@ BASE = {
     "experts": {"count": 1, "overrides": {"epochs": 2}},
     "evaluation": {"seeds": 1, "epochs": 2},
     "distill": {"overrides": {"iterations": 10, "syn_steps": 4, "max_start_epoch": 1, "expert_epochs": 1}},
-    "tables": [{"name": "t", "cells": [{"method": "mtt", "dataset": "digits", "ipc": 1}]}],
+    "tables": [{"name": "t", "cells": [{"method": "mtt", "dataset": "digits", "ipc": 1}]},
+               {"name": "c", "cells": [{"method": "random", "dataset": "digits", "ipc": 1}]}],
 }
 DATA = ["results/data/digits/train.pt", "results/data/digits/test.pt", "results/data/digits/meta.json"]
 EXPERT = "results/experts/digits/std/ConvNetD2W32/sgd/0.pt"
@@ -41,7 +46,8 @@ LOGS = {"train_expert": "results/logs/train_expert/digits/std/ConvNetD2W32/sgd/0
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    """A finished run of BASE: data, one expert, one distillation, its evaluation, table and figures."""
+    """A finished run of BASE: data, one expert, one distillation and a random subset, their evaluations, tables and
+    figures."""
     workdir = tmp_path_factory.mktemp("finished")
     run = snakemake(workdir, BASE, "--cores", "2")
     assert run.returncode == 0, run.stderr[-3000:]
@@ -177,12 +183,128 @@ def test_lost_preempted_and_killed_jobs_are_redone_by_the_same_command_from_thei
     assert "Nothing to be done" in snakemake(run, LONGER, "-n", *command).stdout
 
 
+def readme_commands(row: str, options: list[str], command: list[str]) -> list[list[str]]:
+    """The commands in docs/cluster.md's interruption table's row `row`, as printed, with `<your options>` and
+    `<your command>` filled in."""
+    readme = (ROOT / "docs" / "cluster.md").read_text()
+    line = next(line for line in readme.splitlines() if line.strip().startswith(f"| {row}"))
+    printed = re.findall(r"`([^`]*)`", line.rsplit("|", 2)[1])
+    filled = []
+    for text in printed:
+        words = []
+        for word in shlex.split(text.replace("<your options>", "OPTIONS").replace("<your command>", "COMMAND")):
+            words += {"OPTIONS": options, "COMMAND": command}.get(word, [word])
+        filled.append(words)
+    return filled
+
+
+def uninterrupted(run: Path, tmp_path: Path, config: dict) -> dict:
+    """The synthetic set of `config`'s distillation, computed at once by the library with the job's settings."""
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(config))
+    settings = DistillConfig.from_dict(resolve_method(load_config(ROOT, tmp_path / "my.yaml"), "mtt", "digits", 1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the job (resources.default.threads)
+    try:
+        run_distillation(settings.job_params(), run / "results/data/digits", tmp_path / "ref.pt", tmp_path / "ref.csv",
+                         expert_paths=[run / EXPERT], checkpoint_every=1000)
+    finally:
+        torch.set_num_threads(threads)
+    return load_synset(tmp_path / "ref.pt")
+
+
+def log_rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def distilled(run: Path) -> int:
+    """The last iteration of STOPPED that the distillation's log reports (0 before any)."""
+    log = run / LOGS["distill"]
+    steps = re.findall(r"ipc1 (\d+)/90 ", log.read_text()) if log.exists() else []
+    return int(steps[-1]) if steps else 0
+
+
+# A distillation long enough to interrupt twice, checkpointed only when stopped.
+STOPPED = {**BASE, "distill": {"overrides": {**BASE["distill"]["overrides"], "iterations": 90}},
+           "reliability": {"checkpoint_every": 1000}}
+
+
+def test_ctrl_c_and_a_killed_snakemake_stop_their_jobs_which_the_readme_commands_finish_as_if_uninterrupted(
+        finished, tmp_path):
+    run = copy_of(finished, tmp_path)
+    options = ["--configfile", str(run / "config.yaml")]
+    command = ["snakemake", "--cores", "2", *options]  # as the user typed it
+    # 1. Ctrl-C: SIGINT to the terminal's foreground group, Snakemake and its job. The job checkpoints and stops.
+    proc = start(run, STOPPED, *command[1:3])
+    wait_for(lambda: distilled(run) >= 8, proc, "distillation progress", run)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=300) != 0
+    assert "Preempted: stopped by SIGINT; checkpoint" in (run / LOGS["distill"]).read_text()
+    interrupted_at = checkpoint_step(run, SYNSET)
+    assert 8 <= interrupted_at < 90 and not (run / SYNSET).exists()
+    # 2. The same command resumes from that checkpoint; this time Snakemake alone is SIGKILLed. Its job is held
+    #    (SIGSTOP) so that the rerun below starts while it still runs: the rerun's job must wait for it.
+    proc = start(run, STOPPED, *command[1:3])
+    wait_for(lambda: distilled(run) >= interrupted_at + 8, proc, "the resumed distillation", run)
+    assert f"resuming from checkpoint {beside(SYNSET, 'ckpt')} at step {interrupted_at}" in (
+        run / LOGS["distill"]).read_text()
+    orphan = json.loads((run / beside(SYNSET, "running")).read_text())["pid"]
+    os.kill(orphan, signal.SIGSTOP)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    # 3. docs/cluster.md's commands for this row, as printed: --unlock, then the command with --rerun-incomplete.
+    unlock, again = readme_commands("SIGKILL of Snakemake alone", options, command)
+    assert unlock[:2] == ["snakemake", "--unlock"] and again == [*command, "--rerun-incomplete"]
+    unlocked = snakemake(run, None, *unlock[1:])
+    assert unlocked.returncode == 0, unlocked.stderr[-3000:]
+    since = time.time_ns()
+    rerun = subprocess.Popen(SNAKEMAKE + ["--directory", str(run)] + again[1:], stdout=open(run / "rerun.out", "w"),
+                             stderr=subprocess.STDOUT, env=ENV, start_new_session=True)
+    waiting = f"is being written by process {orphan} on "
+    deadline = time.monotonic() + 300
+    while waiting not in (run / "rerun.out").read_text():
+        assert rerun.poll() is None and time.monotonic() < deadline, (run / "rerun.out").read_text()[-3000:]
+        time.sleep(0.05)
+    os.kill(orphan, signal.SIGCONT)  # its watchdog finds its Snakemake gone: it checkpoints and stops
+    assert rerun.wait(timeout=300) == 0, (run / "rerun.out").read_text()[-3000:]
+    assert not Path(f"/proc/{orphan}").exists(), "the orphan ended"
+    log = (run / LOGS["distill"]).read_text()
+    assert f"waited for process {orphan} on " in log, "one writer at a time"
+    resumed_at = int(re.search(r"resuming from checkpoint \S+ at step (\d+)", log).group(1))
+    assert interrupted_at < resumed_at < 90, "from the checkpoint the orphan saved when it stopped"
+    # 4. The finished run: the synthetic set and its log equal an uninterrupted run's; what was made from it follows.
+    synset, reference = tabled_since(run, since), uninterrupted(run, tmp_path, STOPPED)
+    assert torch.equal(synset["images"], reference["images"]) and synset["lr"] == reference["lr"]
+    assert log_rows(run / SYNSET_LOG) == log_rows(tmp_path / "ref.csv")
+    assert not (run / beside(SYNSET, "ckpt")).exists() and not (run / beside(SYNSET, "running")).exists()
+    assert "Nothing to be done" in snakemake(run, STOPPED, "-n").stdout
+
+
 def test_run_time_settings_rerun_nothing_and_an_unmet_cuda_request_fails_before_any_job(finished, tmp_path):
     run = copy_of(finished, tmp_path)
-    run_time = {**BASE, "device": "cpu", "runtime": {"tf32": "none"},
-                "reliability": {"checkpoint_every": 7, "expert_checkpoint_every": 2, "max_bad_iterations": 3}}
+    run_time = {**BASE, "device": "cpu", "data_dir": "elsewhere", "runtime": {"tf32": "none"},
+                "reliability": {"checkpoint_every": 7, "expert_checkpoint_every": 2, "max_bad_iterations": 3},
+                "resources": {"default": {"threads": 2}, "distill": {"small": {"threads": 2}}}}
     dry = snakemake(run, run_time, "-n", "--cores", "1", "--set-threads", "train_expert=2", "distill=2")
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout, dry.stdout[-3000:]
+    nested = snakemake(run, BASE, "-n", "--config", "reliability={checkpoint_every: 7}", "data_dir=elsewhere",
+                       "resources={default: {threads: 3}}")  # the same as the command line sets them
+    assert nested.returncode == 0 and "Nothing to be done" in nested.stdout, nested.stdout[-3000:]
+    # A distillation setting reruns the distillation, what was made from it and the cost table: not the random subset
+    # of table c, which reads none.
+    longer = {**BASE, "distill": {"overrides": {**BASE["distill"]["overrides"], "iterations": 11, "lr_lr": 1e-6}}}
+    assert job_counts(snakemake(run, longer, "-n").stdout) == {"distill": 1, "evaluate": 1, "table": 1,
+                                                               "plot_cell": 1, "cost": 1, "all": 1}
+    # runtime.gpu_memory_gb plans the cells' memory again: these keep theirs, and only the cost table (of that GPU) is
+    # redone.
+    smaller = snakemake(run, {**BASE, "runtime": {"gpu_memory_gb": 40}}, "-n")
+    assert job_counts(smaller.stdout) == {"cost": 1, "all": 1}, smaller.stdout[-3000:]
+    # The same checkout elsewhere: no job param or input names where it lives.
+    moved = tmp_path / "moved"
+    for part in ("workflow", "config", "scripts", "envs"):
+        shutil.copytree(ROOT / part, moved / part)
+    elsewhere = snakemake(run, BASE, "-n", "-s", str(moved / "workflow/Snakefile"))
+    assert elsewhere.returncode == 0 and "Nothing to be done" in elsewhere.stdout, elsewhere.stdout[-3000:]
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: device cuda can be met")
     expert = (run / EXPERT).stat().st_mtime_ns

@@ -333,6 +333,70 @@ def test_a_checkpoint_of_other_settings_is_ignored(tmp_path, caplog):
     assert Checkpoint(path, 1, {"lr_img": 100}).resume() is None and "unreadable" in caplog.text
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP, signal.SIGTERM], ids=["SIGINT", "SIGHUP", "SIGTERM"])
+def test_every_stop_signal_saves_a_checkpoint_and_names_itself(tmp_path, sig):
+    """Ctrl-C (SIGINT) and a closed terminal (SIGHUP) stop a loop as SLURM's SIGTERM does: state saved, then Preempted."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)}
+    path = tmp_path / "ckpt"
+    with pytest.raises(Preempted, match=f"stopped by {sig.name}; checkpoint {path} saved; run the same snakemake "
+                                        f"command again to resume from it"):
+        with Checkpoint(path, 1000, {"job": 1}) as checkpoint:
+            for step in range(1, 10):
+                if step == 3:
+                    os.kill(os.getpid(), sig)
+                checkpoint.step(step, lambda: {"step": step})
+    assert torch.load(path, weights_only=True) == {"identity": {"job": 1}, "state": {"step": 3}}
+    assert {s: signal.getsignal(s) for s in before} == before, "the handlers are put back"
+
+
+def test_a_stop_signal_the_process_was_started_ignoring_stays_ignored():
+    """Under nohup (SIGHUP) or as a background job (SIGINT) the signal is ignored, and a job must not start to act on
+    it; SIGTERM is always handled."""
+    from distillery.checkpoint import on_stop_signals, restore_signals
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)}
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        previous = on_stop_signals(lambda *args: None)
+        assert set(previous) == {signal.SIGINT, signal.SIGTERM} and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        restore_signals(previous)
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def test_a_full_disk_is_named_as_such_with_the_file_not_as_torchs_archive_error(tmp_path):
+    """torch.save turns ENOSPC into `RuntimeError: [enforce fail at inline_container.cc] . unexpected pos …`; the
+    write names ENOSPC and the file, and leaves nothing behind."""
+    import errno
+
+    from distillery.io import write_temp
+
+    class FullDisk:
+        """A file that takes `room` bytes and then fails as a full disk does."""
+
+        def __init__(self, f, room):
+            self.f, self.room = f, room
+
+        def write(self, data):
+            if len(data) > self.room:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.room -= len(data)
+            return self.f.write(data)
+
+        def flush(self):
+            self.f.flush()
+
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # what torch itself says
+        torch.save({"x": torch.zeros(4096)}, FullDisk(open(tmp_path / "raw", "wb"), 1000))
+    with pytest.raises(OSError) as full:
+        write_temp(tmp_path / "out", "expert.pt", lambda f: torch.save({"x": torch.zeros(4096)}, FullDisk(f, 1000)))
+    assert full.value.errno == errno.ENOSPC
+    assert str(full.value).startswith(f"[Errno {errno.ENOSPC}] ENOSPC (No space left on device) while writing "
+                                      f"{tmp_path / 'out' / 'expert.pt'} (")
+    assert list((tmp_path / "out").iterdir()) == [], "no temp file left"
+
+
 def test_a_truncated_expert_is_refused_with_its_name(digits, tmp_path):
     path = tmp_path / "0.pt"
     path.write_bytes(digits[1][0].read_bytes()[:-1000])
@@ -418,21 +482,22 @@ def test_same_seed_same_expert_synset_and_accuracy(digits, tmp_path):
 
 def test_a_job_left_unfinished_is_counted_once_and_its_success_keeps_the_count(tmp_path):
     """distillery.interrupted: what the workflow's onerror hook records, and what a job's `interrupted` param reads."""
-    import socket
-
-    from distillery.interrupted import clear_running, interruptions, mark_running, record_interruptions
+    from distillery.interrupted import interruptions, record_interruptions, running
 
     results = tmp_path / "results"
     output = results / "experts" / "0.pt"
     output.parent.mkdir(parents=True)
-    mark_running(output)  # by this live process: a job of another Snakemake run in the same directory
-    assert record_interruptions(results) == [] and interruptions(output) == 0
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
     marker = output.with_name(".0.pt.running")
-    marker.write_text(json.dumps({"host": socket.gethostname(), "pid": gone.pid, "started": "then"}))
+    with running(output):  # a job of another Snakemake run in the same directory, still running (its lock held)
+        assert json.loads(marker.read_text())["pid"] == os.getpid()
+        assert record_interruptions(results) == [] and interruptions(output) == 0
+    assert not marker.exists(), "removed when the job succeeds"
+    with pytest.raises(RuntimeError):
+        with running(output):
+            raise RuntimeError("the job failed")
+    assert marker.exists(), "left, unlocked, when it fails"
     assert record_interruptions(results) == [output] and interruptions(output) == 1
     assert not marker.exists() and record_interruptions(results) == [], "counted once"
-    mark_running(output)
-    clear_running(output)  # the redone job succeeded
+    with running(output):
+        pass  # the redone job succeeded
     assert interruptions(output) == 1 and record_interruptions(results) == []

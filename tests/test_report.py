@@ -42,6 +42,24 @@ def write_inputs(tmp_path, records):
     return paths, tmp_path / "reported.csv"
 
 
+def test_a_title_note_or_label_from_the_config_is_text_in_the_markdown_never_html_or_table_syntax(tmp_path):
+    from distillery.report.stability import to_markdown as stability_markdown
+
+    paths, _ = write_inputs(tmp_path, [record("mtt", 10, 0, 0.9, arch="Conv|Net"), record("mtt", 10, 1, 0.95,
+                                                                                          arch="Conv|Net")])
+    title = "<script>alert(1)</script> *mtt* | [x](y) & a_b _c_"
+    write_table(paths, tmp_path / "t.csv", tmp_path / "t.md", title, notes=["<img src=x> `n`"])
+    md = (tmp_path / "t.md").read_text()
+    assert md.startswith("## &lt;script&gt;alert(1)&lt;/script&gt; \\*mtt\\* \\| \\[x\\](y) &amp; a_b \\_c\\_\n")
+    assert "&lt;img src=x&gt; \\`n\\`" in md and "<" not in md
+    row = next(line for line in md.splitlines() if line.startswith("| mtt"))
+    assert "Conv\\|Net" in row and len(re.findall(r"(?<!\\)\|", row)) == 9, "the row keeps its 8 cells"
+    counts = pd.DataFrame({"method": ["<b>m</b>"], "parameter": ["lr_img"], "multiplier": [1.0], "successes": [1],
+                           "runs": [1]})
+    assert stability_markdown(counts, "<i>t</i>").startswith("## &lt;i&gt;t&lt;/i&gt;\n") and "<b>" not in \
+        stability_markdown(counts, "t")
+
+
 def test_aggregate_mean_std_n_in_first_seen_order():
     table = aggregate([record("random", 1, 0, 0.5), record("mtt", 1, 0, 0.8), record("random", 1, 1, 0.7),
                        record("mtt", 1, 1, 0.9)])
@@ -232,7 +250,7 @@ def test_transcribed_paper_numbers_cover_every_declared_table_cell():
     """Each reported table of each paper config has a paper value for every one of its cells, and no stray rows."""
     from pathlib import Path
 
-    from distillery.plan import load_config, table_cells
+    from distillery.plan import load_config, method_protocol, table_cells
 
     root = Path(__file__).resolve().parents[1]
     for paper_config in sorted((root / "config/paper").glob("*.yaml")):
@@ -244,16 +262,25 @@ def test_transcribed_paper_numbers_cover_every_declared_table_cell():
             rows = reported[(reported["paper"] == spec["reported"]["paper"])
                             & (reported["table"] == spec["reported"]["table"])]
             have = set(zip(rows["method"], rows["dataset"], rows["ipc"], rows["arch"]))
-            want = {(c.method if c.protocol == "default" else f"{c.method} [{c.protocol}]", c.dataset, c.ipc, c.arch)
-                    for c in table_cells(config, spec["name"])}
+            want = {(c.method if c.protocol == method_protocol(config, c.method) else f"{c.method} [{c.protocol}]",
+                     c.dataset, c.ipc, c.arch) for c in table_cells(config, spec["name"])}
             assert want == have, (paper_config.name, spec["name"], want ^ have)
             assert rows["mean"].notna().all()
 
 
 def test_named_protocols_label_their_rows():
+    """A row under its method's own protocol (`method_protocol`, default "default") is the method; under another,
+    "method [protocol]"."""
     records = [{**record("mtt", 1, s, 0.5), "protocol": p} for s in range(2) for p in ("default", "sam0.01")]
+    records += [{**record("ast", 1, s, 0.5), "protocol": p, "method_protocol": "ast"} for s in range(2)
+                for p in ("ast", "default")]
+
     table = aggregate(records)
-    assert table["method"].tolist() == ["mtt", "mtt [sam0.01]"] and table["n"].tolist() == [2, 2]
+    assert table["method"].tolist() == ["mtt", "mtt [sam0.01]", "ast", "ast [default]"]
+    assert table["n"].tolist() == [2, 2, 2, 2]
+    avg_var = [{"method": "ast_base", "dataset": "digits", "ipc": 1, "arch": "ConvNet", "protocol": "ast",
+                "method_protocol": "ast", "value": v} for v in (0.5, 0.7)]     # a measure other than accuracy
+    assert aggregate(avg_var)["method"].tolist() == ["ast_base"]
 
 
 def test_other_measures_read_their_sources_and_say_what_they_are(tmp_path):

@@ -1,3 +1,6 @@
+import json
+import os
+
 import pytest
 import torch
 
@@ -157,3 +160,101 @@ def test_progress_logs_at_least_once_a_minute_with_an_eta_also_within_a_step(mon
     caplog.clear()
     resumed.update(51)
     assert "distill 51/100  elapsed 0:01:00 eta 0:49:00" in caplog.text         # this run's pace, not 51 steps in 60 s
+
+
+def _python(code: str, **kwargs):
+    """A Python process running `code` with this checkout's library."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    return subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": src}, text=True, **kwargs)
+
+
+def test_a_job_stops_like_on_sigterm_once_the_snakemake_that_started_it_is_killed(tmp_path):
+    """The job's parent is a shell (as a `script:` job's may be), the shell's parent the 'Snakemake' process that
+    announced itself; SIGKILL of that process alone stops the job through its watchdog: logged, with its checkpoint."""
+    import os
+    import shlex
+    import signal
+    import sys
+    import time
+
+    log, out = tmp_path / "job.log", tmp_path / "out.pt"
+    job_code = (f"import time\nfrom distillery.checkpoint import Checkpoint\nfrom distillery.runtime import job\n"
+                f"with job({str(log)!r}, [{str(out)!r}]), Checkpoint({str(tmp_path / 'ckpt')!r}, 10**6, {{}}) as c:\n"
+                f"    for step in range(1, 10**6):\n"
+                f"        time.sleep(0.01)\n"
+                f"        c.step(step, lambda: {{'step': step}})\n")
+    snakemake_code = (f"import subprocess, sys, time\nfrom distillery.runtime import announce_workflow_process\n"
+                      f"announce_workflow_process()\n"
+                      f"subprocess.Popen(['bash', '-c', {shlex.quote(sys.executable)!r} + ' -c ' + "
+                      f"{shlex.quote(job_code)!r} + '; true'])\n"
+                      f"time.sleep(600)\n")
+    parent = _python(snakemake_code)
+    marker = tmp_path / ".out.pt.running"
+    deadline = time.monotonic() + 120
+    while not (marker.exists() and marker.read_text()):
+        assert parent.poll() is None and time.monotonic() < deadline, "the job did not start"
+        time.sleep(0.05)
+    job_pid = json.loads(marker.read_text())["pid"]
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    while "job failed" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline + 60, "the job outlived its Snakemake"
+        time.sleep(0.05)
+    text = log.read_text()
+    assert f"the Snakemake process that started this job ({parent.pid}) has ended: stopping as on SIGTERM" in text
+    assert f"job failed: Preempted: stopped by SIGTERM; checkpoint {tmp_path / 'ckpt'} saved" in text
+    assert torch.load(tmp_path / "ckpt", weights_only=True)["state"]["step"] >= 1
+    assert job_pid != parent.pid
+
+
+def test_no_watchdog_outside_a_snakemake_job(monkeypatch):
+    """A job run by hand, or one whose announced Snakemake is another machine's or no ancestor, watches nothing."""
+    import socket
+
+    from distillery.runtime import WORKFLOW_PROCESS, Watchdog, process_id
+
+    monkeypatch.delenv(WORKFLOW_PROCESS, raising=False)
+    assert Watchdog().target is None
+    monkeypatch.setenv(WORKFLOW_PROCESS, f"elsewhere:{os.getppid()}:")
+    assert Watchdog().target is None
+    sibling = _python("import time; time.sleep(60)")
+    try:
+        monkeypatch.setenv(WORKFLOW_PROCESS, process_id(sibling.pid))
+        assert Watchdog().target is None, "not above this process"
+    finally:
+        sibling.kill()
+        sibling.wait()
+    monkeypatch.setenv(WORKFLOW_PROCESS, process_id(os.getppid()))
+    assert Watchdog().target == (os.getppid(), process_id(os.getppid()).rsplit(":", 1)[1])
+    assert socket.gethostname() == process_id().split(":")[0]
+
+
+def test_a_second_writer_of_an_output_waits_for_the_first_naming_its_pid(tmp_path):
+    """Two processes never write one output: the second job waits (logging the first's PID and host), then runs."""
+    import subprocess
+    import time
+
+    out = tmp_path / "out.pt"
+    first = _python(f"import sys\nfrom distillery.interrupted import running\n"
+                    f"with running({str(out)!r}):\n    print('writing', flush=True)\n    sys.stdin.read()\n",
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert first.stdout.readline() == "writing\n"
+    second = _python(f"from distillery.progress import setup_logging\nfrom distillery.runtime import job\n"
+                     f"with job(None, [{str(out)!r}]):\n    print('second writes', flush=True)\n",
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    waiting = f"{out} is being written by process {first.pid} on "
+    deadline, seen = time.monotonic() + 120, ""
+    while waiting not in seen:
+        assert second.poll() is None and time.monotonic() < deadline, seen
+        seen += second.stderr.readline()
+    assert first.poll() is None, "the first still writes; the second waits"
+    first.stdin.close()
+    assert first.wait(timeout=60) == 0
+    stdout, stderr = second.communicate(timeout=120)
+    assert second.returncode == 0 and stdout == "second writes\n", stderr
+    assert f"waited for process {first.pid} on " in stderr and not (tmp_path / ".out.pt.running").exists()

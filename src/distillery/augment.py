@@ -101,9 +101,10 @@ def scale_theta(sx: Tensor, sy: Tensor) -> Tensor:
 
 
 def rotate_theta(angle: Tensor) -> Tensor:
-    """[B, 2, 3] rotation matrices for angles in radians."""
+    """[B, 2, 3] matrices [[cos a, −sin a, 0], [sin a, cos a, 0]] (angles in radians), as MTT's rand_rotate builds
+    them (utils.py:572-573): the sampling grid turned by a, the image by −a."""
     cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle)
-    return torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)
+    return torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
 
 
 # ---- random groups: draw parameters on the CPU from the generator, then apply ----
@@ -148,7 +149,7 @@ def _scale(x: Tensor, g: torch.Generator, p: DSAParams) -> Tensor:
 
 
 def _rotate(x: Tensor, g: torch.Generator, p: DSAParams) -> Tensor:
-    angle = (_rand(x.shape[0], g) - 0.5) * 2 * p.ratio_rotate * math.pi / 180
+    angle = (_rand(x.shape[0], g) - 0.5) * 2 * p.ratio_rotate / 180 * math.pi  # utils.py:571's order of operations
     return affine(x, rotate_theta(angle))
 
 

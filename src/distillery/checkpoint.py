@@ -1,6 +1,6 @@
-"""Checkpoints for long jobs: the state is saved atomically every few steps and when SLURM's SIGTERM arrives,
-and loaded on restart when it belongs to the same job, so a preempted job resumes instead of starting over. What a
-loop saves is declared once, in its LoopState."""
+"""Checkpoints for long jobs: the state is saved atomically every few steps and when a stop signal arrives (SLURM's
+SIGTERM, Ctrl-C's SIGINT, a closed terminal's SIGHUP), and loaded on restart when it belongs to the same job, so a
+stopped job resumes instead of starting over. What a loop saves is declared once, in its LoopState."""
 from __future__ import annotations
 
 import logging
@@ -17,8 +17,29 @@ from distillery.io import beside, save_torch
 log = logging.getLogger("distillery")
 
 
+# The signals that stop a job cleanly (a checkpoint first, where its loop has one): SLURM's preemption and time limit,
+# `kill` and the watchdog on Snakemake (SIGTERM), Ctrl-C (SIGINT), a closed terminal (SIGHUP).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 class Preempted(RuntimeError):
-    """SIGTERM arrived; the state was checkpointed (when a checkpoint path was given) and the job stopped."""
+    """A stop signal arrived; the state was checkpointed (when a checkpoint path was given) and the job stopped."""
+
+
+def on_stop_signals(handler: Callable) -> dict:
+    """Install `handler` for each of STOP_SIGNALS in the main thread (elsewhere: nothing); returns the previous
+    handlers for `restore_signals`. SIGINT and SIGHUP stay ignored where the process was started ignoring them
+    (a background job's SIGINT, SIGHUP under nohup): handling them there would stop what the user meant to keep."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS
+            if sig == signal.SIGTERM or signal.getsignal(sig) is not signal.SIG_IGN}
+
+
+def restore_signals(previous: dict) -> None:
+    """Put back the handlers `on_stop_signals` replaced."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def checkpoint_path(output: str | Path) -> Path:
@@ -27,32 +48,31 @@ def checkpoint_path(output: str | Path) -> Path:
 
 
 class Checkpoint:
-    """Saves `state()` to `path` every `every` steps and at the first poll after SIGTERM (then raises Preempted).
+    """Saves `state()` to `path` every `every` steps and at the first poll after a stop signal (then raises Preempted).
 
     `identity` (settings, inputs, seed) is stored with the state; a checkpoint of another identity, or one that
-    cannot be read, is discarded with a log line. Use as a context manager: it installs the SIGTERM handler
-    (main thread only) and restores the previous one. `path` None: no checkpoints, SIGTERM still stops cleanly.
+    cannot be read, is discarded with a log line. Use as a context manager: it handles STOP_SIGNALS (main thread
+    only) and restores the previous handlers. `path` None: no checkpoints, a stop signal still stops cleanly.
     """
 
     def __init__(self, path: str | Path | None, every: int, identity: dict):
         if every < 1:
             raise ValueError(f"checkpoint every {every} steps: must be at least 1")
         self.path, self.every, self.identity = (Path(path) if path else None), every, identity
-        self.terminated = False
-        self.previous = None
+        self.terminated, self.signal = False, "SIGTERM"
+        self.previous: dict = {}
 
     def __enter__(self) -> "Checkpoint":
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.previous = on_stop_signals(self._on_signal)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-            self.previous = None
+        restore_signals(self.previous)
+        self.previous = {}
 
-    def _on_sigterm(self, signum, frame) -> None:
-        self.terminated = True  # only a flag: the next step or poll saves (no I/O or logging inside a handler)
+    def _on_signal(self, signum, frame) -> None:
+        # only flags: the next step or poll saves (no I/O or logging inside a handler)
+        self.terminated, self.signal = True, signal.Signals(signum).name
 
     def resume(self) -> dict | None:
         """The saved state of this job, or None (no checkpoint, another job's, or unreadable)."""
@@ -75,23 +95,22 @@ class Checkpoint:
         return state
 
     def step(self, step: int, state: Callable[[], dict]) -> None:
-        """Call after completing `step` (1-based): saves every `every` steps, and after SIGTERM (see poll)."""
+        """Call after completing `step` (1-based): saves every `every` steps, and after a stop signal (see poll)."""
         if self.path is not None and step % self.every == 0 and not self.terminated:
             save_torch({"identity": self.identity, "state": state()}, self.path)
         self.poll(state)
 
     def poll(self, state: Callable[[], dict]) -> None:
-        """If SIGTERM arrived: save `state()` (tensors and plain data only) and raise Preempted."""
+        """If a stop signal arrived: save `state()` (tensors and plain data only) and raise Preempted."""
         if not self.terminated:
             return
-        log.info("SIGTERM: saving a checkpoint and stopping")
-        if self.path is not None:
-            save_torch({"identity": self.identity, "state": state()}, self.path)
+        log.info("%s: saving a checkpoint and stopping", self.signal)
         if self.path is None:
-            raise Preempted("stopped by SIGTERM (no checkpoint configured); run the same snakemake command again to "
-                            "redo the job")
-        raise Preempted(f"stopped by SIGTERM; checkpoint {self.path} saved; run the same snakemake command again to "
-                        f"resume from it")
+            raise Preempted(f"stopped by {self.signal} (no checkpoint configured); run the same snakemake command "
+                            f"again to redo the job")
+        save_torch({"identity": self.identity, "state": state()}, self.path)
+        raise Preempted(f"stopped by {self.signal}; checkpoint {self.path} saved; run the same snakemake command "
+                        f"again to resume from it")
 
     def clear(self) -> None:
         """Remove the checkpoint once the job's output is written."""

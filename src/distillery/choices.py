@@ -7,6 +7,7 @@ workflow/schemas/config.schema.yaml (and each closed wildcard of workflow/rules/
 # Distillation (distill/config.py validates a DistillConfig against these).
 KINDS = ("coreset", "trajectory", "adversarial", "merged")
 INITS = ("real", "noise", "representative", "correct")
+REPRESENTATIVES = ("features", "logits")  # what representative init clusters: the paper's reading | AST's code
 PERTURBS = ("none", "gaussian", "filter", "weight")
 SELECTS = ("random", "herding", "forgetting", "kmeans")
 INTERMEDIATES = ("none", "equal", "varied")
@@ -24,13 +25,20 @@ FEATURE_SELECTS = ("herding", "kmeans")   # coreset selections that embed the tr
 
 # Evaluation: the loss on soft labels (evaluate.EvalConfig.soft_loss): APM's L1 on logits, DATM's soft cross-entropy.
 SOFT_LOSSES = ("l1", "soft_ce")
+# Evaluation: how the lr decays (evaluate.EvalConfig.schedule): a new optimizer after epoch E//2+1 (MTT's
+# evaluate_synset) or MultiStepLR from epoch E//2+1 with the same optimizer (APM's evaluate_synset_mc).
+EVAL_SCHEDULES = ("rebuild", "multistep")
 
 # Expert sets: their normalisation, named in paths and DVC stages.
 NORMS = ("zca", "std")
 
 # Tables: what a cell reports and the figures a table may draw.
-MEASURES = ("accuracy", "expert_accuracy", "avg_var", "seconds_per_iteration")
+SCORE_MEASURES = ("lrs", "hlr", "ior", "ars")     # DD-Ranking's scores, from several evaluations (report/scores.py)
+MEASURES = ("accuracy", "expert_accuracy", "avg_var", "seconds_per_iteration", *SCORE_MEASURES)
 EXPERT_MEASURES = ("expert_accuracy", "avg_var")  # read from the experts' stats.json: no distillation needed
+# How an accuracy cell's number is chosen (report/selection.py): the final set; the snapshot and protocol choice
+# with the best held-out validation accuracy; the best test accuracy, as the papers chose (shown labelled so).
+SELECTION_RULES = ("final", "validation", "test")
 FIGURES = ("accuracy_vs_ipc", "cross_arch", "smoothness", "match_steps")
 SOURCE_FIGURES = ("smoothness", "match_steps")    # figures that read files besides the table's CSV
 

@@ -1,7 +1,9 @@
-"""The one evaluation protocol: a freshly initialised network trained on the synthetic set with
-SGD (momentum 0.9, wd 5e-4, lr ×0.1 at half), DSA, batch 256; accuracy after the final epoch. Variants: SAM
-(sam_rho > 0) and soft labels: the set's logits as L1 regression targets (APM's teacher logits) or as the targets
-of a soft cross-entropy (soft_loss soft_ce: DATM's learned logits)."""
+"""The evaluation protocol: a freshly initialised network trained on the synthetic set as MTT's
+utils.py:evaluate_synset (@50dccea, :352-389) runs it: SGD (momentum 0.9, wd 5e-4), DSA, batch 256, `range(Epoch+1)`
+epochs, and after epoch Epoch//2+1 the lr ×0.1 in a new optimizer; accuracy after the final epoch. Variants: AST's
+decay (×0.5, momentum 0.8 after the rebuild, wd 1e-3), APM's MultiStepLR decay (one optimizer), SAM (sam_rho > 0)
+and soft labels: the set's logits as L1 regression targets (APM's teacher logits) or as the targets of a soft
+cross-entropy (soft_loss soft_ce: DATM's learned logits)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -12,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillery.augment import DEFAULT_STRATEGY, dsa
-from distillery.choices import SOFT_LOSSES
+from distillery.choices import EVAL_SCHEDULES, SOFT_LOSSES
 from distillery.data import load_meta, load_split, load_zca
 from distillery.metrics import accuracy, soft_cross_entropy
 from distillery.models import build_model
@@ -31,11 +33,15 @@ SOFT_CRITERIA = {"l1": F.l1_loss, "soft_ce": soft_cross_entropy}  # per SOFT_LOS
 
 @dataclass(frozen=True)
 class EvalConfig:
-    epochs: int = 1000
+    epochs: int = 1000            # the authors' Epoch: their `range(Epoch+1)` trains epochs + 1 epochs
     batch: int = 256
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    decay: float = 0.1            # lr multiplier applied after epochs // 2 (optimizer rebuilt, as the reference)
+    decay: float = 0.1            # the lr multiplier of the second part (see schedule)
+    decay_momentum: float | None = None  # momentum of the optimizer rebuilt at the decay (AST: 0.8); None: momentum
+    schedule: str = "rebuild"     # rebuild: MTT's evaluate_synset, after epoch epochs//2+1 a new SGD at lr × decay
+    #                               (momentum restarted) | multistep: APM's evaluate_synset_mc, MultiStepLR at
+    #                               epochs//2+1: lr × decay from that epoch on, one optimizer (momentum kept)
     dsa: str = DEFAULT_STRATEGY
     default_lr: float = 0.01      # for sets without a learned lr (coresets): DC/DSA's lr_net
     sam_rho: float = 0.0          # > 0: plain SAM around the SGD (FTD's utils_eval_sam); 0: the standard protocol
@@ -50,11 +56,29 @@ class EvalConfig:
             raise ValueError(f"evaluation sam_rho must be >= 0 (got {self.sam_rho}; 0 = plain SGD)")
         if self.soft_loss not in SOFT_LOSSES:
             raise ValueError(f"evaluation soft_loss={self.soft_loss!r} is not one of {', '.join(SOFT_LOSSES)}")
+        if self.schedule not in EVAL_SCHEDULES:
+            raise ValueError(f"evaluation schedule={self.schedule!r} is not one of {', '.join(EVAL_SCHEDULES)}")
+        if self.decay_momentum is not None and (self.schedule != "rebuild" or not 0 <= self.decay_momentum < 1):
+            raise ValueError(f"evaluation decay_momentum={self.decay_momentum!r} must be in [0, 1) and needs "
+                             f"schedule 'rebuild' (the new optimizer at the decay; multistep keeps one), or null "
+                             f"for `momentum`")
 
 
-def _optimizer(model: nn.Module, lr: float, cfg: EvalConfig) -> torch.optim.Optimizer | SharpnessAware:
+def epoch_schedule(cfg: EvalConfig, lr: float) -> list[tuple[float, float, bool]]:
+    """(lr, momentum, new optimizer) of each of the cfg.epochs + 1 epochs. rebuild (MTT's evaluate_synset and the
+    protocols copied from it: FTD, ATT, DATM; AST's with its own decay and momentum): epochs 0 … E//2+1 at lr, then
+    a new SGD (momentum buffer empty) at lr × decay; multistep (APM's evaluate_synset_mc): lr × decay from epoch
+    E//2+1 on, the same optimizer and its momentum buffer."""
+    first = cfg.epochs // 2 + (2 if cfg.schedule == "rebuild" else 1)  # the first epoch at the decayed lr
+    after = cfg.momentum if cfg.decay_momentum is None else cfg.decay_momentum
+    return [(lr, cfg.momentum, epoch == 0) if epoch < first else
+            (lr * cfg.decay, after, epoch == first and cfg.schedule == "rebuild") for epoch in range(cfg.epochs + 1)]
+
+
+def _optimizer(model: nn.Module, lr: float, momentum: float,
+               cfg: EvalConfig) -> torch.optim.Optimizer | SharpnessAware:
     """The protocol's SGD, wrapped in plain SAM (alpha 0, not adaptive) when cfg.sam_rho > 0."""
-    sgd = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sgd = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=cfg.weight_decay)
     if cfg.sam_rho > 0:
         return SharpnessAware(model.parameters(), sgd, cfg.sam_rho, alpha=0.0, adaptive=False, model=model)
     return sgd
@@ -67,19 +91,22 @@ def train_network(images: Tensor, labels: Tensor, lr: float, arch: str, num_clas
     Hard labels train with cross-entropy; soft labels (float [N, C] logits) with cfg.soft_loss: the L1 distance of
     the logits (APM) or the soft cross-entropy against their softmax (DATM).
 
-    With cfg.sam_rho > 0 each batch is one SAM step on the same augmented batch; the lr schedule stays the
-    protocol's (FTD's SAM evaluation had no decay; we keep one protocol and change only the optimizer).
+    The lr and momentum of each epoch are epoch_schedule's. With cfg.sam_rho > 0 each batch is one SAM step on the
+    same augmented batch; the lr schedule stays the protocol's (FTD's SAM evaluation had no decay; we keep one
+    protocol and change only the optimizer).
     """
     with seeded(seed, "eval-init"):
         model = build_model(arch, images.shape[1], num_classes, images.shape[-1])
     model.to(images.device, non_blocking=True).train()  # no host wait on CUDA: the loop reads nothing back
     shuffle, aug = generator(seed, "eval-shuffle"), generator(seed, "eval-dsa")
-    opt = _optimizer(model, lr, cfg)
     criterion = SOFT_CRITERIA[cfg.soft_loss] if labels.is_floating_point() else F.cross_entropy
-    progress = Progress(cfg.epochs, f"evaluate {arch} seed {seed}")
-    for epoch in range(cfg.epochs):
-        if epoch == cfg.epochs // 2 and cfg.epochs > 1:
-            opt = _optimizer(model, lr * cfg.decay, cfg)
+    schedule = epoch_schedule(cfg, lr)
+    progress = Progress(len(schedule), f"evaluate {arch} seed {seed}")
+    for epoch, (rate, momentum, new) in enumerate(schedule):
+        if new:
+            opt = _optimizer(model, rate, momentum, cfg)
+        for group in (opt.base if isinstance(opt, SharpnessAware) else opt).param_groups:
+            group["lr"] = rate  # multistep: the decay in the optimizer that keeps its momentum
         order = to_device(torch.randperm(len(images), generator=shuffle), images.device)
         batches = order.split(cfg.batch)
         for b, idx in enumerate(batches, 1):
@@ -106,9 +133,12 @@ def evaluate(images: Tensor, labels: Tensor, lr: float | None, arch: str, test_i
 
 def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str, seed: int, cfg: EvalConfig,
                     zca_path: str | Path | None = None, device: str = "cpu", protocol: str = "default",
-                    gpu_memory_gb: float | None = None) -> dict:
+                    gpu_memory_gb: float | None = None, validation: bool = False) -> dict:
     """Evaluate a synset file on the test split (in the synset's domain: ZCA or normalised); JSON-ready.
-    `gpu_memory_gb` (runtime.gpu_memory_gb) keeps a test split too large for the GPU on the host (data.load_split)."""
+    `gpu_memory_gb` (runtime.gpu_memory_gb) keeps a test split too large for the GPU on the host (data.load_split).
+    With `validation` the same network is also scored on the dataset's held-out validation split
+    (`validation_accuracy`), which a selection rule may read instead of the test accuracy (report/selection.py).
+    A snapshot's `iteration` (distill/snapshots.py) is recorded."""
     synset = load_synset(synset_path, expect={"dataset_sha256": load_meta(prepared_dir)["sha256"]["train.pt"]})
     meta = synset["meta"]
     if meta["zca"] and zca_path is None:
@@ -123,9 +153,46 @@ def evaluate_synset(synset_path: str | Path, prepared_dir: str | Path, arch: str
                              f"without soft_labels")
         labels = synset["soft_labels"].to(device)
     lr = synset["lr"] if synset["lr"] is not None else cfg.default_lr
-    acc = evaluate(images, labels, lr, arch, test_images, test_labels, meta["num_classes"], seed, cfg)
+    model = train_network(images, labels, lr, arch, meta["num_classes"], seed, cfg)
+    acc = accuracy(model, test_images, test_labels)
     log.info("%s %s ipc%d on %s, seed %d: test accuracy %.2f%%", meta["method"], meta["dataset"], meta["ipc"], arch,
              seed, 100 * acc)
-    return {"method": meta["method"], "dataset": meta["dataset"], "ipc": meta["ipc"], "arch": arch, "seed": seed,
-            "accuracy": acc, "lr": lr, "protocol": protocol, "selection": "final-epoch", "eval": asdict(cfg),
-            "seeds": role_seeds(seed, EVAL_ROLES)}
+    result = {"method": meta["method"], "dataset": meta["dataset"], "ipc": meta["ipc"], "arch": arch, "seed": seed,
+              "accuracy": acc, "lr": lr, "protocol": protocol, "selection": "final-epoch", "eval": asdict(cfg),
+              "seeds": role_seeds(seed, EVAL_ROLES)}
+    if "iteration" in meta:
+        result["iteration"] = meta["iteration"]
+    if validation:
+        result["validation_accuracy"] = validation_accuracy(model, prepared_dir, zca, device, gpu_memory_gb)
+    return result
+
+
+def validation_accuracy(model: nn.Module, prepared_dir: str | Path, zca: dict | None, device: str,
+                        gpu_memory_gb: float | None = None) -> float:
+    """A trained network's accuracy on the dataset's held-out validation split (data.prepare: val.pt)."""
+    images, labels = load_split(prepared_dir, "validation", zca=zca, device=device, gpu_memory_gb=gpu_memory_gb)
+    return accuracy(model, images, labels)
+
+
+def evaluate_real(prepared_dir: str | Path, arch: str, seed: int, cfg: EvalConfig, zca_path: str | Path | None = None,
+                  device: str = "cpu", protocol: str = "default", gpu_memory_gb: float | None = None,
+                  validation: bool = False) -> dict:
+    """The protocol run on the whole real training split with its hard labels at cfg.default_lr (DD-Ranking's
+    "real-hard" accuracy, report/scores.py): a fresh `arch`, test accuracy after the final epoch; JSON-ready."""
+    if cfg.soft_labels:
+        raise ValueError(f"protocol '{protocol}' trains on soft labels; the real training split has only its hard "
+                         f"labels")
+    meta = load_meta(prepared_dir)
+    zca = load_zca(zca_path) if zca_path is not None else None
+    images, labels = load_split(prepared_dir, "train", zca=zca, device=device, gpu_memory_gb=gpu_memory_gb)
+    test_images, test_labels = load_split(prepared_dir, "test", zca=zca, device=device, gpu_memory_gb=gpu_memory_gb)
+    model = train_network(images, labels, cfg.default_lr, arch, meta["num_classes"], seed, cfg)
+    acc = accuracy(model, test_images, test_labels)
+    log.info("the real %s training split (%d images) on %s, seed %d: test accuracy %.2f%%", meta["name"], len(labels),
+             arch, seed, 100 * acc)
+    result = {"method": "real", "dataset": meta["name"], "images": len(labels), "arch": arch, "seed": seed,
+              "accuracy": acc, "lr": cfg.default_lr, "protocol": protocol, "zca": zca is not None,
+              "selection": "final-epoch", "eval": asdict(cfg), "seeds": role_seeds(seed, EVAL_ROLES)}
+    if validation:
+        result["validation_accuracy"] = validation_accuracy(model, prepared_dir, zca, device, gpu_memory_gb)
+    return result

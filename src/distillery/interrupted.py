@@ -1,4 +1,4 @@
-"""Jobs that did not finish, so that the next run redoes them.
+"""Jobs that did not finish, so that the next run redoes them; and one writer per output.
 
 Snakemake 9 records a failed job's outputs as complete although it removed them (snakemake/snakemake#3808): a
 later run then redoes nothing while the files made from those outputs still exist (a preempted rerun with new
@@ -6,17 +6,27 @@ settings left the old table). So a job marks its first output while it runs (`.<
 succeeds); when a run ends with a failure, the workflow's `onerror` hook adds one to `.<file>.interrupted` for each
 marker left behind. That count is a param of the job: it changed, so the next run redoes the job (resuming from its
 checkpoint) and everything made from its output. A later success keeps the count, so nothing reruns twice.
+
+The running job holds an exclusive lock on its marker (flock), so two processes never write one output at once: a
+second job for the same output (a rerun started while a job of a killed Snakemake was still stopping) waits for the
+first to end, logging its PID, and then resumes from the checkpoint the first left.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
+import logging
 import os
 import socket
 import time
 from pathlib import Path
+from typing import Iterator
 
 from distillery.io import atomic_write, beside
 
+log = logging.getLogger("distillery")
 RUNNING, COUNT = "running", "interrupted"
 
 
@@ -26,27 +36,76 @@ def interruptions(output: str | Path) -> int:
     return int(path.read_text()) if path.is_file() else 0
 
 
-def mark_running(output: str | Path) -> None:
-    """Mark the job writing `output` as started (host, pid and time, for `record_interruptions` and for people)."""
-    record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    atomic_write(beside(output, RUNNING), lambda f: f.write(json.dumps(record).encode()))
+def _holder(fd: int) -> str:
+    """Who holds a marker, from its record: 'process <pid> on <host> (started <time>)'."""
+    try:
+        record = json.loads(os.pread(fd, 4096, 0))
+        return f"process {record['pid']} on {record['host']} (started {record['started']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
 
 
-def clear_running(output: str | Path) -> None:
-    """The job writing `output` succeeded."""
-    beside(output, RUNNING).unlink(missing_ok=True)
+def _lock(marker: Path, what: str) -> tuple[int, str | None]:
+    """Open `marker` (created if missing) and lock it exclusively, waiting while another process holds it; returns the
+    descriptor and whom it waited for. A file system without locks is logged and writes unguarded."""
+    waited, announced = None, 0.0
+    while True:
+        fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES):
+                log.warning("%s: cannot lock %s (%s): a second process writing it at once would not be stopped",
+                            what, marker, error)
+                return fd, waited
+            waited = _holder(fd)
+            os.close(fd)
+            if time.monotonic() - announced > 60:  # at once, then once a minute
+                announced = time.monotonic()
+                log.warning("%s is being written by %s; waiting for it to end before writing it here (a job whose "
+                            "Snakemake was killed stops at its next checkpoint poll)", what, waited)
+            time.sleep(0.5)
+            continue
+        try:
+            current = os.stat(marker).st_ino == os.fstat(fd).st_ino  # not a marker its finished job removed
+        except FileNotFoundError:
+            current = False
+        if current:
+            return fd, waited
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def running(output: str | Path) -> Iterator[str | None]:
+    """Mark the job writing `output` as running while the body runs, holding the marker's lock: yields whom it waited
+    for (another process writing `output`, see `_lock`), or None. Removed when the body succeeds; left, unlocked, when
+    it fails, for `record_interruptions`."""
+    marker = beside(output, RUNNING)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    fd, waited = _lock(marker, str(output))
+    try:
+        record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        yield waited
+        marker.unlink(missing_ok=True)  # still locked: a waiting process reopens a fresh marker
+    finally:
+        os.close(fd)
 
 
 def _still_running(marker: Path) -> bool:
-    """Whether the marker's job is a live process on this host (a job of another Snakemake run in this directory)."""
+    """Whether the marker's job still runs: its lock is held (by a job of another Snakemake run in this directory)."""
     try:
-        record = json.loads(marker.read_text())
-        if record["host"] != socket.gethostname():
-            return False
-        os.kill(int(record["pid"]), 0)
-    except (OSError, ValueError, KeyError):
+        fd = os.open(marker, os.O_RDONLY)
+    except OSError:
         return False
-    return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as error:
+        return error.errno in (errno.EAGAIN, errno.EACCES)
+    finally:
+        os.close(fd)
+    return False
 
 
 def record_interruptions(root: str | Path) -> list[Path]:

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
@@ -13,7 +15,8 @@ import torch
 
 
 def write_temp(directory: Path, name: str, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Write through `write` into a hidden, fsynced temp file in `directory`; it is removed if writing fails."""
+    """Write through `write` into a hidden, fsynced temp file in `directory`; it is removed if writing fails. A full
+    disk (or quota) fails as that, naming the file, whatever error the writer made of it (see `disk_full`)."""
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
@@ -21,10 +24,28 @@ def write_temp(directory: Path, name: str, write: Callable[[IO[bytes]], Any]) ->
             write(f)
             f.flush()
             os.fsync(f.fileno())
-    except BaseException:
+    except BaseException as error:
         os.remove(tmp)
+        full = disk_full(error)
+        if full is not None:
+            free = shutil.disk_usage(directory).free
+            raise OSError(full.errno, f"{errno.errorcode[full.errno]} ({os.strerror(full.errno)}) while writing "
+                                      f"{directory / name} ({free:,} bytes free there): free space on that file "
+                                      f"system (or raise the quota), then run the same command again") from error
         raise
     return Path(tmp)
+
+
+def disk_full(error: BaseException) -> OSError | None:
+    """The ENOSPC or EDQUOT error behind `error`, if any: torch.save reports a full disk as `RuntimeError: [enforce
+    fail at inline_container.cc] . unexpected pos …`, the OSError only in the chain it was raised from."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:

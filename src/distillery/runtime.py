@@ -1,19 +1,22 @@
 """What every workflow job runs inside: its log file (its own error included), its thread pool, its device, a
-clean stop on SIGTERM, and the mark that it has not finished yet (distillery.interrupted)."""
+clean stop on a stop signal or when its Snakemake ends, and the mark that it has not finished yet, which is also its
+output's one-writer lock (distillery.interrupted)."""
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
+import socket
 import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 
-from distillery.checkpoint import Preempted
+from distillery.checkpoint import Preempted, on_stop_signals, restore_signals
 from distillery.choices import TF32_MODES
-from distillery.interrupted import clear_running, mark_running
+from distillery.interrupted import running
 from distillery.progress import setup_logging
 
 log = logging.getLogger("distillery")
@@ -30,36 +33,129 @@ def resolve_device(name: str = "auto") -> str:
 
 
 def _stop(signum, frame) -> None:
-    raise Preempted("stopped by SIGTERM outside a checkpointed loop; run the same snakemake command again to redo "
-                    "the job")
+    raise Preempted(f"stopped by {signal.Signals(signum).name} outside a checkpointed loop; run the same snakemake "
+                    f"command again to redo the job")
+
+
+# The Snakemake process whose jobs this process's children are: "host:pid:start", set by the Snakefile.
+WORKFLOW_PROCESS = "DISTILLERY_WORKFLOW_PROCESS"
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, …, start time at index 19), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
+def process_id(pid: int | None = None) -> str:
+    """'host:pid:start' of a process (this one by default): its start time tells it from a later one given its PID."""
+    pid = os.getpid() if pid is None else pid
+    fields = _stat(pid)
+    return f"{socket.gethostname()}:{pid}:{fields[19] if fields else ''}"
+
+
+def announce_workflow_process() -> None:
+    """Called where Snakemake reads the Snakefile: the jobs it starts inherit its identity and stop when it ends."""
+    os.environ[WORKFLOW_PROCESS] = process_id()
+
+
+def _alive(pid: int, start: str) -> bool:
+    """Whether the process `pid` started at `start` still runs (not ended, not a zombie, not a later one)."""
+    fields = _stat(pid)
+    if fields is not None:
+        return fields[0] != "Z" and (not start or fields[19] == start)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _ancestors() -> set[int]:
+    """The PIDs above this process (its parent, theirs, …), as far as /proc shows them."""
+    found, pid = set(), os.getppid()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        fields = _stat(pid)
+        if fields is None:
+            return found
+        pid = int(fields[1])
+    return found
+
+
+def _watched() -> tuple[int, str] | None:
+    """The Snakemake process to watch: the one WORKFLOW_PROCESS names, if it is on this host, alive and above this
+    process (an intermediate shell may stand between); else None (a job run by hand, or by another machine's)."""
+    host, _, rest = os.environ.get(WORKFLOW_PROCESS, "").partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit() or not _alive(int(pid), start):
+        return None
+    if Path("/proc").is_dir() and int(pid) not in _ancestors():
+        return None
+    return int(pid), start
+
+
+class Watchdog:
+    """Stops this job as a stop signal would (SIGTERM to itself: a checkpoint, then Preempted) once the Snakemake
+    process that started it has ended, e.g. killed with SIGKILL: a job never goes on as an orphan writing outputs
+    that a rerun's job writes too. Polls every `interval` seconds in a daemon thread; does nothing outside a
+    Snakemake job (see `_watched`)."""
+
+    def __init__(self, interval: float = 1.0):
+        self.target, self.interval = _watched(), interval
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True, name="snakemake-watchdog")
+
+    def __enter__(self) -> "Watchdog":
+        if self.target is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+
+    def _watch(self) -> None:
+        pid, start = self.target
+        while not self.done.wait(self.interval):
+            if not _alive(pid, start):
+                log.warning("the Snakemake process that started this job (%d) has ended: stopping as on SIGTERM; "
+                            "run `snakemake --unlock` with your options, then your command with --rerun-incomplete",
+                            pid)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
 
 
 @contextlib.contextmanager
 def job(log_path: str | Path | None, outputs: Sequence[str | Path], threads: int = 1, device: str = "cpu",
         tf32: str = "all") -> Iterator[str]:
-    """One workflow job: logs to `log_path`, marks `outputs[0]` unfinished until the body succeeds, sizes the thread
-    pool and yields the resolved device (its TF32 mode set). SIGTERM outside a checkpointed loop stops the job
-    (checkpoints take SIGTERM over inside theirs). Any error is logged with its traceback, so the job's log holds it
-    as well as stderr (the SLURM output), and the job exits with status 1."""
-    setup_logging(str(log_path) if log_path else None)
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _stop) if main else None
+    """One workflow job: holds `outputs[0]`'s running mark (waiting while another process writes it; see
+    distillery.interrupted.running), logs to `log_path`, sizes the thread pool and yields the resolved device (its
+    TF32 mode set). A stop signal outside a checkpointed loop stops the job (checkpoints take them over inside
+    theirs), and so does the end of the Snakemake process that started it (Watchdog). Any error is logged with its
+    traceback, so the job's log holds it as well as stderr (the SLURM output), and the job exits with status 1."""
+    setup_logging(None)  # stderr only until the output is this process's: the log may still be another's
+    previous = on_stop_signals(_stop)
+    guard = running(outputs[0]) if outputs else contextlib.nullcontext()
     try:
-        if outputs:
-            mark_running(outputs[0])
-        torch.set_num_threads(max(1, threads))
-        resolved = resolve_device(device)
-        if set_tf32(resolved, tf32):
-            log.info("device %s, TF32 mode %s (runtime.tf32)", resolved, tf32)
-        yield resolved
+        with Watchdog(), guard as waited:
+            setup_logging(str(log_path) if log_path else None)
+            if waited:
+                log.info("waited for %s, which was writing %s, to end", waited, outputs[0])
+            torch.set_num_threads(max(1, threads))
+            resolved = resolve_device(device)
+            if set_tf32(resolved, tf32):
+                log.info("device %s, TF32 mode %s (runtime.tf32)", resolved, tf32)
+            yield resolved
     except (Exception, KeyboardInterrupt) as error:
         log.exception("job failed: %s: %s", type(error).__name__, error)
         raise SystemExit(1) from None
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    if outputs:
-        clear_running(outputs[0])
+        restore_signals(previous)
 
 
 # runtime.tf32: which CUDA kernels may use TF32 (about 10 mantissa bits instead of 23, several times faster on

@@ -27,7 +27,7 @@ def seeded(seed: int, role: str) -> Iterator[None]:
         yield
 
 
-SEED_ROLES = ("init", "experts", "start-epoch", "batches", "dsa", "perturb", "apm-select")
+SEED_ROLES = ("init", "init-expert", "experts", "start-epoch", "batches", "dsa", "perturb", "apm-select")
 
 
 def role_seeds(seed: int, roles: tuple[str, ...]) -> dict[str, int]:

@@ -1,4 +1,5 @@
 # Config validation and input functions. Everything that computes lives in the distillery library.
+import re
 import sys
 from pathlib import Path
 
@@ -6,12 +7,14 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 from distillery.choices import EXPERT_MEASURES, FIGURES, LOGGED_KINDS, NORMS, STABILITY_PARAMETERS
+from distillery.data import reads_data_dir
 from distillery.distill.config import DistillConfig
 from distillery.interrupted import interruptions, record_interruptions
 from distillery.plan import (
     PATHS,
     check_config,
     check_schema,
+    config_name,
     eval_config,
     expert_files,
     expert_group_resources,
@@ -29,6 +32,7 @@ from distillery.plan import (
     nas_synset,
     resolve_method,
     rule_resources,
+    shown_path,
     stability_settings,
     stability_spec,
     stability_trials,
@@ -36,17 +40,22 @@ from distillery.plan import (
     table_notes,
     table_sources,
     table_spec,
+    type_cli_values,
 )
 from distillery.plan.cost import config_digest
-from distillery.runtime import resolve_device
+from distillery.plan.honest import split_datasets, table_selection, validation_spec
+from distillery.plan.targets import snapshot_distillations
+from distillery.runtime import announce_workflow_process, resolve_device
 
 
+type_cli_values(config, dict(workflow.config_settings.config))  # nested --config values as their YAML types
 check_schema(config, f"{workflow.basedir}/schemas/config.schema.yaml")  # errors naming the field
 validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
-check_config(config)
+check_config(config, Path(workflow.basedir).parent)  # reported_files are relative to the repository
 for warning in initial_share_warnings(config):
     logger.warning(f"Warning: {warning}")
 resolve_device(config["device"])  # a CUDA request this machine cannot meet fails here, before any job or deletion
+announce_workflow_process()  # jobs stop when this Snakemake process ends (distillery.runtime.Watchdog)
 
 
 onerror:
@@ -62,7 +71,8 @@ wildcard_constraints:
     arch="[A-Za-z0-9_]+",
     seed="[0-9]+",
     group="[0-9]+",
-    protocol="[A-Za-z0-9_.]+",
+    protocol="[A-Za-z0-9_.]+(~[a-z]+)*",  # ~hard, ~noaug: a protocol's twins (plan.settings.PROTOCOL_VARIANTS)
+    iteration="[0-9]+",
     k="[0-9]+",
     norm="|".join(NORMS),
     table="[A-Za-z0-9_/-]+",
@@ -95,6 +105,12 @@ def interrupted(path):
 
 def settings(wildcards):
     return resolve_method(config, wildcards.method, wildcards.dataset, int(wildcards.ipc))
+
+
+def data_dir(wildcards):
+    """data_dir for a dataset that reads its raw files there, None for one that never does (digits): a param, so
+    changing data_dir prepares again only what reads it."""
+    return config["data_dir"] if reads_data_dir(wildcards.dataset) else None
 
 
 def data_files(dataset, zca):
@@ -132,10 +148,13 @@ def expert_stats_inputs(wildcards):
 
 
 def distill_inputs(wildcards):
-    chosen = settings(wildcards)
-    return {**data_files(wildcards.dataset, chosen["zca"]),
-            "experts": buffers(expert_files(config, wildcards.dataset, chosen)),
-            "groups": group_files(wildcards.dataset, chosen)}
+    return distill_inputs_of(wildcards.method, wildcards.dataset, wildcards.ipc)
+
+
+def distill_inputs_of(method, dataset, ipc):
+    chosen = resolve_method(config, method, dataset, int(ipc))
+    return {**data_files(dataset, chosen["zca"]), "experts": buffers(expert_files(config, dataset, chosen)),
+            "groups": group_files(dataset, chosen)}
 
 
 def distill_params(wildcards):
@@ -163,6 +182,35 @@ def stability_inputs(wildcards):
 def evaluate_inputs(wildcards):
     synset = PATHS["synset"].format(method=wildcards.method, dataset=wildcards.dataset, ipc=wildcards.ipc)
     return {**data_files(wildcards.dataset, settings(wildcards)["zca"]), "synset": synset}
+
+
+def split_pattern():
+    """A regex matching exactly the datasets the config holds a validation split out of (plan.honest)."""
+    return "|".join(re.escape(dataset) for dataset in split_datasets(config)) or "(?!)"
+
+
+def held_out(dataset):
+    """The dataset's held-out validation split as an input (plan.honest), or none."""
+    return {"validation": PATHS["validation"].format(dataset=dataset)} if validation_spec(config, dataset) else {}
+
+
+def evaluate_split_inputs(wildcards):
+    return {**evaluate_inputs(wildcards), **held_out(wildcards.dataset)}
+
+
+def snapshot_inputs(wildcards):
+    snapshot = PATHS["snapshot"].format(method=wildcards.method, dataset=wildcards.dataset, ipc=wildcards.ipc,
+                                        iteration=wildcards.iteration)
+    return {**evaluate_split_inputs(wildcards), "synset": snapshot}
+
+
+def real_inputs(wildcards):
+    return {**data_files(wildcards.dataset, wildcards.norm == "zca"), **held_out(wildcards.dataset)}
+
+
+def distill_res(where, key):
+    """A resource of a concrete distill rule (one distillation that keeps snapshots), by attempt."""
+    return lambda wildcards, attempt: rule_resources(config, "distill", where["dataset"], attempt, job=where)[key]
 
 
 def nas_train_inputs(wildcards):
@@ -200,8 +248,9 @@ def figure_inputs(wildcards):
 
 
 def reported_files():
-    """Paper-reported numbers (config `reported_files`), relative to the repository when not absolute."""
-    return [str(Path(workflow.basedir).parent / f) for f in config.get("reported_files", [])]
+    """Paper-reported numbers (config `reported_files`), relative to the repository when not absolute; named relative
+    to the working directory where they lie under it (a moved checkout reruns no table)."""
+    return [shown_path(Path(workflow.basedir).parent / f, Path.cwd()) for f in config.get("reported_files", [])]
 
 
 def pdf_twin(png):

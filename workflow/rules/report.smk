@@ -19,7 +19,7 @@ rule cost:
     params:
         config=config_digest(config),  # any config change recomputes the table
         device="gpu",
-        name=", ".join(workflow.configfiles[-1:]) or "the default config",
+        name=config_name(workflow.config_settings.configfiles, Path.cwd(), Path(workflow.basedir).parent),
     log:
         "results/logs/cost.log",
     benchmark:
@@ -46,6 +46,8 @@ rule table:
         title=table_title,
         reported=table_option("reported", {}),
         measure=table_option("measure", "accuracy"),
+        rules=lambda wildcards: table_selection(config, table_spec(config, wildcards.table))["rules"],
+        weight=table_option("score_weight", 0.5),
         sources=lambda wildcards: table_sources(config, wildcards.table),
         notes=lambda wildcards: table_notes(config, wildcards.table),
     log:

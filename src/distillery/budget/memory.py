@@ -22,6 +22,7 @@ from distillery.budget import calibrate
 from distillery.choices import AUTO, EXACT_MEMORIES, FEATURE_SELECTS
 from distillery.data.host import LOAD_BYTES_PER_PIXEL, split_on_device
 from distillery.data.registry import DatasetSpec, get_spec
+from distillery.distill.apm import checkpoint_epochs
 from distillery.distill.config import DistillConfig
 from distillery.evaluate import EvalConfig
 from distillery.experts.recipes import Recipe, get_recipe
@@ -173,7 +174,8 @@ def adversarial_estimate(cfg: DistillConfig, spec: DatasetSpec, gpu_gb: float | 
     student_batch = min(cfg.student_batch, chosen)
     training = student_batch * (_train_slope(cfg.model, spec) + 2 * image)  # activations, augmented copies
     parts = {**data, "synthetic images": n * image * 3 + chosen * (2 * image + spec.num_classes * FLOAT),
-             "networks": (cfg.checkpoints + 4) * vector,  # teacher, K checkpoints, the student, its grad, momentum
+             # teacher, the kept students (K, one more where K does not divide E), the student, its grad, momentum
+             "networks": (len(checkpoint_epochs(cfg.student_epochs, cfg.checkpoints)) + 4) * vector,
              "saved for backward": max(graph(chunk, chosen), training)}
     return Estimate(parts, load, host, kept)
 

@@ -88,14 +88,17 @@ def load_fashion_mnist_splits(data_dir: Path) -> RawSplits:
     return load_torchvision_splits("fashion-mnist", data_dir)
 
 
-# name -> (torchvision class, what torchvision expects under data_dir/<name>)
-TORCHVISION_SOURCES: dict[str, tuple[str, str]] = {
-    "mnist": ("MNIST", "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]"),
+# name -> (torchvision class, what torchvision expects under data_dir/<name>, the files or folders of it that may be
+# there already: then a failure means they are corrupt or incomplete, not missing)
+TORCHVISION_SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "mnist": ("MNIST", "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]", ("MNIST/raw",)),
     "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] "
-                                      "(or the four idx files directly in this folder)"),
-    "cifar10": ("CIFAR10", "cifar-10-python.tar.gz or its extracted folder cifar-10-batches-py/"),
-    "cifar100": ("CIFAR100", "cifar-100-python.tar.gz or its extracted folder cifar-100-python/"),
-    "svhn": ("SVHN", "train_32x32.mat and test_32x32.mat"),
+                                      "(or the four idx files directly in this folder)", ("FashionMNIST/raw",)),
+    "cifar10": ("CIFAR10", "cifar-10-python.tar.gz or its extracted folder cifar-10-batches-py/",
+                ("cifar-10-python.tar.gz", "cifar-10-batches-py")),
+    "cifar100": ("CIFAR100", "cifar-100-python.tar.gz or its extracted folder cifar-100-python/",
+                 ("cifar-100-python.tar.gz", "cifar-100-python")),
+    "svhn": ("SVHN", "train_32x32.mat and test_32x32.mat", ("train_32x32.mat", "test_32x32.mat")),
 }
 
 
@@ -114,7 +117,7 @@ def load_torchvision_splits(name: str, data_dir: Path) -> RawSplits:
     """Load (downloading if needed) a torchvision dataset rooted at data_dir/<name>; failure -> DataMissingError."""
     import torchvision.datasets
 
-    class_name, expected = TORCHVISION_SOURCES[name]
+    class_name, expected, present = TORCHVISION_SOURCES[name]
     root = data_dir / name
     cls = getattr(torchvision.datasets, class_name)
     try:
@@ -122,7 +125,15 @@ def load_torchvision_splits(name: str, data_dir: Path) -> RawSplits:
             train, test = (cls(root=str(root), split=s, download=True) for s in ("train", "test"))
         else:
             train, test = (cls(root=str(root), train=t, download=True) for t in (True, False))
-    except Exception as err:  # no network, refused download, corrupt archive: all mean "files not usable"
+    except Exception as err:  # files there but unusable (torchvision checks their md5), or absent and not downloaded
+        found = [str(root / p) for p in present if (root / p).exists()]
+        if found:
+            raise DataMissingError(
+                f"dataset {name!r}: {' and '.join(found)} is there but torchvision cannot use it: it is corrupt or "
+                f"incomplete (torchvision checks its md5 and the files it needs), and downloading a fresh copy failed "
+                f"({type(err).__name__}: {err}). Replace it with an intact copy of {expected} (or delete it, and "
+                f"torchvision downloads it again) and rerun prepare."
+            ) from err
         raise DataMissingError(
             f"dataset {name!r}: the raw files are not in {root} and the torchvision download failed "
             f"({type(err).__name__}: {err}). Put {expected} into {root} (torchvision.datasets.{class_name} layout) "

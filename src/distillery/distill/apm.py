@@ -17,6 +17,7 @@ from distillery.augment import dsa
 from distillery.checkpoint import Checkpoint, LoopState
 from distillery.distill.config import DistillConfig
 from distillery.distill.init import init_synthetic
+from distillery.distill.snapshots import Snapshots
 from distillery.functional import frozen, snapshot_model
 from distillery.models import build_model
 from distillery.progress import Progress
@@ -42,14 +43,22 @@ def predict(net: nn.Module, images: Tensor, batch: int) -> Tensor:
     return torch.cat([net(images[i:i + batch]) for i in range(0, len(images), batch)])
 
 
+def checkpoint_epochs(epochs: int, checkpoints: int) -> list[int]:
+    """The epochs (0-based, of 0 … E) after which a student is kept, as APM's distill.py:58-59 (@53c8847):
+    np.arange(0, E, E // K)[1:] + [E], i.e. every E // K epochs and the last (K of them when K divides E)."""
+    step = epochs // checkpoints
+    return list(range(step, epochs, step)) + [epochs]
+
+
 def train_student(images: Tensor, targets: Tensor, model_name: str, num_classes: int, cfg: DistillConfig,
                   seed: int) -> list[nn.Module]:
-    """Train a fresh `model_name` for E = cfg.student_epochs epochs to regress `targets` (a teacher's logits)
-    with F.l1_loss; returns K = cfg.checkpoints frozen copies, taken after epochs round(E·k/K), k = 1..K.
+    """Train a fresh `model_name` for epochs 0 … E (E = cfg.student_epochs: `range(Epoch+1)`, distill.py:61) to
+    regress `targets` (a teacher's logits) with F.l1_loss; returns frozen copies taken after checkpoint_epochs.
 
-    SGD(lr_net, momentum 0.9, wd 5e-4), lr ×0.1 for epochs after E//2, minibatches of student_batch, DSA on
-    every batch. As in the authors' code the caller computes `targets` on the un-augmented images, so the
-    student sees augmented views of an image paired with the teacher's logits on the clean one.
+    SGD(lr_net, momentum 0.9, wd 5e-4) with MultiStepLR([E//2+1], 0.1) stepped after each epoch (distill.py:43-44,
+    :69): lr ×0.1 from epoch E//2+1 on, the momentum kept; minibatches of student_batch, DSA on every batch. As in
+    the authors' code the caller computes `targets` on the un-augmented images, so the student sees augmented views
+    of an image paired with the teacher's logits on the clean one.
     """
     with seeded(seed, "apm-student"):
         model = build_model(model_name, images.shape[1], num_classes, images.shape[-1])
@@ -57,10 +66,10 @@ def train_student(images: Tensor, targets: Tensor, model_name: str, num_classes:
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr_net, momentum=0.9, weight_decay=5e-4)
     aug, order = generator(seed, "apm-student-dsa"), generator(seed, "apm-student-batches")
     epochs = cfg.student_epochs
-    marks = {round(epochs * k / cfg.checkpoints) for k in range(1, cfg.checkpoints + 1)}
+    marks = set(checkpoint_epochs(epochs, cfg.checkpoints))
     images, targets = images.detach(), targets.detach()
     kept = []
-    for epoch in range(1, epochs + 1):
+    for epoch in range(epochs + 1):
         if epoch == epochs // 2 + 1:
             for group in opt.param_groups:
                 group["lr"] = cfg.lr_net * 0.1
@@ -125,9 +134,19 @@ def draw_subset(n: int, size: int, select: torch.Generator, device: torch.device
     return to_device(torch.randperm(n, generator=select)[:size], device)
 
 
+def peek_soft_labels(teachers, cfg: DistillConfig, num_classes: int, images: Tensor) -> Tensor:
+    """The soft labels a run stopped now would end with (the next teacher's logits on `images`), with the teachers'
+    order left as it was, so peeking changes nothing that follows."""
+    state = teachers.state()
+    teacher = snapshot_model(next(teachers), cfg.model, num_classes, images)
+    teachers.load_state(state)
+    return predict(teacher, images, cfg.student_batch)
+
+
 def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
                         teachers: Iterator[Tensor], init: tuple[Tensor, Tensor] | None = None,
-                        checkpoint: Checkpoint | None = None, max_bad: int = 10) -> DistillResult:
+                        checkpoint: Checkpoint | None = None, max_bad: int = 10,
+                        snapshots: Snapshots | None = None) -> DistillResult:
     """Run cfg.iterations APM iterations; `teachers` yields [rows, P] files whose last row is a teacher.
 
     Every iteration draws batch_syn random synthetic images (distill.py:301 @53c8847, inside the iteration loop)
@@ -142,6 +161,8 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
     `checkpoint` the state is saved only at the end of a refresh period (where no student is live), so a
     SIGTERM is honoured within mid_gap+1 iterations; what it saves is the LoopState declared below, and
     `teachers` then needs state()/load_state().
+    `snapshots` keeps the images at its iterations (distill/snapshots.py) with the soft labels the run would end
+    with there: the next teacher's logits (peek_soft_labels; `teachers` then needs state()/load_state()).
     """
     device = images.device
     if init is None:
@@ -156,7 +177,17 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
     chosen = min(cfg.batch_syn or n, n)
     loop = LoopState(device, kept=dict(images=syn_images, opt=opt, select=select, teachers=teachers),
                      values=dict(step=0, history=[], refreshes=0, bad=0))
-    loop.resume(checkpoint)
+    resumed = loop.resume(checkpoint)
+
+    def snapshot(it: int) -> None:
+        if snapshots is not None and snapshots.due(it):
+            result = syn_images.detach()
+            snapshots.save(it, result, syn_labels, cfg.lr_net, peek_soft_labels(teachers, cfg, num_classes, result))
+
+    if snapshots is not None:
+        snapshots.start(resumed)
+    if loop.step == 0:
+        snapshot(0)
     progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}", done=loop.step)
     for it in range(loop.step + 1, cfg.iterations + 1):
         tic = time.perf_counter()
@@ -188,6 +219,7 @@ def distill_adversarial(cfg: DistillConfig, images: Tensor, labels: Tensor, num_
                                     f"lr_net (now {cfg.lr_net})", it, loss, cfg.lr_net)
         progress.update(it, loss=loss, lr=cfg.lr_net)
         loop.step = it
+        snapshot(it)
         if checkpoint is not None and it % (cfg.mid_gap + 1) == 0:
             checkpoint.step(it, loop.capture)
     progress.close()

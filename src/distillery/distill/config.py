@@ -6,14 +6,28 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from distillery.augment import DEFAULT_STRATEGY
 from distillery.choices import (APM_SUBSETS, DISAGREEMENTS, DISTANCES, INITS, INTERMEDIATES, KINDS, MATCHES, MEMORIES,
-                                PERTURBS, SELECTS, SPACINGS)
-from distillery.typecheck import check_types
+                                PERTURBS, REPRESENTATIVES, SELECTS, SPACINGS)
+from distillery.typecheck import SettingError, check_types
 
 # Components only trajectory matching uses, with their "off" value.
 TRAJECTORY_COMPONENTS = (("match", "fixed"), ("intermediate", "none"), ("balance", False), ("perturb", "none"),
                          ("ema_decay", None), ("memory", "full"), ("chunk", None), ("inner_momentum", 0.0),
                          ("learn_labels", False), ("threshold", None), ("min_start_epoch", 0),
                          ("current_max_start_epoch", None))
+
+# What a coreset reads: which images `select` picks (herding, kmeans and forgetting through the experts' model, domain
+# and recipe), with its seed; no other setting changes its set.
+CORESET_SETTINGS = ("method", "kind", "ipc", "model", "zca", "recipe", "select", "init_clusters", "seed")
+
+
+def uses(kind: str, name: str) -> bool:
+    """Whether a distillation of `kind` reads the setting `name`: a coreset only CORESET_SETTINGS, trajectory matching
+    every setting but `select`, the other kinds neither `select` nor the trajectory components. A setting forced on
+    every distillation (distill.overrides) is applied where it is read, and a job's params hold only what it reads,
+    so a coreset cell neither fails on nor reruns for a distillation setting."""
+    if kind == "coreset":
+        return name in CORESET_SETTINGS
+    return name != "select" and (kind == "trajectory" or name not in dict(TRAJECTORY_COMPONENTS))
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,10 @@ class DistillConfig:
     init: str = "real"               # real | noise | representative (AST: k-means on expert 0's features) |
                                      # correct (DATM: real images an expert classifies correctly)
     init_clusters: int = 10          # k-means clusters per class for representative init and kmeans select
+    representative: str = "features" # features: the paper's reading (K = min(IPC, init_clusters) clusters of expert
+                                     # 0's features, IPC/K members nearest each centre) | logits: AST's code
+                                     # (init_clusters clusters of a random expert's logits, the IPC // init_clusters
+                                     # rows nearest each centre; distill.py:112-193)
     momentum: float = 0.5            # of the image and lr optimisers
     inner_momentum: float = 0.0      # μ of the student's SGD: b_0 = g_0, b_n = μ·b_{n−1} + g_n, θ_{n+1} = θ_n − α·b_n
                                      # (0: MTT's plain SGD; AST's distill.py: 0.9)
@@ -68,8 +86,8 @@ class DistillConfig:
     memory: str = "full"
     chunk: int | None = None         # images per forward/backward piece of an inner step (None: the whole batch)
     # APM (Chen et al. 2024, kind adversarial; defaults: Table A9's common row). Other kinds ignore these.
-    student_epochs: int = 250        # E: epochs of each fresh student
-    checkpoints: int = 5             # K: student checkpoints in the image loss, after epochs round(E·k/K)
+    student_epochs: int = 250        # E: each fresh student trains epochs 0 … E (APM's range(Epoch+1))
+    checkpoints: int = 5             # K: student checkpoints in the image loss, every E // K epochs and the last
     mid_gap: int = 2                 # students (and teacher, subset) refreshed every mid_gap+1 iterations
     lr_net: float = 0.02             # the students' lr, and the evaluation lr of the result
     alpha: float = 0.1               # weight of the teacher's CE on the images (Eq. 4)
@@ -86,7 +104,7 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> None:
-            raise ValueError(f"method '{self.method}': {field}={getattr(self, field)!r} {why}")
+            raise SettingError(f"method '{self.method}'", field, getattr(self, field), why)
 
         check_types(self, f"method '{self.method}'")
         if self.kind not in KINDS:
@@ -118,6 +136,13 @@ class DistillConfig:
             bad("perturb_scale", f"must be positive with perturb={self.perturb}")
         if self.init_clusters < 1:
             bad("init_clusters", "must be at least 1")
+        if self.representative not in REPRESENTATIVES:
+            bad("representative", f"is not one of {', '.join(REPRESENTATIVES)}")
+        if self.init == "representative" and self.representative == "logits" and self.ipc % self.init_clusters:
+            bad("representative", f"takes the IPC // init_clusters images nearest each of the init_clusters k-means "
+                                  f"centres (AST's code), so IPC {self.ipc} must be a multiple of init_clusters "
+                                  f"{self.init_clusters} (the code picks none at IPC 1); use 'features' (the "
+                                  f"paper's reading)")
         if not isinstance(self.balance, bool):
             bad("balance", "must be true or false")
         if not self.balance_theta > 1:
@@ -190,7 +215,7 @@ class DistillConfig:
     def _check_window(self) -> None:
         """The start-epoch window [min_start_epoch, upper) must hold an epoch at every iteration."""
         def bad(field: str, why: str) -> None:
-            raise ValueError(f"method '{self.method}': {field}={getattr(self, field)!r} {why}")
+            raise SettingError(f"method '{self.method}'", field, getattr(self, field), why)
 
         if not 0 <= self.min_start_epoch < self.max_start_epoch:
             bad("min_start_epoch", f"must be in [0, max_start_epoch {self.max_start_epoch}): start epochs are drawn "
@@ -224,11 +249,13 @@ class DistillConfig:
         return asdict(self)
 
     def job_params(self) -> dict:
-        """The settings that differ from the defaults, plus method, kind and ipc: what a Snakemake job records as
-        its params, so a release that adds a setting (with a default) does not rerun finished jobs."""
+        """The settings its kind reads (`uses`) that differ from the defaults, plus method, kind and ipc: what a
+        Snakemake job records as its params, so a release that adds a setting (with a default) does not rerun
+        finished jobs, nor a change of a setting the job does not read."""
         defaults = {f.name: f.default for f in fields(self)}
         kept = ("method", "kind", "ipc")
-        return {k: v for k, v in asdict(self).items() if k in kept or v != defaults.get(k)}
+        return {k: v for k, v in asdict(self).items()
+                if k in kept or v != defaults.get(k) and uses(self.kind, k)}
 
 
 def fit_batch_syn(cfg: DistillConfig, num_classes: int) -> DistillConfig:

@@ -78,15 +78,29 @@ def representative_picks(feats: Tensor, ipc: int, clusters: int, seed: int) -> l
     return [i for group in chosen for i in group]
 
 
+def nearest_to_centres(feats: Tensor, ipc: int, clusters: int, seed: int) -> list[int]:
+    """AST's code (distill.py:160-175 @8030869): k-means with `clusters` centres on one class's rows (n_init 10,
+    scikit-learn's default then), then for each centre in k-means' order the ipc // clusters rows nearest it among
+    all the class's rows (a row nearest two centres is taken twice, as there; ties to the lower row)."""
+    from sklearn.cluster import KMeans  # imported here: only this selection needs scikit-learn
+
+    fit = KMeans(n_clusters=clusters, n_init=10, random_state=seed).fit(feats.numpy())
+    centres = torch.from_numpy(fit.cluster_centers_).to(feats.dtype)
+    return [i for centre in centres
+            for i in torch.sort(((feats - centre) ** 2).sum(1), stable=True).indices[:ipc // clusters].tolist()]
+
+
 def kmeans_indices(features: Tensor, labels: Tensor, num_classes: int, ipc: int, clusters: int = 10,
-                   seed: int = 0) -> Tensor:
-    """AST's representative initialisation as a selection: `representative_picks` on each class's features
-    (float64, CPU) with k-means random_state `seed`; class 0's `ipc` indices, then class 1's, ..."""
+                   seed: int = 0, per_centre: bool = False) -> Tensor:
+    """AST's representative initialisation as a selection: `representative_picks` (or, `per_centre`, the code's
+    `nearest_to_centres`) on each class's features (float64, CPU) with k-means random_state `seed`; class 0's `ipc`
+    indices, then class 1's, ..."""
+    pick = nearest_to_centres if per_centre else representative_picks
     picks = []
     for c in range(num_classes):
         idx = class_members(labels, c, ipc)
         feats = features[idx.to(features.device)].double().cpu()
-        picks.append(idx[representative_picks(feats, ipc, clusters, seed)])
+        picks.append(idx[pick(feats, ipc, clusters, seed)])
     return torch.cat(picks)
 
 

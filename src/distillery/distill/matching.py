@@ -16,9 +16,10 @@ from distillery.distill.components import (Classifier, balance_coefficient, corr
                                           nearest_step, perturb_start, pick_correct, start_upper_bound,
                                           weight_perturbation)
 from distillery.distill.config import DistillConfig
-from distillery.distill.coreset import select_coreset
+from distillery.distill.coreset import kmeans_indices, select_coreset
 from distillery.distill.init import init_synthetic
 from distillery.distill.memory import memory_unroll, step_gradient, velocity
+from distillery.distill.snapshots import Snapshots
 from distillery.functional import FlatModel
 from distillery.needs import check_expert_epochs, expert_epochs_needed
 from distillery.progress import Progress
@@ -28,7 +29,9 @@ from distillery.synset import DistillationError, DistillResult
 
 
 class Batches:
-    """Synthetic minibatches of `size` indices: chunks of a fresh random permutation, as in MTT's inner loop."""
+    """Synthetic minibatches of `size` indices: chunks of a fresh random permutation taken from the last, as in MTT's
+    inner loop (distill.py:345-349: torch.split, then list.pop()), so when `size` does not divide n the short chunk
+    comes first in each pass."""
 
     def __init__(self, n: int, size: int | None, generator: torch.Generator, device: torch.device):
         self.n, self.size, self.generator, self.device = n, size or n, generator, device
@@ -37,7 +40,7 @@ class Batches:
     def next(self) -> Tensor:
         if not self.chunks:
             perm = to_device(torch.randperm(self.n, generator=self.generator), self.device)
-            self.chunks = list(perm.split(self.size))[::-1]
+            self.chunks = list(perm.split(self.size))
         return self.chunks.pop()
 
     def state(self) -> dict:
@@ -140,6 +143,10 @@ def initial_images(cfg: DistillConfig, images: Tensor, labels: Tensor, num_class
     if features is None:
         raise ValueError(f"method '{cfg.method}': init 'representative' needs the expert features of the training "
                          f"images")
+    if cfg.representative == "logits":  # AST's code: IPC // init_clusters images nearest each centre
+        chosen = kmeans_indices(features, labels, num_classes, cfg.ipc, cfg.init_clusters, cfg.seed, per_centre=True)
+        syn_labels = torch.arange(num_classes).repeat_interleave(cfg.ipc)
+        return images[chosen.to(images.device)].clone(), syn_labels.to(images.device)
     return select_coreset("kmeans", images, labels, num_classes, cfg.ipc, generator(cfg.seed, "init"),
                           features=features, clusters=cfg.init_clusters, seed=cfg.seed)
 
@@ -207,7 +214,7 @@ def update(syn_images: Tensor, syn_lr: Tensor, opt_img: torch.optim.Optimizer, o
 def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_classes: int,
                        student: FlatModel, experts, features: Tensor | None = None,
                        checkpoint: Checkpoint | None = None, max_bad: int = 10,
-                       classifiers: Sequence[Classifier] = ()) -> DistillResult:
+                       classifiers: Sequence[Classifier] = (), snapshots: Snapshots | None = None) -> DistillResult:
     """Run `cfg.iterations` MTT iterations; `experts` yields [epochs+1, P] trajectories.
 
     `features` (the training images' embeddings) are needed only for init=representative; `classifiers` (the
@@ -224,7 +231,8 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
     DistillationError (the last checkpoint is kept). `checkpoint` saves and restores the whole state, declared once
     in its LoopState (images, lr, optimisers, EMA, every random stream, the batch and expert order, history): a
     resumed run equals an uninterrupted one bit for bit on the CPU; `experts` then needs state()/load_state()
-    (ExpertSampler).
+    (ExpertSampler). `snapshots` keeps the set (the EMA where there is one, the lr, the learned labels) at its
+    iterations (distill/snapshots.py), before the checkpoint of the same iteration.
     """
     device = images.device
     syn_images, syn_labels = initial_images(cfg, images, labels, num_classes, features, classifiers)
@@ -243,7 +251,16 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
                                        starts=starts, aug=aug, noise=noise, batches=batches, experts=experts,
                                        soft=syn_y, opt_soft=opt_y),
                      values=dict(step=0, history=[], bad=0))
-    loop.resume(checkpoint)
+    resumed = loop.resume(checkpoint)
+
+    def snapshot(it: int) -> None:
+        if snapshots is not None and snapshots.due(it):
+            snapshots.save(it, ema if ema is not None else syn_images, syn_labels, host_read(syn_lr)[0], syn_y)
+
+    if snapshots is not None:
+        snapshots.start(resumed)
+    if loop.step == 0:
+        snapshot(0)
     first_lr = float(syn_lr.detach())
     progress = Progress(cfg.iterations, f"{cfg.method} ipc{cfg.ipc}", done=loop.step)
     for it in range(loop.step + 1, cfg.iterations + 1):
@@ -275,6 +292,7 @@ def distill_trajectory(cfg: DistillConfig, images: Tensor, labels: Tensor, num_c
                                     f"(now {cfg.lr_lr})", it, loss_value, lr_value)
         progress.update(it, loss=loss_value, lr=lr_value)
         loop.step = it
+        snapshot(it)
         if checkpoint is not None:
             checkpoint.step(it, loop.capture)
     progress.close()

@@ -27,12 +27,12 @@ stored. Modes:
   gradient misses the terms through which an earlier batch moves the later θ_j, and the lr gradient likewise
   (a_i ≡ a_N instead of a_i = ∏(I − lr·H_j) a_N). With N = 1 the image and lr gradients are exact; the start's
   gradient is always a_1 (first order). Its error grows with lr·‖H‖ and N: on tests/test_memory.py's tiny
-  float64 problem (lr 0.1, DSA, batch 4 of 9) the image gradient's relative error against `full` is 6% at N = 2,
-  14% at N = 5 (lr gradient 0.4%) and 37% at N = 10; at lr 0.01, N = 5 it is 1.5%. With inner momentum μ its
+  float64 problem (lr 0.1, DSA, batch 4 of 9) the image gradient's relative error against `full` is 10% at N = 2,
+  24% at N = 5 (lr gradient 14%) and 39% at N = 10; at lr 0.01, N = 5 it is 1.8%. With inner momentum μ its
   first-order analogue keeps a_{k+1} = Σ_{n>k} (output n's gradient), so D_i = Σ_{n>i} w_{n−i}·(output n's
   gradient), w_k = 1 + μ + … + μ^{k−1}; the replay carries b_i. The dropped terms grow with the effective step
-  lr/(1 − μ): at μ = 0.9 on the same problem the image gradient's error is 4.3% at N = 2, 29% at N = 5 (lr gradient
-  6%) and 50% at N = 10.
+  lr/(1 − μ): at μ = 0.9 on the same problem the image gradient's error is 7.8% at N = 2, 27% at N = 5 (lr gradient
+  6%) and 65% at N = 10.
 
 Learned labels (DATM: float logits y, the inner loss soft cross-entropy) enter g_i as the images do, so
 ∂L/∂y_b += −lr·(∂g_i/∂y_b)ᵀ D_i in recompute (exact) and with the first-order D_i in constant, taken in the same

@@ -20,9 +20,10 @@ from distillery.distill.coreset import check_ipc, embed, forgetting_counts, sele
 from distillery.distill.apm import distill_adversarial
 from distillery.distill.components import Classifier, expert_logits
 from distillery.distill.matching import distill_trajectory
+from distillery.distill.snapshots import Snapshots
 from distillery.experts import ExpertSampler, get_recipe, load_expert
 from distillery.functional import FlatModel, snapshot_model
-from distillery.io import atomic_path
+from distillery.io import atomic_path, beside
 from distillery.models import build_model
 from distillery.needs import expert_epochs_needed
 from distillery.progress import log
@@ -54,6 +55,17 @@ def first_expert_features(cfg: DistillConfig, meta: dict, images: Tensor, expert
         raise ValueError(f"method '{cfg.method}': {purpose} needs one expert trajectory for its features; "
                          f"train it first (rule train_expert)")
     return expert_features(cfg, meta, images, expert_paths[0])
+
+
+def representative_features(cfg: DistillConfig, meta: dict, images: Tensor, expert_paths: Sequence[str | Path],
+                            student: FlatModel, expect: dict) -> Tensor:
+    """What representative init clusters: `features`, the embedding of expert 0's final network (the paper's
+    reading); `logits`, the final logits of a random expert (AST's distill.py:112-160: the files and the experts in
+    a file shuffled, `buffer[0][-1]`), drawn with role init-expert."""
+    if cfg.representative == "features" or not expert_paths:
+        return first_expert_features(cfg, meta, images, expert_paths, "init 'representative'")
+    k = int(torch.randint(len(expert_paths), (1,), generator=generator(cfg.seed, "init-expert")))
+    return expert_logits(student, load_expert(expert_paths[k], expect, False)[0][-1], images)
 
 
 def expert_classifiers(student: FlatModel, expert_paths: Sequence[str | Path], expect: dict) -> list[Classifier]:
@@ -89,31 +101,31 @@ def load_training(cfg: DistillConfig, prepared_dir: str | Path, zca_path: str | 
 
 def match_trajectories(cfg: DistillConfig, meta: dict, images: Tensor, labels: Tensor,
                        expert_paths: Sequence[str | Path], checkpoint: Checkpoint | None = None,
-                       max_bad: int = 10) -> DistillResult:
+                       max_bad: int = 10, snapshots: Snapshots | None = None) -> DistillResult:
     """distill_trajectory with a student `cfg.model` and the experts at `expert_paths` (checked before any compute
-    against the dataset, model, normalisation, parameter count and length); representative init takes expert 0's
-    features."""
+    against the dataset, model, normalisation, parameter count and length); representative init clusters
+    representative_features."""
     skeleton = build_model(cfg.model, meta["channels"], meta["num_classes"], meta["size"]).to(images.device)
     student = FlatModel(skeleton)
     experts = ExpertSampler(expert_paths, generator(cfg.seed, "experts"),
                             expected_expert(cfg, meta, student.num_params),
                             min_epochs=expert_epochs_needed(cfg.max_start_epoch, cfg.expert_epochs))
     features = None
-    if cfg.init == "representative":  # AST: k-means on the features of expert 0's final snapshot
+    if cfg.init == "representative":  # AST: k-means on expert 0's features (paper) or a random expert's logits (code)
         check_ipc(labels, meta["num_classes"], cfg.ipc)
-        features = first_expert_features(cfg, meta, images, expert_paths, "init 'representative'")
+        features = representative_features(cfg, meta, images, expert_paths, student, experts.expect)
     classifiers = expert_classifiers(student, expert_paths, experts.expect)  # DATM: init correct, learn_labels
     return distill_trajectory(cfg, images, labels, meta["num_classes"], student, experts, features=features,
-                              checkpoint=checkpoint, max_bad=max_bad, classifiers=classifiers)
+                              checkpoint=checkpoint, max_bad=max_bad, classifiers=classifiers, snapshots=snapshots)
 
 
 def adversarial(cfg: DistillConfig, meta: dict, images: Tensor, labels: Tensor,
                 expert_paths: Sequence[str | Path], checkpoint: Checkpoint | None = None,
-                max_bad: int = 10) -> DistillResult:
+                max_bad: int = 10, snapshots: Snapshots | None = None) -> DistillResult:
     """APM against the teachers at `expert_paths` (their final weights), checked like experts."""
     teachers = ExpertSampler(expert_paths, generator(cfg.seed, "experts"), expected_expert(cfg, meta))
     return distill_adversarial(cfg, images, labels, meta["num_classes"], teachers, checkpoint=checkpoint,
-                               max_bad=max_bad)
+                               max_bad=max_bad, snapshots=snapshots)
 
 
 def merge_groups(cfg: DistillConfig, group_paths: Sequence[str | Path]) -> DistillResult:
@@ -138,9 +150,12 @@ def merge_groups(cfg: DistillConfig, group_paths: Sequence[str | Path]) -> Disti
 def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | Path, log_path: str | Path,
                      expert_paths: Sequence[str | Path] = (), group_paths: Sequence[str | Path] = (),
                      zca_path: str | Path | None = None, device: str = "cpu", checkpoint_every: int = 50,
-                     max_bad: int = 10, gpu_memory_gb: float | None = None) -> dict:
+                     max_bad: int = 10, gpu_memory_gb: float | None = None, snapshot_every: int | None = None,
+                     snapshot_paths: Sequence[str | Path] = ()) -> dict:
     """Distil with the resolved `method` settings (or merge its `group_paths`); returns the synset metadata.
     `gpu_memory_gb` (runtime.gpu_memory_gb) keeps a training split too large for the GPU on the host.
+    `snapshot_every`: a trajectory or adversarial run also writes the set at iterations 0, every, 2·every, … to
+    `snapshot_paths` (distill/snapshots.py), for the selection rules.
 
     Trajectory and adversarial runs checkpoint every `checkpoint_every` iterations and on SIGTERM beside
     `synset_path` and resume from there when rerun with the same settings and inputs; `max_bad` non-finite
@@ -156,6 +171,14 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
     cfg = fit_batch_syn(cfg, meta["num_classes"])
     identity = {"settings": cfg.to_dict(), "dataset_sha256": meta["sha256"]["train.pt"],
                 "experts": [load_expert(path, verify=False)[1].get("sha256") for path in expert_paths]}
+    snapshots = None
+    if snapshot_every is not None:
+        if cfg.kind not in ("trajectory", "adversarial"):
+            raise ValueError(f"method '{cfg.method}': a {cfg.kind} set has no iterations to keep snapshots of")
+        identity["snapshot_every"] = snapshot_every  # a checkpoint of a run without them has none staged
+        base = {**cfg.to_dict(), "dataset": meta["name"], "dataset_sha256": meta["sha256"]["train.pt"],
+                "num_classes": meta["num_classes"], "seeds": role_seeds(cfg.seed, SEED_ROLES)}
+        snapshots = Snapshots(snapshot_paths, snapshot_every, cfg.iterations, base, beside(synset_path, "snapshots"))
     tic = time.perf_counter()
     checkpoint = Checkpoint(checkpoint_path(synset_path), checkpoint_every, identity)
     if cfg.kind == "coreset":
@@ -165,7 +188,7 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
     else:
         with checkpoint:  # SIGTERM checkpoints (only these loops poll it; elsewhere it keeps its default)
             run = adversarial if cfg.kind == "adversarial" else match_trajectories
-            result = run(cfg, meta, images, labels, expert_paths, checkpoint, max_bad)
+            result = run(cfg, meta, images, labels, expert_paths, checkpoint, max_bad, snapshots)
     seconds = time.perf_counter() - tic
     images_out, labels_out = result.images.detach().cpu(), result.labels.cpu()
     soft = None if result.soft_labels is None else result.soft_labels.detach().cpu()
@@ -174,6 +197,8 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
     synset_meta = {**cfg.to_dict(), "dataset": meta["name"], "dataset_sha256": meta["sha256"]["train.pt"],
                    "num_classes": meta["num_classes"], "experts": len(expert_paths), "seconds": seconds,
                    "seeds": role_seeds(cfg.seed, SEED_ROLES), "skipped": skipped, "over_threshold": over}
+    if snapshots is not None:  # the last of the series the selection rules choose from
+        synset_meta.update(iteration=cfg.iterations, snapshot_every=snapshot_every)
     if cfg.threshold is not None:
         log.info("%s ipc%d: %d of %d iterations skipped for a matching loss above the threshold %s", cfg.method,
                  cfg.ipc, over, len(result.history), cfg.threshold)
@@ -193,5 +218,7 @@ def run_distillation(method: dict, prepared_dir: str | Path, synset_path: str | 
         writer.writeheader()
         writer.writerows(result.history)
     save_synset(synset_path, images_out, labels_out, result.lr, soft, synset_meta)
+    if snapshots is not None:
+        snapshots.publish()
     checkpoint.clear()
     return synset_meta

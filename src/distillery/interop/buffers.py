@@ -155,6 +155,10 @@ def import_buffers(directory: str | Path, dataset: str, model: str, recipe: str,
     claimed domain than in the other); and that the set's directory holds no expert files yet.
     """
     directory, root = Path(directory), Path(root)
+    get_spec(dataset)  # a registered name, as in a config: never a path out of results/
+    if not directory.is_dir():
+        raise ValueError(f"{directory} does not exist or is not a directory; give the folder holding "
+                         f"replay_buffer_0.pt, replay_buffer_1.pt, …")
     if not is_model_name(model):
         raise ValueError(f"unknown model '{model}' (see distillery.models.MODEL_NAMES)")
     chosen = get_recipe(recipe)
@@ -219,6 +223,9 @@ def export_buffers(out: str | Path, dataset: str, model: str, recipe: str, zca: 
                    root: str | Path = ".", per_file: int = PER_FILE) -> list[Path]:
     """Our expert files of one set (0, 1, … in order) as reference buffers under `out` (distill.py's
     --buffer_path): reference_dir(...)/replay_buffer_<n>.pt, `per_file` experts each. Returns the files written."""
+    get_spec(dataset)
+    if not is_model_name(model):
+        raise ValueError(f"unknown model '{model}' (see distillery.models.MODEL_NAMES)")
     get_recipe(recipe)
     source = root / Path(PATHS["expert"].format(**expert_dir(dataset, {"model": model, "zca": zca, "recipe": recipe}),
                                                 k=0)).parent

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from distillery.data import load_meta, load_zca, zca_invert
+from distillery.data import get_spec, load_meta, load_zca, zca_invert
 from distillery.io import sha256_file
 from distillery.models import is_model_name
 from distillery.plan import EXTERNAL, PATHS, default_model
@@ -82,6 +82,7 @@ def import_synset(images_path: str | Path, dataset: str, name: str, labels_path:
     Images are stored class by class (stable), as our sets are; the metadata names every source with its sha256.
     """
     root, images_path = Path(root), Path(images_path)
+    get_spec(dataset)  # a registered name, as in a config: never a path out of results/
     if not NAME.fullmatch(name):
         raise ValueError(f"--name '{name}' must be letters, digits and underscores (it becomes {EXTERNAL}:{name})")
     model = model or default_model(dataset)

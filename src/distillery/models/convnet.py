@@ -52,8 +52,10 @@ class ConvNet(FeatureClassifier):
     A 2x2 pool that would act on a 1x1 map is skipped, so deep variants still build on small images.
     A 1-channel 28 px input (MNIST, Fashion-MNIST) gets padding 3 in the first conv, so its maps are 32/16/8
     and the classifier is the reference's (networks.py `_make_layers`: `padding=3 if channel == 1 and d == 0`,
-    with im_size 28 read as 32). The reference pads any 1-channel input by 3 but sizes its head for 28 px only
-    (other sizes do not build there), so other 1-channel sizes (8 px digits) keep padding 1.
+    with im_size 28 read as 32). The reference pads any 1-channel input by 3 but sizes its head as if padded by 1,
+    so at other sizes its network runs only where the two agree after the pools (8, 16, 24 px run; 12, 20 px fail);
+    ours keeps padding 1 at every other size, so on 8 px digits it is not the network the reference's code would
+    build there (a dataset no paper uses; docs/parity.md).
     """
 
     def __init__(self, channels: int, num_classes: int, size: int, width: int = 128, depth: int = 3,

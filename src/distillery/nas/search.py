@@ -17,7 +17,7 @@ from distillery.io import atomic_path, load_json
 from distillery.nas.rank import top_k_spearman
 from distillery.nas.space import read_ground_truth
 from distillery.progress import log
-from distillery.report.tables import write_text
+from distillery.report.tables import markdown_text, write_text
 
 REAL = "real"  # the source name of the real training split
 
@@ -91,13 +91,14 @@ def accuracies(records: Iterable[dict]) -> pd.DataFrame:
 
 def summary_markdown(summary: pd.DataFrame, title: str, reference: str) -> str:
     body = summary.copy()
+    body["source"] = body["source"].map(markdown_text)
     for column in body.columns[3:-1]:
         body[column] = [("n/a" if math.isnan(v) else f"{v:.2f}") for v in body[column]]
     body["minutes"] = [f"{v:,.1f}" for v in body["minutes"]]
     note = (f"Spearman's rank correlation with {reference}: `topK` over the K architectures the source ranks "
             f"highest (fewer when fewer were searched), `spearman` over all; minutes = the search's total training "
             f"and testing time. n/a: a constant ranking.")
-    return f"## {title}\n\n{body.to_markdown(index=False, disable_numparse=True)}\n\n{note}\n"
+    return f"## {markdown_text(title)}\n\n{body.to_markdown(index=False, disable_numparse=True)}\n\n{note}\n"
 
 
 def write_nas_table(result_paths: Iterable[str | Path], sources: Sequence[str], csv_path: str | Path,

@@ -1,5 +1,6 @@
 """What a config will cost before anything is submitted: every job of every table (and stability and NAS
-study) with its estimated GPU peak, host memory and time, summed per table and in total, as text and CSV.
+study) with its estimated GPU peak, host memory and time, summed per table and in total (as text and CSV:
+plan/costtable.py).
 
 A job shared by several tables (an expert, a distillation evaluated in two tables) is counted in each table
 that needs it and once in the total. Jobs whose rule asks for a GPU (`resources:` gpu) run on the device class
@@ -7,7 +8,6 @@ named (`--device gpu`: GPU-hours); the others, and everything under `--device cp
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -17,7 +17,6 @@ from pathlib import Path
 from distillery.budget import memory
 from distillery.budget.memory import GB, Estimate
 from distillery.choices import EXPERT_MEASURES, LOGGED_KINDS
-from distillery.data.host import DEVICE_SHARE
 from distillery.data.registry import get_spec
 from distillery.distill.config import DistillConfig
 from distillery.experts.recipes import get_recipe
@@ -27,13 +26,14 @@ from distillery.plan.settings import (declared_resources, eval_config, eval_seed
                                       resolve_method)
 from distillery.plan.studies import (nas_eval_config, nas_results, nas_settings, nas_spec, stability_settings,
                                      stability_spec)
-from distillery.plan.targets import expert_dir, expert_files, figure_sources, table_cells, table_spec
+from distillery.plan.targets import (expert_dir, expert_files, figure_sources, table_cells, table_sources,
+                                     table_spec)
 
 # Rules whose mem_mb and runtime come from the memory and time models (budget/) unless the table names them.
-MODELLED_RULES = ("train_expert", "expert_stats", "distill", "distill_group", "evaluate", "stability_trial",
-                  "nas_train")
+MODELLED_RULES = ("train_expert", "expert_stats", "distill", "distill_group", "evaluate", "evaluate_real",
+                  "stability_trial", "nas_train")
 COSTED = ("prepare_data", "fit_zca", "train_expert", "expert_stats", "distill", "distill_group", "evaluate",
-          "stability_trial", "nas_train")
+          "evaluate_snapshot", "evaluate_real", "stability_trial", "nas_train")
 SUMMARY_COLUMNS = ("table", "kind", "jobs", "memory", "peak_gpu_gb", "host_gb", "hours_per_job", "hours",
                    "gpu_hours", "on_host")
 DISTILL_COLUMNS = ("method", "dataset", "ipc", "kind", "memory", "chunk", "batch_syn", "syn_steps", "iterations",
@@ -125,6 +125,29 @@ def evaluate_job(config: dict, method: str, dataset: str, ipc: int, arch: str, p
                timing.evaluate_seconds(arch, images, spec, protocol_cfg, where), on_gpu)
 
 
+def real_job(config: dict, dataset: str, norm: str, arch: str, protocol: str, seed: int, device: str) -> Job:
+    """An evaluate_real job: the protocol on the whole training split (DD-Ranking's hard-label recovery)."""
+    spec, cfg = get_spec(dataset), eval_config(config, protocol)
+    on_gpu, where = _device(config, "evaluate", dataset, device)
+    return Job("evaluate_real", ("evaluate_real", dataset, norm, arch, protocol, seed), dataset,
+               memory.evaluate_estimate(arch, spec.train_size, spec, cfg, norm == "zca", True, memory.gpu_memory_gb(config)),
+               timing.evaluate_seconds(arch, spec.train_size, spec, cfg, where), on_gpu)
+
+
+def source_jobs(config: dict, source: dict, device: str) -> list[Job]:
+    """The jobs behind one evaluation a selection or a score reads (plan.targets.table_sources): a snapshot's or the
+    real split's evaluation, or a set's (the random subset's with its own job)."""
+    w = {k: source[k] for k in ("dataset", "ipc", "arch", "seed")}
+    if source.get("evaluates") == "real":
+        return [real_job(config, w["dataset"], source["norm"], w["arch"], source["choice"], w["seed"], device)]
+    method = source.get("evaluates", source["method"])
+    found = evaluate_job(config, method, **w, protocol=source["choice"], device=device)
+    if source.get("iteration") is not None:
+        found = replace(found, rule="evaluate_snapshot", key=(*found.key, source["iteration"]))
+    settings = resolve_method(config, method, w["dataset"], w["ipc"])
+    return (_distillation_jobs(config, w["dataset"], settings, device) if method != source["method"] else []) + [found]
+
+
 def nas_job(config: dict, study: str, source: str, arch: str, device: str) -> Job:
     spec_ = nas_spec(config, study)
     spec, settings = get_spec(spec_["dataset"]), nas_settings(config, study, source)
@@ -183,6 +206,8 @@ def table_jobs(config: dict, table: str, device: str) -> list[Job]:
         if measure == "accuracy":
             jobs += [evaluate_job(config, cell.method, cell.dataset, cell.ipc, cell.arch, cell.protocol, seed,
                                   device) for seed in eval_seeds(config)]
+    jobs += [job for source in table_sources(config, table) if "seed" in source  # a selection's or a score's
+             for job in source_jobs(config, source, device)]
     if "smoothness" in spec.get("figures", []):
         for source in figure_sources(config, table, "smoothness").values():
             dataset, norm, model, recipe = Path(source["path"]).parts[-5:-1]
@@ -275,74 +300,20 @@ def config_cost(config: dict, device: str = "gpu") -> tuple[list[dict], list[dic
     return rows, distills
 
 
-def _cell(value) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
-    return str(value)
-
-
-def to_text(rows: list[dict], distills: list[dict], header: str) -> str:
-    """The summary and distillation tables as aligned text (also valid Markdown)."""
-    def table(columns, body) -> list[str]:
-        cells = [list(columns)] + [[_cell(r[c]) for c in columns] for r in body]
-        widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-        lines = ["| " + " | ".join(v.ljust(w) for v, w in zip(line, widths)) + " |" for line in cells]
-        return [lines[0], "|" + "|".join("-" * (w + 2) for w in widths) + "|", *lines[1:]]
-
-    return "\n".join([header, "", *table(SUMMARY_COLUMNS, rows), "", "Distillations:", "",
-                      *table(DISTILL_COLUMNS, distills), ""])
-
-
-def write_csv(rows: list[dict], columns: tuple[str, ...], path: str | Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows({k: ("" if r[k] is None else r[k]) for k in columns} for r in rows)
-
-
-def header(config: dict, device: str, name: str) -> str:
-    sources = timing.rates(device)
-    lines = [f"Cost of {name} on {device} (GPU of {memory.gpu_memory_gb(config):g} GB, runtime.gpu_memory_gb; peak = "
-             f"the estimate with the margin {100 * memory.MARGIN_FRACTION:.0f}% + {memory.MARGIN_GB:g} GB; jobs shared "
-             f"by tables are counted in each, once in the total).",
-             f"Time per inner step ({device}): {sources['unroll'].source}.",
-             f"Time per training batch ({device}): {sources['training'].source}.",
-             "Not costed: prepare_data and fit_zca (I/O), tables, figures and plots (local jobs).",
-             f"on_host: splits whose whole load would take over {100 * DEVICE_SHARE:.0f}% of the GPU stay on the host "
-             "as uint8, a batch at a time normalised on the device."]
-    if device == "gpu":
-        cpu = timing.rates("cpu")
-        lines.append(f"Jobs without a GPU: {cpu['unroll'].source}; {cpu['training'].source}.")
-    return "\n".join(lines)
-
-
 def config_digest(config: dict) -> str:
-    """A short hash of the config without its run-time settings (device, reliability, runtime.tf32, which change
-    no estimate): the cost rule's parameter, so that any other change recomputes the table."""
-    planned = {key: value for key, value in config.items() if key not in ("device", "reliability")}
+    """A short hash of the config without its run-time settings (device, data_dir, reliability, runtime.tf32 and
+    every rule's threads, which change no estimate): the cost rule's parameter, so that any other change recomputes
+    the table (runtime.gpu_memory_gb too: the table plans and checks every job against that GPU)."""
+    planned = {key: value for key, value in config.items() if key not in ("device", "data_dir", "reliability")}
     planned["runtime"] = {k: v for k, v in (config.get("runtime") or {}).items() if k != "tf32"}
+    planned["resources"] = _without_threads(config.get("resources") or {})
     return hashlib.sha256(json.dumps(planned, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def write_cost(config: dict, device: str, name: str, csv_path: str | Path, distill_csv_path: str | Path,
-               html_path: str | Path | None = None) -> str:
-    """Write the cost tables as CSV (and HTML, for the Snakemake report); returns them as text."""
-    rows, distills = config_cost(config, device)
-    text = to_text(rows, distills, header(config, device, name))
-    write_csv(rows, SUMMARY_COLUMNS, csv_path)
-    write_csv(distills, DISTILL_COLUMNS, distill_csv_path)
-    if html_path is not None:
-        import html
-
-        import pandas as pd
-
-        notes = "".join(f"<p>{html.escape(line)}</p>" for line in header(config, device, name).splitlines())
-        tables = [pd.DataFrame(rows, columns=SUMMARY_COLUMNS), pd.DataFrame(distills, columns=DISTILL_COLUMNS)]
-        body = [t.to_html(index=False, na_rep="—", float_format=lambda v: f"{v:,.2f}") for t in tables]
-        Path(html_path).write_text(f"<html><body>{notes}{body[0]}<h3>Distillations</h3>{body[1]}</body></html>\n")
-    return text
+def _without_threads(table: dict) -> dict:
+    """A resources table without its threads (an entry left empty by that is as good as none)."""
+    kept = {k: _without_threads(v) if isinstance(v, dict) else v for k, v in table.items() if k != "threads"}
+    return {k: v for k, v in kept.items() if v != {}}
 
 
 # SLURM requests from the models: host memory with this factor, runtime with this factor plus fixed minutes
@@ -366,6 +337,8 @@ def job(config: dict, rule: str, wildcards: dict, device: str) -> Job:
     if rule == "evaluate":
         return evaluate_job(config, w["method"], w["dataset"], int(w["ipc"]), w["arch"], w["protocol"],
                             int(w["seed"]), device)
+    if rule == "evaluate_real":
+        return real_job(config, w["dataset"], w["norm"], w["arch"], w["protocol"], int(w["seed"]), device)
     if rule == "stability_trial":
         spec = stability_spec(config, w["study"])
         settings = stability_settings(config, w["study"], w["method"])

@@ -9,13 +9,17 @@ PATHS = {
     "test": "results/data/{dataset}/test.pt",
     "meta": "results/data/{dataset}/meta.json",
     "zca": "results/data/{dataset}/zca.pt",
+    "validation": "results/data/{dataset}/val.pt",
     "expert": "results/experts/{dataset}/{norm}/{model}/{recipe}/{k}.pt",
     "expert_stats": "results/experts/{dataset}/{norm}/{model}/{recipe}/stats.json",
     "synset": "results/synsets/{method}/{dataset}/ipc{ipc}/synset.pt",
     "distill_log": "results/synsets/{method}/{dataset}/ipc{ipc}/log.csv",
     "group_synset": "results/synsets/{method}/{dataset}/ipc{ipc}/group{group}/synset.pt",
     "group_log": "results/synsets/{method}/{dataset}/ipc{ipc}/group{group}/log.csv",
+    "snapshot": "results/synsets/{method}/{dataset}/ipc{ipc}/snapshots/it{iteration}.pt",
     "eval": "results/evals/{method}/{dataset}/ipc{ipc}/{arch}/{protocol}/seed{seed}.json",
+    "snapshot_eval": "results/evals/{method}/{dataset}/ipc{ipc}/{arch}/{protocol}/it{iteration}/seed{seed}.json",
+    "real_eval": "results/real/{dataset}/{norm}/{arch}/{protocol}/seed{seed}.json",
     "table_csv": "results/tables/{table}.csv",
     "table_md": "results/tables/{table}.md",
     "table_tex": "results/tables/{table}.tex",
@@ -44,3 +48,18 @@ def parse_expert_path(path: str | Path) -> dict:
     if found is None:
         raise ValueError(f"{path} is not an expert file path ({PATHS['expert']})")
     return {**found.groupdict(), "k": int(found["k"])}
+
+
+def shown_path(path: str | Path, *roots: str | Path) -> str:
+    """`path` relative to the first of `roots` it lies under, else as given: how a job records a file of the checkout
+    or the working directory (a param, an input), so that moving the checkout changes nothing a rerun trigger sees."""
+    path = Path(path)
+    under = [path.relative_to(root) for root in map(Path, roots) if path.is_relative_to(root)]
+    return str(under[0] if under else path)
+
+
+def config_name(paths: list, *roots: str | Path) -> str:
+    """The cost table's name for the config files `paths` (--configfile): each relative to the first of `roots` (the
+    working directory, the repository) it lies under, so that the name, a job param, does not change where the
+    checkout moves; 'the default config' without any."""
+    return ", ".join(shown_path(path, *roots) for path in paths) or "the default config"

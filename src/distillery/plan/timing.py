@@ -166,7 +166,7 @@ def trajectory_seconds(cfg: DistillConfig, spec: DatasetSpec, device: str, itera
 
 def adversarial_seconds(cfg: DistillConfig, spec: DatasetSpec, device: str) -> float:
     """An APM job: every iteration the image gradient through K + 1 networks in chunks; every mid_gap + 1
-    iterations a fresh student trained E epochs on the selected images."""
+    iterations a fresh student trained E + 1 epochs on the selected images."""
     rate = rates(device)["training"]
     n = cfg.ipc * spec.num_classes
     chosen = min(cfg.batch_syn or n, n)
@@ -174,8 +174,8 @@ def adversarial_seconds(cfg: DistillConfig, spec: DatasetSpec, device: str) -> f
     step, forward = _training_flops(cfg.model, spec)
     gradient = rate(math.ceil(chosen / min(cfg.update_syn or chosen, chosen)) * (cfg.checkpoints + 1),
                     chosen * (cfg.checkpoints + 1) * graph.slope)
-    batches = cfg.student_epochs * math.ceil(chosen / cfg.student_batch)
-    refresh = rate(batches, cfg.student_epochs * chosen * step + chosen * forward)
+    batches = (cfg.student_epochs + 1) * math.ceil(chosen / cfg.student_batch)
+    refresh = rate(batches, (cfg.student_epochs + 1) * chosen * step + chosen * forward)
     return cfg.iterations * gradient + math.ceil(cfg.iterations / (cfg.mid_gap + 1)) * refresh
 
 
@@ -196,8 +196,8 @@ def expert_seconds(recipe: Recipe, model: str, spec: DatasetSpec, device: str) -
 
 
 def evaluate_seconds(arch: str, images: int, spec: DatasetSpec, cfg: EvalConfig, device: str) -> float:
-    """An evaluate (or nas_train) job: the protocol's epochs on `images`, then the test split."""
-    return training_seconds(arch, images, cfg.epochs, cfg.batch, spec, device, passes=2 if cfg.sam_rho > 0 else 1,
+    """An evaluate (or nas_train) job: the protocol's epochs + 1 epochs on `images`, then the test split."""
+    return training_seconds(arch, images, cfg.epochs + 1, cfg.batch, spec, device, passes=2 if cfg.sam_rho > 0 else 1,
                             tested=spec.test_size)
 
 

@@ -12,7 +12,7 @@ from matplotlib.ticker import MaxNLocator
 
 from distillery.io import atomic_path, load_json
 from distillery.report.figures import _save
-from distillery.report.tables import write_text
+from distillery.report.tables import markdown_text, write_text
 
 COLUMNS = ["method", "parameter", "multiplier", "successes", "runs"]
 KEYS = ["method", "parameter", "multiplier"]
@@ -48,14 +48,16 @@ def multiplier_label(value: float) -> str:
 
 
 def to_markdown(counts: pd.DataFrame, title: str, iterations: Iterable[int] = ()) -> str:
-    """`## title`, per parameter a table (rows: method, columns: multiplier, cells: successes/runs), the note."""
-    parts = [f"## {title}"]
+    """`## title`, per parameter a table (rows: method, columns: multiplier, cells: successes/runs), the note (the title
+    and methods escaped: markdown_text)."""
+    parts = [f"## {markdown_text(title)}"]
     for parameter, rows in counts.groupby("parameter", sort=False):
         grid = rows.assign(cell=rows["successes"].astype(str) + "/" + rows["runs"].astype(str),
                            column=rows["multiplier"].map(multiplier_label))
         grid = grid.pivot(index="method", columns="column", values="cell")
         grid = grid.reindex(index=rows["method"].unique(), columns=rows["multiplier"].map(multiplier_label).unique())
         table = grid.fillna("").rename_axis(index="method", columns=None).reset_index()
+        table["method"] = table["method"].map(markdown_text)
         parts.append(f"### {parameter}\n\n" + table.to_markdown(index=False, disable_numparse=True,
                                                                  colalign=["left"] + ["right"] * grid.shape[1]))
     note, iterations = NOTE, sorted(set(iterations))

@@ -3,6 +3,7 @@ into mean ± std per (method, dataset, IPC, architecture), set them beside the n
 render the result as CSV, Markdown and LaTeX."""
 from __future__ import annotations
 
+import html
 import math
 import re
 from pathlib import Path
@@ -11,7 +12,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from distillery.choices import SCORE_MEASURES
 from distillery.io import atomic_path, atomic_write, load_json
+from distillery.report.scores import SCORE_NOTES, SCORE_PROTOCOL, WEIGHT, score_records
+from distillery.report.selection import select, selection_records
 
 COLUMNS = ["method", "dataset", "ipc", "arch", "mean", "std", "n"]
 KEYS = ["method", "dataset", "ipc", "arch"]
@@ -42,24 +46,32 @@ MEASURE_NOTES = {
                              "log (the first, warm-up iteration excluded); mean ± std over n iterations, on the "
                              "hardware of this run. paper: as printed, measured on the authors' GPU.",
 }
-DECIMALS = {"accuracy": 2, "expert_accuracy": 2, "avg_var": 4, "seconds_per_iteration": 3}
+DECIMALS = {"accuracy": 2, "expert_accuracy": 2, "avg_var": 4, "seconds_per_iteration": 3,
+            **{score: 2 for score in SCORE_MEASURES}}
 LATEX_SPECIALS = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}"}
 LATEX_SPECIAL_RE = re.compile("|".join(re.escape(c) for c in LATEX_SPECIALS))
+
+
+def row_label(method: str, protocol: str, own: str = "default") -> str:
+    """A row's method as a table shows it: the method under its own evaluation protocol, else "mtt [sam0.01]"."""
+    return method if protocol == own else f"{method} [{protocol}]"
 
 
 def aggregate(records: Iterable[dict]) -> pd.DataFrame:
     """One row per (method, dataset, ipc, arch) in first-seen order: mean, std, n of each record's `value`
     (an evaluation record's `accuracy` fraction counts as value in percent).
 
-    A result of a named evaluation protocol other than the default shows as method "mtt [sam0.01]".
+    A result of an evaluation protocol other than the method's own (a record's `method_protocol`, else "default")
+    shows as method "mtt [sam0.01]".
     """
     frame = pd.DataFrame(list(records))
     if frame.empty:
         raise ValueError("no evaluation results to aggregate")
     if "protocol" in frame:
-        other = frame["protocol"].fillna("default") != "default"
-        frame.loc[other, "method"] = frame["method"][other] + " [" + frame["protocol"][other] + "]"
+        own = frame["method_protocol"] if "method_protocol" in frame else pd.Series("default", index=frame.index)
+        frame["method"] = [row_label(m, p, o) for m, p, o in
+                           zip(frame["method"], frame["protocol"].fillna("default"), own.fillna("default"))]
     if "value" not in frame:
         frame["value"] = frame["accuracy"] * 100
     grouped = frame.groupby(KEYS, sort=False)["value"]
@@ -69,7 +81,7 @@ def aggregate(records: Iterable[dict]) -> pd.DataFrame:
 
 def samples(measure: str, path: str | Path) -> list[float]:
     """The numbers one source file contributes to a cell of `measure` (see distillery.plan.table_sources)."""
-    if measure == "accuracy":
+    if measure == "accuracy" or measure in SCORE_MEASURES:  # a score's evaluations: report/scores.py
         return [load_json(path)["accuracy"] * 100]
     if measure == "expert_accuracy":
         return [a * 100 for a in load_json(path)["final_test_accuracy"]]
@@ -131,14 +143,15 @@ def select_reported(reported: pd.DataFrame, paper: str | None, table_name: str |
 
 def compare(table: pd.DataFrame, reported: pd.DataFrame, paper: str | None = None,
             table_name: str | None = None) -> pd.DataFrame:
-    """The aggregated table, in its order, left-joined with the paper's numbers: + reported_mean, reported_std, diff."""
+    """The aggregated table, in its order, left-joined with the paper's numbers: + reported_mean, reported_std, diff
+    (= mean − reported_mean); a selection table's rule columns (report/selection.py) are kept after them."""
     rows = select_reported(reported, paper, table_name)[KEYS + ["mean", "std"]]
     rows = rows.rename(columns={"mean": "reported_mean", "std": "reported_std"}).astype({"ipc": "int64"})
     merged = table.astype({"ipc": "int64"}).merge(rows, on=KEYS, how="left", validate="one_to_one")
     merged["reported_mean"] = merged["reported_mean"].astype("float64")
     merged["reported_std"] = merged["reported_std"].astype("float64")
     merged["diff"] = merged["mean"] - merged["reported_mean"]
-    return merged[COMPARED_COLUMNS]
+    return merged[COMPARED_COLUMNS + [c for c in table.columns if c not in COMPARED_COLUMNS]]
 
 
 def with_reported(table: pd.DataFrame) -> pd.DataFrame:
@@ -192,12 +205,31 @@ def cells(table: pd.DataFrame, pm: str, minus: str, measure: str = "accuracy") -
             for r in shown.itertuples(index=False)]
 
 
-def to_markdown(table: pd.DataFrame, title: str, measure: str = "accuracy", notes: Sequence[str] = ()) -> str:
-    """`## title`, the table (ours, paper, Δ), the note on what the numbers are, then the table's own notes."""
-    body = pd.DataFrame(cells(table, " ± ", MINUS, measure), columns=HEADER)
-    markdown = body.to_markdown(index=False, disable_numparse=True, colalign=ALIGN)
-    text = "\n\n".join([MEASURE_NOTES.get(measure, PROTOCOL), *notes])
-    return f"## {title}\n\n{markdown}\n\n{text}\n"
+def measure_note(measure: str, weight: float = WEIGHT) -> str:
+    """What a measure's numbers are: PROTOCOL for accuracy, MEASURE_NOTES' line, or a score's formula and protocol."""
+    if measure in SCORE_MEASURES:
+        return f"{SCORE_NOTES[measure].format(weight=weight)}. {SCORE_PROTOCOL}"
+    return MEASURE_NOTES.get(measure, PROTOCOL)
+
+
+# Markdown's inline markers; an underscore only where it can open or close emphasis (mtt_noise stays as it is).
+MARKDOWN_SPECIAL_RE = re.compile(r"[\\`*\[\]|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def markdown_text(text: str) -> str:
+    """`text` from a config (a title, note or label) as literal Markdown: HTML's &, < and > as entities and Markdown's
+    inline markers escaped, so that it can neither put HTML into the report nor break a table row."""
+    return MARKDOWN_SPECIAL_RE.sub(lambda m: "\\" + m[0], html.escape(str(text), quote=False))
+
+
+def to_markdown(table: pd.DataFrame, title: str, measure: str = "accuracy", notes: Sequence[str] = (),
+                weight: float = WEIGHT) -> str:
+    """`## title`, the table (ours, paper, Δ), the note on what the numbers are, then the table's own notes (the
+    title, notes and row labels escaped: markdown_text)."""
+    rows = [[markdown_text(c) for c in row[:4]] + row[4:] for row in cells(table, " ± ", MINUS, measure)]
+    markdown = pd.DataFrame(rows, columns=HEADER).to_markdown(index=False, disable_numparse=True, colalign=ALIGN)
+    text = "\n\n".join([measure_note(measure, weight), *map(markdown_text, notes)])
+    return f"## {markdown_text(title)}\n\n{markdown}\n\n{text}\n"
 
 
 def latex_escape(text: str) -> str:
@@ -226,6 +258,86 @@ def to_latex(table: pd.DataFrame, title: str, measure: str = "accuracy") -> str:
     return "\n".join(lines) + "\n"
 
 
+TEST_SELECTED = "test ‡"  # the column of the papers' rule, marked everywhere it appears
+RULE_HEADERS = {"final": "final", "validation": "validation", "test": TEST_SELECTED}
+SELECTION_NOTE = (
+    "final: top-1 test accuracy (%) of freshly initialised networks trained on the final synthetic set, read once "
+    "after the final training epoch, with no selection on the test set. validation: the same for the snapshot of the "
+    "distillation and the protocol choice (shown in brackets where it is not the cell's own) whose networks scored "
+    "best on a held-out validation split of the training data, which nothing was trained on; the test accuracy is "
+    "read once, after the pick. ‡ test: selected on the test set — the snapshot and choice with the best test "
+    "accuracy, as the papers selected theirs (MTT issue #23: the max over test evaluations during distillation); "
+    "shown only for comparison with the papers. Each rule picks per cell and evaluation-seed set (by the mean over "
+    "the seeds); mean ± std (population std) over n seeds. paper: as printed (selected on the test set by the "
+    "papers' protocols). Δ = final − paper = (test ‡ − paper) + (final − test ‡): the first term is how far our "
+    "method is from theirs under their protocol, the second what selecting on the test set adds to a number "
+    "(never positive: the final set is one of the candidates). In percentage points.")
+
+
+def with_decomposition(table: pd.DataFrame) -> pd.DataFrame:
+    """A compared selection table with Δ's two parts where it has both rules: test_diff = test − paper and
+    selection_diff = final − test (so diff = test_diff + selection_diff when the first rule is final)."""
+    table = table.copy()
+    if "test_mean" in table:
+        table["test_diff"] = table["test_mean"] - table["reported_mean"]
+        if "final_mean" in table:
+            table["selection_diff"] = table["final_mean"] - table["test_mean"]
+    return table
+
+
+def pick_label(row: dict, rule: str) -> str:
+    """Where a rule's pick came from: '' for final, else ' (it 40)', ' (final set)', with the protocol choice."""
+    if rule == "final":
+        return ""
+    iteration, choice = row[f"{rule}_iteration"], row[f"{rule}_choice"]
+    where = "final set" if pd.isna(iteration) else f"it {int(iteration)}"
+    return f" ({where})" if choice == row["protocol"] else f" ({where}, {choice})"
+
+
+def selection_header(rules: Sequence[str], table: pd.DataFrame) -> list[str]:
+    split = ["Δ test ‡ − paper", "Δ final − test ‡"] if "selection_diff" in table else []
+    return ["method", "dataset", "ipc", "arch", *(RULE_HEADERS[r] for r in rules), "paper", "Δ", *split, "n"]
+
+
+def selection_cells(table: pd.DataFrame, rules: Sequence[str], pm: str, minus: str) -> list[list[str]]:
+    """Displayed rows of a selection table: keys, each rule's mean ± std and pick, the paper, Δ (and its parts), n."""
+    rows = []
+    for row in table.to_dict("records"):
+        ours = [ours_cell(row[f"{r}_mean"], row[f"{r}_std"], pm) + pick_label(row, r) for r in rules]
+        split = [delta_cell(row["test_diff"], minus), delta_cell(row["selection_diff"], minus)] \
+            if "selection_diff" in row else []
+        rows.append([str(row["method"]), str(row["dataset"]), str(row["ipc"]), str(row["arch"]), *ours,
+                     paper_cell(row["reported_mean"], row["reported_std"], pm), delta_cell(row["diff"], minus),
+                     *split, str(row["n"])])
+    return rows
+
+
+def selection_markdown(table: pd.DataFrame, title: str, rules: Sequence[str], notes: Sequence[str] = ()) -> str:
+    """`## title`, a column per selection rule beside the paper's number and Δ with its two parts, then the note (the
+    title, notes and row labels escaped: markdown_text)."""
+    header = selection_header(rules, table)
+    rows = [[markdown_text(c) for c in row[:4]] + row[4:] for row in selection_cells(table, rules, " ± ", MINUS)]
+    align = ("left", "left", "right", "left", *("right",) * (len(header) - 4))
+    markdown = pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True, colalign=align)
+    text = "\n\n".join([SELECTION_NOTE, *map(markdown_text, notes)])
+    return f"## {markdown_text(title)}\n\n{markdown}\n\n{text}\n"
+
+
+def selection_latex(table: pd.DataFrame, title: str, rules: Sequence[str]) -> str:
+    """The selection table as a booktabs `table` environment (columns as in the Markdown)."""
+    def tex(text: str) -> str:
+        return latex_escape(text).replace("\0", r" $\pm$ ").replace("Δ", r"$\Delta$").replace("‡", r"$\ddagger$") \
+            .replace("−", "$-$")
+
+    header = [tex(h) for h in selection_header(rules, table)]
+    rows = [[tex(c) for c in row] for row in selection_cells(table, rules, "\0", "−")]
+    spec = "llrl" + "r" * (len(header) - 4)
+    lines = [r"\begin{table}[t]", r"\centering", f"\\caption{{{latex_escape(title)}}}", f"\\begin{{tabular}}{{{spec}}}",
+             r"\toprule", latex_row(header), r"\midrule", *(latex_row(row) for row in rows), r"\bottomrule",
+             r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Write UTF-8 text atomically."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
@@ -234,13 +346,23 @@ def write_text(path: str | Path, text: str) -> None:
 def write_table(sources: Iterable[str | Path | dict], csv_path: str | Path, md_path: str | Path, title: str,
                 reported_paths: Iterable[str | Path] = (), paper: str | None = None, table_name: str | None = None,
                 tex_path: str | Path | None = None, measure: str = "accuracy",
-                notes: Sequence[str] = ()) -> pd.DataFrame:
+                notes: Sequence[str] = (), rules: Sequence[str] = ("final",), weight: float = WEIGHT) -> pd.DataFrame:
     """Read the sources (see load_records), set them beside the paper's numbers, write CSV, Markdown (with
-    `notes` under the table) and optional LaTeX atomically."""
-    table = compare(aggregate(load_records(sources, measure)), load_reported(reported_paths), paper, table_name)
+    `notes` under the table) and optional LaTeX atomically. Selection `rules` other than final alone put a column per
+    rule (report/selection.py, honest.py); a score measure is computed per seed with `weight` (report/scores.py)."""
+    reported = load_reported(reported_paths)
+    if tuple(rules) != ("final",):
+        table = with_decomposition(compare(select(selection_records(sources), rules), reported, paper, table_name))
+        markdown, latex = selection_markdown(table, title, rules, notes), selection_latex(table, title, rules)
+    else:
+        records = load_records(sources, measure)
+        if measure in SCORE_MEASURES:
+            records = score_records(records, measure, weight)
+        table = compare(aggregate(records), reported, paper, table_name)
+        markdown, latex = to_markdown(table, title, measure, notes, weight), to_latex(table, title, measure)
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
-    write_text(md_path, to_markdown(table, title, measure, notes))
+    write_text(md_path, markdown)
     if tex_path is not None:
-        write_text(tex_path, to_latex(table, title, measure))
+        write_text(tex_path, latex)
     return table
