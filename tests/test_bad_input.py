@@ -1,6 +1,7 @@
-"""The README's troubleshooting table, row by row, as a user meets it: each bad input goes through Snakemake's command
-line (`snakemake -n`; the rows a job finds, in a run too) and what it prints holds the row's text word for word (…
-in the README stands for the rest); nothing is written. Nested `--config` values work as their types."""
+"""The bad-input table of docs/troubleshooting.md, row by row, as a user meets it: each bad input goes through
+Snakemake's command line (`snakemake -n`; the rows a job finds, in a run too) and what it prints holds the row's text
+word for word (… in the table stands for the rest); nothing is written. Nested `--config` values work as their
+types."""
 import copy
 import re
 from pathlib import Path
@@ -111,10 +112,10 @@ JOB_ROWS = {"missing data directory", "a corrupt archive", "Tiny ImageNet in the
 LOGGED = {"batch_syn above IPC × classes"}  # a row that is not an error: a logged adjustment
 
 
-def readme_rows() -> dict[str, str]:
-    """The troubleshooting table of the README: bad input -> its 'error says' cell."""
-    readme = (ROOT / "README.md").read_text()
-    text = readme[readme.index("## Troubleshooting"):]
+def table_rows() -> dict[str, str]:
+    """The bad-input table of docs/troubleshooting.md: bad input -> its 'error says' cell."""
+    page = (ROOT / "docs" / "troubleshooting.md").read_text()
+    text = page[page.index("## Bad input"):]
     rows = {}
     for line in text[text.index("| bad input |"):].splitlines()[2:]:
         if not line.startswith("|"):
@@ -137,7 +138,7 @@ def assert_says(printed: str, cell: str) -> None:
 
 
 def test_the_readme_table_and_the_rows_tested_are_the_same():
-    assert set(readme_rows()) == set(ROWS) | LOGGED
+    assert set(table_rows()) == set(ROWS) | LOGGED
 
 
 @pytest.mark.parametrize("row", ROWS, ids=list(ROWS))
@@ -145,7 +146,7 @@ def test_bad_input_fails_early_saying_what_the_readme_says(row, tmp_path, monkey
     for key, value in OFFLINE.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)  # data_dir `data`, relative to the working directory as in a run
-    assert_says(ROWS[row](tmp_path), readme_rows()[row])
+    assert_says(ROWS[row](tmp_path), table_rows()[row])
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), "nothing half-written"
 
 
@@ -169,7 +170,7 @@ def test_the_rows_a_job_finds_say_the_same_through_a_snakemake_run(tmp_path, sha
     run = snakemake(tmp_path, config, "--cores", "2", "--keep-going", *targets)
     assert run.returncode != 0
     printed = run.stdout + run.stderr
-    rows = readme_rows()
+    rows = table_rows()
     for row in JOB_ROWS:
         assert_says(printed, rows[row])
     for dataset in ("cifar10", "cifar100", "tiny-imagenet"):

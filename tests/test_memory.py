@@ -13,7 +13,7 @@ from distillery.seeds import generator
 
 DSA = "color_crop_cutout_flip_scale_rotate"
 # constant's relative error against full on problem() with lr 0.1, no intermediate points (quoted in
-# distill/memory.py and README "Memory modes"): image gradient per N; the lr gradient's at N = 5
+# distill/memory.py and docs/memory-and-cost.md "Memory modes"): image gradient per N; the lr gradient's at N = 5
 CONSTANT_ERROR = {"images": {2: 0.1025, 5: 0.2442, 10: 0.3904}, "lr": 0.1416}
 # the same with inner momentum 0.9 (AST's distill.py), its first-order analogue
 CONSTANT_ERROR_MOMENTUM = {"images": {2: 0.0775, 5: 0.2714, 10: 0.6511}, "lr": 0.0625}

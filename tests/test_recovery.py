@@ -184,9 +184,9 @@ def test_lost_preempted_and_killed_jobs_are_redone_by_the_same_command_from_thei
 
 
 def readme_commands(row: str, options: list[str], command: list[str]) -> list[list[str]]:
-    """The commands in the README's interruption table's row `row`, as printed, with `<your options>` and
+    """The commands in docs/cluster.md's interruption table's row `row`, as printed, with `<your options>` and
     `<your command>` filled in."""
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "cluster.md").read_text()
     line = next(line for line in readme.splitlines() if line.strip().startswith(f"| {row}"))
     printed = re.findall(r"`([^`]*)`", line.rsplit("|", 2)[1])
     filled = []
@@ -252,7 +252,7 @@ def test_ctrl_c_and_a_killed_snakemake_stop_their_jobs_which_the_readme_commands
     os.kill(orphan, signal.SIGSTOP)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    # 3. The README's commands for this row, as printed: --unlock, then the command with --rerun-incomplete.
+    # 3. docs/cluster.md's commands for this row, as printed: --unlock, then the command with --rerun-incomplete.
     unlock, again = readme_commands("SIGKILL of Snakemake alone", options, command)
     assert unlock[:2] == ["snakemake", "--unlock"] and again == [*command, "--rerun-incomplete"]
     unlocked = snakemake(run, None, *unlock[1:])
