@@ -94,6 +94,27 @@ def test_a_failing_job_writes_its_traceback_to_its_log_and_exits_1_marked_unfini
     assert not (tmp_path / ".out.pt.running").exists()
 
 
+def test_a_stopped_job_leaves_none_of_its_outputs_so_the_same_command_reruns_it(tmp_path, restore_logging):
+    """Ctrl-C while a job had written some outputs: Snakemake cancels it without removing them and would call them
+    incomplete; the job removes what it wrote (a file and a folder here) before it exits."""
+    import os
+    import signal
+    import time
+
+    from distillery.runtime import job
+
+    table, figures, never = tmp_path / "cost.csv", tmp_path / "figures", tmp_path / "cost.html"
+    with pytest.raises(SystemExit) as stopped:
+        with job(tmp_path / "job.log", [table, figures, never]):
+            table.write_text("written")
+            (figures / "a").mkdir(parents=True)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises at the next bytecode
+    assert stopped.value.code == 1 and not table.exists() and not figures.exists() and not never.exists()
+    text = (tmp_path / "job.log").read_text()
+    assert "stopped by SIGINT" in text and f"removed the outputs this job had written: {table}, {figures}" in text
+
+
 def test_a_job_runs_torch_on_the_threads_snakemake_gives_it(tmp_path, restore_logging):
     from distillery.runtime import job
 

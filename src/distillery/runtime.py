@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -130,6 +131,23 @@ class Watchdog:
                 return
 
 
+def remove_outputs(outputs: Sequence[str | Path]) -> None:
+    """Remove the outputs a stopped or failed job had written (while it still holds their running mark), so that
+    no partial set of them is left: Snakemake does the same for a failed job but not for one it cancels on Ctrl-C,
+    whose outputs it then calls incomplete, and the same command would refuse to run."""
+    removed = []
+    for path in map(Path, outputs):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(str(path))
+    if removed:
+        log.info("removed the outputs this job had written: %s", ", ".join(removed))
+
+
 @contextlib.contextmanager
 def job(log_path: str | Path | None, outputs: Sequence[str | Path], threads: int = 1, device: str = "cpu",
         tf32: str = "all") -> Iterator[str]:
@@ -137,7 +155,8 @@ def job(log_path: str | Path | None, outputs: Sequence[str | Path], threads: int
     distillery.interrupted.running), logs to `log_path`, sizes the thread pool and yields the resolved device (its
     TF32 mode set). A stop signal outside a checkpointed loop stops the job (checkpoints take them over inside
     theirs), and so does the end of the Snakemake process that started it (Watchdog). Any error is logged with its
-    traceback, so the job's log holds it as well as stderr (the SLURM output), and the job exits with status 1."""
+    traceback, so the job's log holds it as well as stderr (the SLURM output), and the job exits with status 1,
+    leaving none of its outputs (see remove_outputs)."""
     setup_logging(None)  # stderr only until the output is this process's: the log may still be another's
     previous = on_stop_signals(_stop)
     guard = running(outputs[0]) if outputs else contextlib.nullcontext()
@@ -150,7 +169,11 @@ def job(log_path: str | Path | None, outputs: Sequence[str | Path], threads: int
             resolved = resolve_device(device)
             if set_tf32(resolved, tf32):
                 log.info("device %s, TF32 mode %s (runtime.tf32)", resolved, tf32)
-            yield resolved
+            try:
+                yield resolved
+            except (Exception, KeyboardInterrupt):
+                remove_outputs(outputs)
+                raise
     except (Exception, KeyboardInterrupt) as error:
         log.exception("job failed: %s: %s", type(error).__name__, error)
         raise SystemExit(1) from None
