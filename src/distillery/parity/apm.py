@@ -23,7 +23,7 @@ from distillery.experts.train import train_expert
 from distillery.functional import FlatModel
 from distillery.models import build_model
 from distillery.parity.compare import Tolerance
-from distillery.parity.context import Context, default_dtype
+from distillery.parity.context import Context, SharedSizes, default_dtype
 from distillery.parity.lineage import Authors, dataset_branch, fixed_clock, inject_networks, on_cpu
 from distillery.parity.patches import Patches
 from distillery.parity.reference import Reference, authors_modules
@@ -65,13 +65,9 @@ WHAT = {
 
 
 @dataclass(frozen=True)
-class Sizes:
+class Sizes(SharedSizes):
     """Small by default: seconds per iteration case, a minute for each teacher-training case."""
 
-    model: str = "ConvNetW32"        # their get_network builds it at 28 px (im_size read as 32 with padding 3)
-    train_per_class: int = 100       # the shared Fashion-MNIST subset
-    test_per_class: int = 100
-    seed: int = 0
     teacher_epochs: int = 2          # our teacher that the iteration and evaluation cases use (recipe teacher)
     # distillation iterations
     ipc: int = 2

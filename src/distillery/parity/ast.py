@@ -21,7 +21,7 @@ import torch
 from distillery.augment import GROUPS
 from distillery.distill import DistillConfig
 from distillery.parity.compare import CaseResult, Tolerance, compare_all
-from distillery.parity.context import Context, default_dtype, finish, working_dir
+from distillery.parity.context import Context, SharedSizes, default_dtype, finish, working_dir
 from distillery.parity.lineage import (WHAT, Authors, dataset_branch, dsa_draws, dsa_layout, fixed_clock, on_cpu,
                                        wandb_stub)
 from distillery.parity.mtt import (EXACT_ITERATION, IterationState, as_float64, distill_argv, expert_buffer,
@@ -47,13 +47,10 @@ GENERATOR = ("distill.py:14 imports Generator from a module `generator` the repo
 
 
 @dataclass(frozen=True)
-class Sizes:
-    """Small by default: seconds per case."""
+class Sizes(SharedSizes):
+    """Small by default: seconds per case. distill_iteration also runs seed + 1: start epochs 0 and 3 at seeds 0
+    and 1."""
 
-    model: str = "ConvNetW32"        # their get_network builds it at 28 px (im_size read as 32 with padding 3)
-    train_per_class: int = 100       # the shared Fashion-MNIST subset
-    test_per_class: int = 100
-    seed: int = 0                    # distill_iteration also runs seed + 1: start epochs 0 and 3 at seeds 0 and 1
     # one distillation iteration
     ipc: int = 2
     syn_steps: int = 6               # M 3: intermediate points at steps 2 and 4 (ξ_i = i·(N // M))

@@ -23,7 +23,7 @@ from distillery.distill import DistillConfig
 from distillery.experts import get_recipe
 from distillery.experts.train import train_expert
 from distillery.parity.compare import CaseResult, compare_all
-from distillery.parity.context import Context, finish
+from distillery.parity.context import Context, SharedSizes, finish
 from distillery.parity.ftd import Distiller, ema_config, iteration_case, their_expert
 from distillery.parity.lineage import Authors
 from distillery.parity.mtt import EXACT_ITERATION, FLOAT32, FLOAT64
@@ -42,14 +42,10 @@ MATCH_STEP_WHAT = ("torch.nn.functional.l1_loss and mse_loss in distill_ATT.py r
 
 
 @dataclass(frozen=True)
-class Sizes:
+class Sizes(SharedSizes):
     """Small by default: seconds per case. 6 inner steps on 8 of the 20 images at lr 0.01 carry the student past the
     target, so the chosen step is inside the path (step 3 of 6 at these sizes), not its end."""
 
-    model: str = "ConvNetW32"
-    train_per_class: int = 100
-    test_per_class: int = 100
-    seed: int = 0
     # one distillation iteration
     ipc: int = 2
     syn_steps: int = 6

@@ -17,6 +17,17 @@ from distillery.parity.reference import Reference
 from distillery.parity.workspace import Workspace
 
 
+@dataclass(frozen=True)
+class SharedSizes:
+    """The sizes every method's cases have (each method's Sizes adds its own): the network, the shared Fashion-MNIST
+    subset, the seed."""
+
+    model: str = "ConvNetW32"        # their get_network builds it at 28 px (im_size read as 32 with padding 3)
+    train_per_class: int = 100
+    test_per_class: int = 100
+    seed: int = 0
+
+
 @dataclass
 class Context:
     """One harness run: the authors' checkout, the shared workspace, the method's sizes, a scratch folder, and

@@ -37,7 +37,7 @@ from distillery.experts.train import train_expert
 from distillery.functional import FlatModel
 from distillery.models import build_model
 from distillery.parity.compare import CaseResult, Tolerance, compare_all
-from distillery.parity.context import Context, default_dtype, finish, working_dir
+from distillery.parity.context import Context, SharedSizes, default_dtype, finish, working_dir
 from distillery.parity.lineage import (WHAT, Authors, dataset_branch, dsa_draws, dsa_layout, fixed_clock, on_cpu,
                                        wandb_stub)
 from distillery.parity.mtt import as_float64
@@ -75,13 +75,9 @@ WHAT_DATM = {  # what each of this module's patches changes in DATM.py (the line
 
 
 @dataclass(frozen=True)
-class Sizes:
+class Sizes(SharedSizes):
     """Small by default: seconds per case."""
 
-    model: str = "ConvNetW32"        # their get_network builds it at 28 px (im_size read as 32 with padding 3)
-    train_per_class: int = 100       # the shared Fashion-MNIST subset
-    test_per_class: int = 100
-    seed: int = 0
     # distillation: `iterations` iterations, the window's upper bound growing from current_max_start_epoch to
     # max_start_epoch over expansion_end_epoch of them (1, 2, 3 by default: every bound differs)
     ipc: int = 2

@@ -29,7 +29,7 @@ from distillery.interop import reference_dir
 from distillery.metrics import accuracy
 from distillery.models import build_model
 from distillery.parity.compare import CaseResult, Tolerance, compare_all
-from distillery.parity.context import Context, default_dtype, finish, working_dir
+from distillery.parity.context import Context, SharedSizes, default_dtype, finish, working_dir
 from distillery.parity.lineage import (WHAT, Authors, dataset_branch, dsa_draws, dsa_layout, fixed_clock,
                                        inject_networks, loader_order, no_dc_augment, on_cpu, snapshot_copies,
                                        wandb_stub)
@@ -50,13 +50,9 @@ EXACT_ITERATION = ("start_epoch", "updated")
 
 
 @dataclass(frozen=True)
-class Sizes:
+class Sizes(SharedSizes):
     """Small by default: seconds per exact case, minutes for the statistical one (stat_*)."""
 
-    model: str = "ConvNetW32"        # their get_network builds it at 28 px (im_size read as 32 with padding 3)
-    train_per_class: int = 100       # the shared Fashion-MNIST subset
-    test_per_class: int = 100
-    seed: int = 0
     # one distillation iteration
     ipc: int = 2
     syn_steps: int = 4
