@@ -21,13 +21,12 @@ import torch
 from distillery.augment import GROUPS
 from distillery.distill import DistillConfig
 from distillery.parity.compare import CaseResult, Tolerance, compare_all
-from distillery.parity.context import Context, SharedSizes, default_dtype, finish, working_dir
-from distillery.parity.lineage import (WHAT, Authors, dataset_branch, dsa_draws, dsa_layout, fixed_clock, on_cpu,
-                                       wandb_stub)
-from distillery.parity.mtt import (EXACT_ITERATION, IterationState, as_float64, distill_argv, expert_buffer,
-                                   iteration_state, our_iteration)
-from distillery.parity.patches import Patches, given, normal_from, randperm_from, recording_sgd
-from distillery.parity.reference import Reference, authors_modules, quiet, script_args
+from distillery.parity.context import Context, SharedSizes, finish
+from distillery.parity.lineage import WHAT, Authors, wandb_stub
+from distillery.parity.mtt import EXACT_ITERATION, IterationState, iteration_state, our_iteration
+from distillery.parity.mtt import their_iteration as mtt_their_iteration
+from distillery.parity.patches import Patches, normal_from
+from distillery.parity.reference import Reference, authors_modules
 from distillery.plan.settings import load_config, resolve_method
 from distillery.plan.timing import ROOT
 from distillery.seeds import generator
@@ -124,37 +123,12 @@ def generator_stub() -> types.ModuleType:
 
 
 def their_iteration(ctx: Context, st: IterationState, patches: Patches) -> dict[str, Any]:
-    """distill.py's main for one iteration (--Iteration 0, no evaluation) from the same state, with the
-    components' switches; loss from the wandb log, gradients and updated values from the recording optimizer."""
-    cfg, ws = st.cfg, ctx.ws
-    _, buffers = expert_buffer(ctx)
-    logged, records = [], []
-    with distill_run(ctx, patches, logged) as m:
-        argv = distill_argv(ws, cfg, buffers, 1) + switches(cfg)
-        args = script_args(ctx.reference / "distill.py", argv, patches)
-        a = Authors(m, patches)
-        on_cpu(a, ["distill", "utils"])
-        dataset_branch(a, ["distill"], ws.reference_name, ws.train, ws.test, ws.meta)
-        fixed_clock(a, cfg.seed)
-        a.override("distill", "torch", "randn", given(iter([st.images.clone()]), "initial images"), "initial-images")
-        a.override("distill", "np", "random.randint", given(iter([st.start]), "a start epoch"), "start-epoch")
-        a.override("distill", "torch", "randperm", randperm_from(generator(cfg.seed, "batches")), "batches")
-        a.override("distill", "torch", "normal", normal_from(generator(cfg.seed, "perturb")), "perturb-draws",
+    """MTT's one-iteration run of distill.py (mtt.their_iteration) on AST's, with the components' switches and its
+    weight perturbation's draws answered from ours."""
+    def perturb_draws(a: Authors) -> None:
+        a.override("distill", "torch", "normal", normal_from(generator(st.cfg.seed, "perturb")), "perturb-draws",
                    PERTURB_DRAWS)
-        a.override("distill", "torch", "optim.SGD", recording_sgd(records), "recording-optimizer")
-        if cfg.dsa != "none":
-            dsa_draws(a, generator(cfg.seed, "dsa"))
-            dsa_layout(a, ["distill"])
-        if st.dtype == torch.float64:
-            a.override("distill", "torch", "load", lambda *x, **k: as_float64(torch.load(*x, **k)), "float64")
-        a.install()
-        with default_dtype(st.dtype), working_dir(ctx.fresh("distill")), quiet():
-            m.distill.main(args)
-    images, lr = (next(r for r in records if r["values"][0].dim() == dims) for dims in (4, 0))
-    loss = next(row["Grand_Loss"] for row in logged if "Grand_Loss" in row)
-    start = next(row["Start_Epoch"] for row in logged if "Start_Epoch" in row)
-    return {"loss": loss, "grad_images": images["grads"][0], "grad_lr": lr["grads"][0], "start_epoch": start,
-            "updated": 1, "images_after": images["values"][0], "lr_after": lr["values"][0]}
+    return mtt_their_iteration(ctx, st, patches, distill_run, switches(st.cfg), perturb_draws)
 
 
 PERTURB_DRAWS = ("weightPerturb's torch.normal draws (one per 4-D weight, distill.py:258) answered from our "

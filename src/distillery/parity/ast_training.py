@@ -21,22 +21,19 @@ from distillery.evaluate import train_network
 from distillery.experts import get_recipe
 from distillery.experts.train import train_expert
 from distillery.functional import FlatModel
-from distillery.interop import reference_dir
 from distillery.metrics import accuracy
 from distillery.models import build_model
 from distillery.parity.ast import FLOAT32, REFERENCE, Sizes, distill_run, iteration_config, paper_config
 from distillery.parity.compare import CaseResult, compare_all
 from distillery.parity.context import Context, finish, working_dir
 from distillery.parity.lineage import (Authors, dataset_branch, dsa_draws, dsa_layout, fixed_clock, inject_networks,
-                                       loader_order, no_dc_augment, on_cpu, snapshot_copies)
-from distillery.parity.mtt import distill_argv, expert_buffer
+                                       loader_order, on_cpu)
+from distillery.parity.mtt import distill_argv, expert_buffer, their_buffer
 from distillery.parity.patches import Patches, given
-from distillery.parity.reference import authors_modules, quiet, script_args
-from distillery.parity.workspace import DATASET
+from distillery.parity.reference import quiet, script_args
 from distillery.plan.settings import eval_config
 from distillery.seeds import generator, seeded
 
-BUFFER = ("utils", "buffer")
 PROTOCOL = "ast"
 # buffer.py's switches for our AST recipes (smooth: README.md:12); its lr_teacher 0.003, --mom 0.9 and --l2 1e-3
 # defaults (buffer.py:150, :162-163) are left to it, so the recipe's values are checked against them
@@ -63,28 +60,11 @@ def expert_case(dsa: bool) -> Any:
         started = time.perf_counter()
         s, ws = ctx.sizes, ctx.ws
         recipe = get_recipe(s.recipe, epochs=s.train_epochs, batch=s.batch_train, dsa=dsa)
-        argv = buffer_argv(ctx, s, dsa, ctx.folder(name))
+        out = ctx.folder(name)
+        argv = buffer_argv(ctx, s, dsa, out)
         ours, _ = train_expert(*ws.train, s.model, ws.num_classes, recipe, s.seed)
-        with Patches() as patches, authors_modules(REFERENCE, ctx.reference, BUFFER) as m:
-            args = script_args(ctx.reference / "buffer.py", argv, patches)
-            a = Authors(m, patches)
-            on_cpu(a, ["buffer", "utils"])
-            dataset_branch(a, ["buffer"], ws.reference_name, ws.train, ws.test, ws.meta)
-            fixed_clock(a, s.seed)
-            inject_networks(a, ["buffer"], iter([ours[0]]))
-            loader_order(a, "buffer", generator(s.seed, "expert-shuffle"))
-            if dsa:
-                dsa_draws(a, generator(s.seed, "expert-dsa"))
-                dsa_layout(a, ["utils"])
-            else:
-                no_dc_augment(a)
-            snapshot_copies(patches)
-            a.install()
-            with quiet():
-                m.buffer.main(args)
-        out = ctx.scratch / name / reference_dir(DATASET, False, s.model) / "replay_buffer_0.pt"
-        (expert,) = torch.load(out)
-        theirs = torch.stack([torch.cat([p.reshape(-1) for p in snapshot]) for snapshot in expert])
+        with Patches() as patches:
+            theirs = their_buffer(ctx, REFERENCE, argv, out, ours[0], dsa, patches)
         rows = {f"epoch_{e}": theirs[e] for e in range(len(theirs))}
         result = compare_all(name, {f"epoch_{e}": ours[e] for e in range(len(ours))}, rows, FLOAT32)
         decayed = [e for e in range(s.train_epochs) if e > s.train_epochs // 2 + 1]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -170,14 +170,16 @@ def our_iteration(ctx: Context, st: IterationState) -> dict[str, Any]:
             "images_after": result.images, "lr_after": torch.tensor(result.lr, dtype=st.dtype)}
 
 
-def their_iteration(ctx: Context, st: IterationState, patches: Patches) -> dict[str, Any]:
+def their_iteration(ctx: Context, st: IterationState, patches: Patches, run: Callable | None = None,
+                    switches: Sequence[str] = (), more: Callable[[Authors], None] | None = None) -> dict[str, Any]:
     """distill.py's main for one iteration (--Iteration 0, no evaluation) from the same state; its loss from the
-    wandb log, its gradients and updated values from the recording optimizer."""
+    wandb log, its gradients and updated values from the recording optimizer. A fork's distill.py (AST's) runs with
+    its own `run` (distill_run's counterpart), command-line `switches` and `more` patches of its draws."""
     cfg, ws = st.cfg, ctx.ws
     _, buffers = expert_buffer(ctx)
     logged, records = [], []
-    with distill_run(ctx, patches, logged) as m:
-        args = script_args(ctx.reference / "distill.py", distill_argv(ws, cfg, buffers, 1), patches)
+    with (run or distill_run)(ctx, patches, logged) as m:
+        args = script_args(ctx.reference / "distill.py", distill_argv(ws, cfg, buffers, 1) + list(switches), patches)
         a = Authors(m, patches)
         on_cpu(a, ["distill", "utils"])
         dataset_branch(a, ["distill"], ws.reference_name, ws.train, ws.test, ws.meta)
@@ -185,6 +187,8 @@ def their_iteration(ctx: Context, st: IterationState, patches: Patches) -> dict[
         a.override("distill", "torch", "randn", given(iter([st.images.clone()]), "initial images"), "initial-images")
         a.override("distill", "np", "random.randint", given(iter([st.start]), "a start epoch"), "start-epoch")
         a.override("distill", "torch", "randperm", randperm_from(generator(cfg.seed, "batches")), "batches")
+        if more:
+            more(a)
         a.override("distill", "torch", "optim.SGD", recording_sgd(records), "recording-optimizer")
         if cfg.dsa != "none":
             dsa_draws(a, generator(cfg.seed, "dsa"))
@@ -244,6 +248,32 @@ def dsa_case(ctx: Context) -> CaseResult:
     return finish(result, patches_all, ctx, started)
 
 
+def their_buffer(ctx: Context, reference: Reference, argv: list[str], out: Path, first_row: Tensor, dsa: bool,
+                 patches: Patches) -> Tensor:
+    """The lineage's buffer.py (MTT's or a fork's, `reference`) run with `argv` (its --buffer_path `out`), one expert
+    from our initial weights `first_row`, our batch order and DSA draws or augmentation off: its snapshot rows."""
+    s, ws = ctx.sizes, ctx.ws
+    with authors_modules(reference, ctx.reference, BUFFER) as m:
+        args = script_args(ctx.reference / "buffer.py", argv, patches)
+        a = Authors(m, patches)
+        on_cpu(a, ["buffer", "utils"])
+        dataset_branch(a, ["buffer"], ws.reference_name, ws.train, ws.test, ws.meta)
+        fixed_clock(a, s.seed)
+        inject_networks(a, ["buffer"], iter([first_row]))
+        loader_order(a, "buffer", generator(s.seed, "expert-shuffle"))
+        if dsa:
+            dsa_draws(a, generator(s.seed, "expert-dsa"))
+            dsa_layout(a, ["utils"])
+        else:
+            no_dc_augment(a)
+        snapshot_copies(patches)
+        a.install()
+        with quiet():
+            m.buffer.main(args)
+    (expert,) = torch.load(out / reference_dir(DATASET, False, s.model) / "replay_buffer_0.pt")
+    return torch.stack([torch.cat([p.reshape(-1) for p in snapshot]) for snapshot in expert])
+
+
 def expert_case(dsa: bool) -> Any:
     """buffer.py's expert training against our train_expert (recipe sgd) for train_epochs epochs."""
     name = "expert_training_dsa" if dsa else "expert_training"
@@ -257,25 +287,8 @@ def expert_case(dsa: bool) -> Any:
         argv = ["--dataset", ws.reference_name, "--model", s.model, "--num_experts", "1", "--train_epochs",
                 str(s.train_epochs), "--batch_train", str(s.batch_train), "--lr_teacher", repr(recipe.lr),
                 "--dsa", str(dsa), "--buffer_path", str(out), "--save_interval", "1", "--data_path", str(ws.root)]
-        with Patches() as patches, authors_modules(REFERENCE, ctx.reference, BUFFER) as m:
-            args = script_args(ctx.reference / "buffer.py", argv, patches)
-            a = Authors(m, patches)
-            on_cpu(a, ["buffer", "utils"])
-            dataset_branch(a, ["buffer"], ws.reference_name, ws.train, ws.test, ws.meta)
-            fixed_clock(a, s.seed)
-            inject_networks(a, ["buffer"], iter([ours[0]]))
-            loader_order(a, "buffer", generator(s.seed, "expert-shuffle"))
-            if dsa:
-                dsa_draws(a, generator(s.seed, "expert-dsa"))
-                dsa_layout(a, ["utils"])
-            else:
-                no_dc_augment(a)
-            snapshot_copies(patches)
-            a.install()
-            with quiet():
-                m.buffer.main(args)
-        (expert,) = torch.load(out / reference_dir(DATASET, False, s.model) / "replay_buffer_0.pt")
-        theirs = torch.stack([torch.cat([p.reshape(-1) for p in snapshot]) for snapshot in expert])
+        with Patches() as patches:
+            theirs = their_buffer(ctx, REFERENCE, argv, out, ours[0], dsa, patches)
         rows = {f"epoch_{e}": theirs[e] for e in range(len(theirs))}
         result = compare_all(name, {f"epoch_{e}": ours[e] for e in range(len(ours))}, rows, FLOAT32)
         result.notes = ["float32 (their epoch() casts batches with .float()); initial weights: our row 0 set into "
