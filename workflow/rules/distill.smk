@@ -79,4 +79,4 @@ for job in snapshot_distillations(config):
         conda:
             "../../envs/distillery.yaml"
         script:
-            "../../scripts/distill_snapshots.py"
+            "../../scripts/distill.py"
